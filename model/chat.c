@@ -1,0 +1,1 @@
+/* chat.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* forward.c — placeholder until written. */

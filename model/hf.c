@@ -1,0 +1,1 @@
+/* hf.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* hooks.c — placeholder until written. */

@@ -1,0 +1,298 @@
+/* ks_model.h — the public interface of model/: load LLaMA-family checkpoints, tokenize,
+ * run the forward pass with hook points, sample and generate, format chat prompts.
+ *
+ * Ownership: every *_open/_create returns a handle through an out-parameter that the
+ * caller frees with the matching *_close/_free; all of those accept NULL. Strings returned
+ * by accessors are owned by the handle and live as long as it does.
+ *
+ * Threading: a ks_model is read-only once loaded and may be shared by many sessions on
+ * many threads; a ks_session is used by one thread at a time. */
+#ifndef KS_MODEL_H
+#define KS_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ks_status.h"
+
+/* ---------------------------------------------------------------- config */
+
+typedef enum {
+    KS_ROPE_SCALING_NONE = 0,
+    KS_ROPE_SCALING_LINEAR = 1,
+    KS_ROPE_SCALING_DYNAMIC = 2, /* dynamic NTK, as HF "dynamic" */
+    KS_ROPE_SCALING_LLAMA3 = 3,
+} ks_rope_scaling;
+
+/* How rotary pairs are laid out inside a head. Meta/llama2.c/GGUF checkpoints rotate
+ * adjacent pairs (2i, 2i+1); HF checkpoints were permuted by the conversion script to rotate
+ * (i, i + head_dim/2). We keep each checkpoint's own layout rather than permuting weights,
+ * so weights stay mmap'd; outputs are identical, only the order inside hook_q/hook_k differs. */
+typedef enum {
+    KS_ROPE_STYLE_INTERLEAVED = 0,
+    KS_ROPE_STYLE_HALF = 1,
+} ks_rope_style;
+
+typedef struct {
+    int dim;          /* d_model */
+    int hidden_dim;   /* d_mlp (SwiGLU inner size) */
+    int n_layers;
+    int n_heads;      /* query heads */
+    int n_kv_heads;   /* key/value heads (GQA when < n_heads) */
+    int head_dim;     /* usually dim / n_heads */
+    int vocab_size;
+    int max_seq_len;  /* max_position_embeddings / context_length */
+    float rms_eps;
+    float rope_theta;
+    ks_rope_style rope_style;
+    ks_rope_scaling rope_scaling;
+    float rope_factor;
+    float rope_low_freq_factor;  /* llama3 */
+    float rope_high_freq_factor; /* llama3 */
+    int rope_orig_max_pos;       /* llama3: original_max_position_embeddings; dynamic: max_seq_len */
+    bool tie_embeddings;
+    int bos_id; /* -1 when none */
+    int eos_id; /* -1 when none */
+} ks_config;
+
+/* ---------------------------------------------------------------- tokenizer */
+
+typedef struct ks_tokenizer ks_tokenizer;
+
+typedef enum {
+    KS_TOKEN_NORMAL = 1,
+    KS_TOKEN_UNKNOWN = 2,
+    KS_TOKEN_CONTROL = 3,
+    KS_TOKEN_USER_DEFINED = 4,
+    KS_TOKEN_UNUSED = 5,
+    KS_TOKEN_BYTE = 6,
+} ks_token_type;
+
+/* Load a tokenizer from a file: SentencePiece tokenizer.model (protobuf), HF tokenizer.json,
+ * or a llama2.c tokenizer .bin; the kind is recognised from the content. */
+ks_status ks_tokenizer_open(const char *path, ks_tokenizer **out, ks_error *err);
+/* Build a SentencePiece-BPE tokenizer from a vocabulary (pieces in SentencePiece spelling,
+ * i.e. U+2581 for spaces). Arrays are copied. types may be NULL (inferred). */
+ks_status ks_tokenizer_from_vocab(int n_vocab, const char *const *pieces, const size_t *piece_lens,
+                                  const float *scores, const int *types, int bos_id, int eos_id,
+                                  int unk_id, bool add_dummy_prefix, ks_tokenizer **out,
+                                  ks_error *err);
+void ks_tokenizer_free(ks_tokenizer *tok);
+
+int ks_tokenizer_vocab_size(const ks_tokenizer *tok);
+int ks_tokenizer_bos(const ks_tokenizer *tok); /* -1 when none */
+int ks_tokenizer_eos(const ks_tokenizer *tok); /* -1 when none */
+/* Piece of a token as stored (SentencePiece spelling), NUL-terminated; NULL if id invalid. */
+const char *ks_tokenizer_piece(const ks_tokenizer *tok, int id);
+ks_token_type ks_tokenizer_type(const ks_tokenizer *tok, int id);
+
+/* Encode UTF-8 text. add_bos prepends BOS. Control-token look-alikes in text (e.g. "</s>")
+ * are encoded as plain text, as SentencePiece does. *ids is malloc'd; caller frees. */
+ks_status ks_tokenizer_encode(const ks_tokenizer *tok, const char *text, size_t len, bool add_bos,
+                              int **ids, int *n_ids, ks_error *err);
+/* Decode ids to UTF-8 as SentencePiece's DecodeIds does (byte pieces joined, leading dummy
+ * space removed, control tokens dropped). *text is malloc'd and NUL-terminated. */
+ks_status ks_tokenizer_decode(const ks_tokenizer *tok, const int *ids, int n_ids, char **text,
+                              size_t *len, ks_error *err);
+/* The text one token adds when streamed after prev (-1 at start): handles the dummy-prefix
+ * space and byte pieces. Writes at most cap-1 bytes + NUL into buf; returns bytes written.
+ * Byte pieces are emitted raw, so a multi-byte character may span several calls. */
+size_t ks_tokenizer_token_text(const ks_tokenizer *tok, int prev, int id, char *buf, size_t cap);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct ks_model ks_model;
+
+typedef struct {
+    const char *tokenizer_path; /* overrides/provides the tokenizer (llama2.c needs one) */
+    bool no_mmap;               /* read weights into memory instead of mapping */
+} ks_model_options;
+
+/* Open MODEL: an HF directory (config.json + safetensors), a .gguf file, or a llama2.c
+ * .bin checkpoint. PyTorch pickles are refused. opts may be NULL. */
+ks_status ks_model_open(const char *path, const ks_model_options *opts, ks_model **out,
+                        ks_error *err);
+void ks_model_close(ks_model *m);
+
+const ks_config *ks_model_config(const ks_model *m);
+/* NULL when the model has no tokenizer (llama2.c without --tokenizer). */
+const ks_tokenizer *ks_model_tokenizer(const ks_model *m);
+/* "hf-safetensors", "gguf", "llama2c" */
+const char *ks_model_format(const ks_model *m);
+/* Storage dtype of the weights as loaded ("f32", "f16", "bf16", "q8_0", "mixed"…). */
+const char *ks_model_weight_dtype(const ks_model *m);
+/* Bytes of parameters as computed on (f32), and how many of them are mmap'd from disk. */
+size_t ks_model_param_count(const ks_model *m);
+size_t ks_model_mapped_bytes(const ks_model *m);
+/* Chat template suggested by the checkpoint ("koala", "vicuna", "llama2", … or "plain"). */
+const char *ks_model_template_hint(const ks_model *m);
+
+/* ---------------------------------------------------------------- hooks */
+
+/* Hook points, named as TransformerLens names them. X(enum, name suffix, per_layer). */
+#define KS_HOOK_LIST(X)                                  \
+    X(KS_HOOK_EMBED, "hook_embed", 0)                    \
+    X(KS_HOOK_RESID_PRE, "hook_resid_pre", 1)            \
+    X(KS_HOOK_LN1_NORMALIZED, "ln1.hook_normalized", 1)  \
+    X(KS_HOOK_ATTN_Q, "attn.hook_q", 1)                  \
+    X(KS_HOOK_ATTN_K, "attn.hook_k", 1)                  \
+    X(KS_HOOK_ATTN_V, "attn.hook_v", 1)                  \
+    X(KS_HOOK_ATTN_ROT_Q, "attn.hook_rot_q", 1)          \
+    X(KS_HOOK_ATTN_ROT_K, "attn.hook_rot_k", 1)          \
+    X(KS_HOOK_ATTN_SCORES, "attn.hook_attn_scores", 1)   \
+    X(KS_HOOK_ATTN_PATTERN, "attn.hook_pattern", 1)      \
+    X(KS_HOOK_ATTN_Z, "attn.hook_z", 1)                  \
+    X(KS_HOOK_ATTN_OUT, "hook_attn_out", 1)              \
+    X(KS_HOOK_RESID_MID, "hook_resid_mid", 1)            \
+    X(KS_HOOK_LN2_NORMALIZED, "ln2.hook_normalized", 1)  \
+    X(KS_HOOK_MLP_PRE, "mlp.hook_pre", 1)                \
+    X(KS_HOOK_MLP_PRE_LINEAR, "mlp.hook_pre_linear", 1)  \
+    X(KS_HOOK_MLP_POST, "mlp.hook_post", 1)              \
+    X(KS_HOOK_MLP_OUT, "hook_mlp_out", 1)                \
+    X(KS_HOOK_RESID_POST, "hook_resid_post", 1)          \
+    X(KS_HOOK_LN_FINAL_NORMALIZED, "ln_final.hook_normalized", 0) \
+    X(KS_HOOK_LOGITS, "logits", 0)
+
+typedef enum {
+#define KS_X(e, s, l) e,
+    KS_HOOK_LIST(KS_X)
+#undef KS_X
+    KS_HOOK_COUNT
+} ks_hook_point;
+
+/* The tensor a hook sees. data is row-major with the TransformerLens axis order, batch
+ * axis dropped: per-token tensors are [pos, ...] (hook_q: [pos, head, d_head]); attention
+ * scores/pattern are [head, query_pos, key_pos] where key_pos spans the whole context so
+ * far (cached keys included). pos0 is the absolute position of the first query row. */
+typedef struct {
+    const char *name;     /* full name, e.g. "blocks.3.attn.hook_pattern" */
+    ks_hook_point point;
+    int layer;            /* -1 for points outside the blocks */
+    float *data;          /* NULL when asking */
+    int ndim;
+    int64_t shape[4];
+    int pos0;
+} ks_hook_tensor;
+
+/* Hook callback. Called first with ask=true (data NULL): return true to be handed the
+ * tensor. Then called with ask=false and data set: read it, or edit it in place (the edit
+ * flows into the rest of the forward); the return value is then ignored.
+ * Not called at all when no hook is installed, so an unhooked forward pays nothing. */
+typedef bool (*ks_hook_fn)(const ks_hook_tensor *t, bool ask, void *user);
+
+/* Full name of a hook point ("blocks.{layer}.<suffix>" or the bare name). Returns the
+ * length, like snprintf. */
+int ks_hook_name(ks_hook_point p, int layer, char *buf, size_t cap);
+/* Parse a full name; KS_ERR_NOT_FOUND when it names no hook point. */
+ks_status ks_hook_parse(const char *name, ks_hook_point *p, int *layer);
+
+/* ---------------------------------------------------------------- session (forward) */
+
+typedef struct ks_session ks_session;
+
+typedef struct {
+    int max_seq_len; /* KV cache length; 0 = the model's max_seq_len */
+    int max_batch;   /* tokens per prefill chunk (bounds activation memory); 0 = 512 */
+    int n_threads;   /* 0 = all cores */
+} ks_session_options;
+
+/* A session holds the KV cache and activation buffers for one sequence. The model must
+ * outlive it. opts may be NULL. */
+ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, ks_session **out,
+                            ks_error *err);
+void ks_session_free(ks_session *s);
+
+/* Install (or with fn NULL remove) the hook callback. */
+void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user);
+/* Forget the cached context (position back to 0). */
+void ks_session_reset(ks_session *s);
+/* Number of tokens in the cache. */
+int ks_session_pos(const ks_session *s);
+const ks_model *ks_session_model(const ks_session *s);
+
+typedef enum {
+    KS_LOGITS_NONE = 0, /* only fill the cache */
+    KS_LOGITS_LAST = 1, /* logits of the last token */
+    KS_LOGITS_ALL = 2,  /* logits of every token */
+} ks_logits_mode;
+
+/* Run tokens[0..n) at positions pos..pos+n, appending to the cache. logits receives
+ * (n, vocab) floats for KS_LOGITS_ALL, (vocab) for KS_LOGITS_LAST; it may be NULL for
+ * KS_LOGITS_NONE. Prefill goes through GEMMs in chunks of max_batch tokens. */
+ks_status ks_session_forward(ks_session *s, const int *tokens, int n, ks_logits_mode mode,
+                             float *logits, ks_error *err);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct {
+    float temperature; /* 0 = greedy */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+    uint64_t seed;
+} ks_sampler_params;
+
+typedef struct ks_sampler ks_sampler;
+ks_status ks_sampler_create(const ks_sampler_params *p, int vocab_size, ks_sampler **out,
+                            ks_error *err);
+void ks_sampler_free(ks_sampler *s);
+/* Pick the next token from logits (vocab floats; may be modified in place). */
+int ks_sampler_sample(ks_sampler *s, float *logits);
+
+/* ---------------------------------------------------------------- generation */
+
+/* Called with the text of each new token as it is produced; return false to stop. */
+typedef bool (*ks_stream_fn)(const char *piece, size_t len, int token, void *user);
+
+typedef struct {
+    int max_new_tokens;
+    ks_sampler_params sampling;
+    const char *const *stop_strings; /* NULL-terminated list, may be NULL */
+    bool stop_at_eos;
+} ks_generate_params;
+
+/* Feed prompt ids (the session's cache is extended), then generate. The generated ids
+ * (without the prompt, without the stop token) go to *out_ids (malloc'd) when non-NULL;
+ * generated text (stop string removed) to *out_text (malloc'd) when non-NULL. */
+ks_status ks_generate(ks_session *s, const int *prompt, int n_prompt, const ks_generate_params *gp,
+                      ks_stream_fn stream, void *user, int **out_ids, int *n_out, char **out_text,
+                      ks_error *err);
+
+/* Per-token log-probabilities of ids[1..n) given the prefix (ids[0] gets none): logprobs
+ * receives n-1 floats. Resets the session. */
+ks_status ks_score(ks_session *s, const int *ids, int n, float *logprobs, ks_error *err);
+
+/* ---------------------------------------------------------------- chat templates */
+
+typedef enum {
+    KS_CHAT_PLAIN = 0,
+    KS_CHAT_KOALA = 1,
+    KS_CHAT_VICUNA = 2,
+    KS_CHAT_ALPACA = 3,
+    KS_CHAT_LLAMA2 = 4,
+} ks_chat_template;
+
+typedef struct {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} ks_chat_message;
+
+ks_status ks_chat_template_parse(const char *name, ks_chat_template *out, ks_error *err);
+const char *ks_chat_template_name(ks_chat_template t);
+/* Render messages into the prompt text a model of that template expects, ending with the
+ * cue for the assistant's next turn. Finished assistant turns are closed with "</s>" where
+ * the template says so; the text is then tokenized with control tokens recognised
+ * (see ks_chat_encode). *out is malloc'd. */
+ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_msgs, char **out,
+                         ks_error *err);
+/* Tokenize a rendered chat prompt: "<s>" and "</s>" written by the template become the BOS
+ * and EOS ids (never user text: user text is encoded as text). Starts with BOS. */
+ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
+                         int n_msgs, int **ids, int *n_ids, ks_error *err);
+
+/* ---------------------------------------------------------------- misc */
+
+/* Library version string. */
+const char *ks_version(void);
+
+#endif
