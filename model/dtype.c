@@ -1,1 +1,169 @@
-/* dtype.c — placeholder until written. */
+/* dtype.c — storage dtypes of checkpoints and their conversion to f32.
+ *
+ * F16 and BF16 are IEEE half / bfloat16. The quantised block formats are GGML's:
+ *   Q8_0: 32 elements in 34 bytes: f16 scale d, then 32 int8 q;          x = d * q
+ *   Q4_0: 32 elements in 18 bytes: f16 scale d, then 16 bytes of nibbles; element j < 16 is
+ *         the low nibble of byte j, element j + 16 its high nibble;       x = d * (nibble - 8)
+ *   Q4_K: 256 elements in 144 bytes: f16 d, f16 dmin, 12 bytes of packed 6-bit (scale, min)
+ *         pairs for 8 sub-blocks of 32, then 128 bytes of nibbles. Sub-blocks come in pairs
+ *         sharing 32 bytes: the first takes the low nibbles, the second the high ones;
+ *         x = d * scale_s * nibble - dmin * min_s. */
+#include "model_private.h"
+
+#include <string.h>
+
+const char *ks_dtype_name(ks_dtype t) {
+    switch (t) {
+#define KS_X(e, s, be, bb) \
+    case e:                \
+        return s;
+        KS_DTYPE_LIST(KS_X)
+#undef KS_X
+    default:
+        break;
+    }
+    return "?";
+}
+
+int ks_dtype_block_elems(ks_dtype t) {
+    switch (t) {
+#define KS_X(e, s, be, bb) \
+    case e:                \
+        return be;
+        KS_DTYPE_LIST(KS_X)
+#undef KS_X
+    default:
+        break;
+    }
+    return 0;
+}
+
+int ks_dtype_block_bytes(ks_dtype t) {
+    switch (t) {
+#define KS_X(e, s, be, bb) \
+    case e:                \
+        return bb;
+        KS_DTYPE_LIST(KS_X)
+#undef KS_X
+    default:
+        break;
+    }
+    return 0;
+}
+
+ks_status ks_dtype_nbytes(ks_dtype t, uint64_t n, uint64_t *out, ks_error *err) {
+    if ((int)t < 0 || t >= KS_DTYPE_COUNT)
+        return ks_error_set(err, KS_ERR_RANGE, "dtype %d out of range", (int)t);
+    uint64_t be = (uint64_t)ks_dtype_block_elems(t), bb = (uint64_t)ks_dtype_block_bytes(t);
+    if (n % be != 0)
+        return ks_error_set(err, KS_ERR_RANGE,
+                            "%llu elements is not a multiple of the %s block size %llu",
+                            (unsigned long long)n, ks_dtype_name(t), (unsigned long long)be);
+    uint64_t r;
+    if (__builtin_mul_overflow(n / be, bb, &r))
+        return ks_error_set(err, KS_ERR_RANGE, "byte size of %llu %s elements overflows",
+                            (unsigned long long)n, ks_dtype_name(t));
+    *out = r;
+    return KS_OK;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* IEEE binary16 → binary32, exact for every input (subnormals renormalised, inf/nan kept,
+ * nan payload shifted into the top of the f32 mantissa). */
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: value = man * 2^-24; normalise */
+            int e = -1;
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400u));
+            man &= 0x3ffu;
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
+        }
+    } else if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    return bits_f32(u);
+}
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static void q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
+    /* 8 six-bit scales and 8 six-bit mins in 12 bytes: sub-blocks 0..3 hold theirs in the
+     * low 6 bits of bytes 0..3 (scales) and 4..7 (mins); sub-blocks 4..7 keep the low 4 bits
+     * in bytes 8..11 (scale low nibble, min high nibble) and the top 2 bits in the spare
+     * high bits of bytes 0..3 (scales) and 4..7 (mins). */
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
+        *mn = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, size_t n) {
+    const uint8_t *s = src;
+    switch (t) {
+    case KS_DTYPE_F32:
+        memcpy(dst, src, n * sizeof(float));
+        break;
+    case KS_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(rd16(s + 2 * i));
+        break;
+    case KS_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) dst[i] = bits_f32((uint32_t)rd16(s + 2 * i) << 16);
+        break;
+    case KS_DTYPE_Q8_0:
+        for (size_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + b * 34;
+            float d = f16_to_f32(rd16(blk));
+            for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)(int8_t)blk[2 + j];
+        }
+        break;
+    case KS_DTYPE_Q4_0:
+        for (size_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + b * 18;
+            float d = f16_to_f32(rd16(blk));
+            float *y = dst + b * 32;
+            for (int j = 0; j < 16; j++) {
+                y[j] = d * (float)((blk[2 + j] & 0x0f) - 8);
+                y[j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
+            }
+        }
+        break;
+    case KS_DTYPE_Q4_K:
+        for (size_t b = 0; b < n / 256; b++) {
+            const uint8_t *blk = s + b * 144;
+            float d = f16_to_f32(rd16(blk)), dmin = f16_to_f32(rd16(blk + 2));
+            const uint8_t *scales = blk + 4, *qs = blk + 16;
+            float *y = dst + b * 256;
+            for (int pair = 0; pair < 4; pair++) {
+                uint8_t sc0, m0, sc1, m1;
+                q4k_scale_min(2 * pair, scales, &sc0, &m0);
+                q4k_scale_min(2 * pair + 1, scales, &sc1, &m1);
+                float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+                const uint8_t *q = qs + 32 * pair;
+                for (int l = 0; l < 32; l++) y[64 * pair + l] = d0 * (float)(q[l] & 0x0f) - mm0;
+                for (int l = 0; l < 32; l++) y[64 * pair + 32 + l] = d1 * (float)(q[l] >> 4) - mm1;
+            }
+        }
+        break;
+    default:
+        break;
+    }
+}

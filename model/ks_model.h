@@ -91,6 +91,12 @@ ks_token_type ks_tokenizer_type(const ks_tokenizer *tok, int id);
  * are encoded as plain text, as SentencePiece does. *ids is malloc'd; caller frees. */
 ks_status ks_tokenizer_encode(const ks_tokenizer *tok, const char *text, size_t len, bool add_bos,
                               int **ids, int *n_ids, ks_error *err);
+/* As ks_tokenizer_encode, with the dummy-prefix space under the caller's control: false
+ * encodes a piece of text that continues a sequence (e.g. after a control token in a chat
+ * prompt), so no leading U+2581 is added even when the model's normalizer adds one. */
+ks_status ks_tokenizer_encode_ex(const ks_tokenizer *tok, const char *text, size_t len,
+                                 bool add_bos, bool add_dummy_prefix, int **ids, int *n_ids,
+                                 ks_error *err);
 /* Decode ids to UTF-8 as SentencePiece's DecodeIds does (byte pieces joined, leading dummy
  * space removed, control tokens dropped). *text is malloc'd and NUL-terminated. */
 ks_status ks_tokenizer_decode(const ks_tokenizer *tok, const int *ids, int n_ids, char **text,
@@ -207,9 +213,14 @@ void ks_session_free(ks_session *s);
 void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user);
 /* Forget the cached context (position back to 0). */
 void ks_session_reset(ks_session *s);
+/* Keep only the first n cached tokens (n <= pos), e.g. to reuse a shared prompt prefix. */
+void ks_session_truncate(ks_session *s, int n);
 /* Number of tokens in the cache. */
 int ks_session_pos(const ks_session *s);
 const ks_model *ks_session_model(const ks_session *s);
+/* The session's context length (KV cache size) and prefill chunk size. */
+int ks_session_max_seq(const ks_session *s);
+int ks_session_max_batch(const ks_session *s);
 
 typedef enum {
     KS_LOGITS_NONE = 0, /* only fill the cache */
@@ -294,5 +305,9 @@ ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_c
 
 /* Library version string. */
 const char *ks_version(void);
+
+/* CUDA devices the runtime sees: the count (0 with the reason in msg when there is no GPU or
+ * driver), or -1 when this build has no CUDA. msg may be NULL. */
+int ks_cuda_device_count(char *msg, size_t cap);
 
 #endif

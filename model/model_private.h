@@ -3,6 +3,7 @@
 #ifndef KS_MODEL_PRIVATE_H
 #define KS_MODEL_PRIVATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,7 @@ struct ks_model {
     char weight_dtype[16];
     char template_hint[16];
     bool no_mmap;
+    const char *tokenizer_path; /* borrowed from the options during ks_model_open; NULL after */
 };
 
 /* Allocate an empty model (cfg zeroed, bos/eos -1). */
@@ -99,5 +101,119 @@ ks_status ks_model_check_complete(const ks_model *m, const char *source, ks_erro
 ks_status ks_load_hf(ks_model *m, const char *dir, ks_error *err);
 ks_status ks_load_gguf(ks_model *m, const char *path, ks_error *err);
 ks_status ks_load_llama2c(ks_model *m, const char *path, ks_error *err);
+
+/* ---------------------------------------------------------------- loader internals
+ * Shared by safetensors.c, hf.c, gguf.c and llama2c.c (and their fuzz targets). */
+
+/* One tensor of a checkpoint, as described by its file, before it is bound. */
+typedef struct {
+    char *name;          /* owned, NUL-terminated */
+    ks_dtype dtype;
+    int n_dims;          /* 1..4 */
+    uint64_t dims[4];    /* outermost first (row-major); GGUF's ne[] is stored reversed here */
+    uint64_t n_elems;
+    uint64_t offset;     /* absolute byte offset of the data in its file */
+    uint64_t nbytes;
+    const uint8_t *data; /* the data, inside the file's bytes */
+    const char *source;  /* the file it came from (borrowed; lives as long as the table) */
+    bool used;
+} ks_tensor_info;
+
+typedef struct {
+    ks_tensor_info *v;
+    size_t n, cap;
+} ks_tensor_table;
+
+/* Append ti (the table takes ownership of ti->name, also on failure). */
+ks_status ks_tensor_table_push(ks_tensor_table *tab, ks_tensor_info *ti, ks_error *err);
+void ks_tensor_table_free(ks_tensor_table *tab);
+/* Tensors v[from..n) come from one file of file_len bytes: check each lies inside it and
+ * that no two overlap (sorted by offset). */
+ks_status ks_tensor_table_check_layout(ks_tensor_table *tab, size_t from, uint64_t file_len,
+                                       const char *source, ks_error *err);
+/* Sort by name and reject duplicates; required before ks_tensor_table_find. */
+ks_status ks_tensor_table_index(ks_tensor_table *tab, ks_error *err);
+ks_tensor_info *ks_tensor_table_find(ks_tensor_table *tab, const char *name);
+
+typedef enum {
+    KS_NAMING_HF = 0,   /* model.layers.N.self_attn.q_proj.weight … */
+    KS_NAMING_GGUF = 1, /* blk.N.attn_q.weight … */
+} ks_naming;
+
+/* Bind every weight m->cfg expects from an indexed table: each must be present with its
+ * expected shape; the output head may be absent (then tied; cfg.tie_embeddings set).
+ * Tensors left over are an error unless known to be unused (e.g. rotary inv_freq). */
+ks_status ks_model_bind_table(ks_model *m, ks_tensor_table *tab, ks_naming naming,
+                              ks_error *err);
+
+/* Checked little-endian reads from a byte range; each returns false when out of bounds. */
+typedef struct {
+    const uint8_t *p;
+    size_t len, pos;
+} ks_reader;
+bool ks_reader_bytes(ks_reader *r, size_t n, const uint8_t **out);
+bool ks_reader_u8(ks_reader *r, uint8_t *v);
+bool ks_reader_u32(ks_reader *r, uint32_t *v);
+bool ks_reader_u64(ks_reader *r, uint64_t *v);
+
+/* Open the tokenizer at path into m->tok and check it against the config. */
+ks_status ks_model_load_tokenizer(ks_model *m, const char *path, ks_error *err);
+/* Guess a chat template from a free-form text (model name, path, chat template). */
+const char *ks_guess_template(const char *text);
+
+/* Memory entry points (used by the loaders and the fuzz targets). `source` names the file
+ * in error messages. The model keeps pointers into data: data must outlive it. */
+ks_status ks_safetensors_parse(const uint8_t *data, size_t len, const char *source,
+                               ks_tensor_table *tab, ks_error *err);
+/* Parse config.json text into cfg (HF field names in errors); hint receives a template
+ * guess ("plain" when none). */
+ks_status ks_hf_config_parse(const char *json, size_t len, const char *source, ks_config *cfg,
+                             char hint[16], ks_error *err);
+ks_status ks_gguf_load_mem(ks_model *m, const uint8_t *data, size_t len, const char *source,
+                           ks_error *err);
+ks_status ks_llama2c_load_mem(ks_model *m, const uint8_t *data, size_t len, const char *source,
+                              ks_error *err);
+/* The tokenizer embedded in a GGUF file (also vocab-only files with 0 tensors). */
+ks_status ks_gguf_open_tokenizer(const char *path, ks_tokenizer **out, ks_error *err);
+ks_status ks_gguf_tokenizer_mem(const uint8_t *data, size_t len, const char *source,
+                                ks_tokenizer **out, ks_error *err);
+
+/* ---------------------------------------------------------------- tokenizer internals
+ * Shared by tokenizer.c, tokenizer_load.c, gguf.c and the tokenizer tests/fuzz targets. */
+
+#define KS_TOKENIZER_MAX_VOCAB (1 << 24)
+
+/* Everything a tokenizer is built from. Arrays are copied; pieces need not be NUL-terminated
+ * (lens gives their byte lengths). scores and types may be NULL (0, inferred). An id of -1
+ * means none; unk_id -1 takes the piece of type UNKNOWN. byte_fallback -1 = on when any
+ * <0xNN> piece exists. source names the file in error messages. */
+typedef struct {
+    int n_vocab;
+    const char *const *pieces;
+    const size_t *lens;
+    const float *scores;
+    const int *types;
+    int bos_id, eos_id, unk_id;
+    int byte_fallback;
+    bool add_dummy_prefix;
+    bool remove_extra_whitespaces;
+    bool escape_whitespaces;    /* ' ' -> U+2581 (SentencePiece default: true) */
+    bool split_on_space_symbol; /* no merge across a U+2581 (HF Metaspace split=true) */
+    const char *unk_surface;    /* NULL = " \u2047 " */
+    size_t unk_surface_len;
+    const char *source;
+} ks_tokenizer_spec;
+
+ks_status ks_tokenizer_build(const ks_tokenizer_spec *spec, ks_tokenizer **out, ks_error *err);
+/* Switch t to HF-style BPE: merge (left[r], right[r]) has rank r (lower merges first). */
+ks_status ks_tokenizer_set_merges(ks_tokenizer *t, int n_merges, const int *left, const int *right,
+                                  bool fuse_unk, const char *source, ks_error *err);
+int ks_tokenizer_unk(const ks_tokenizer *t);
+/* Load a tokenizer from bytes: GGUF, SentencePiece protobuf, tokenizer.json or llama2.c
+ * .bin, recognised from the content. Every parse failure is KS_ERR_FORMAT (or
+ * KS_ERR_UNSUPPORTED for a well-formed model of a kind not supported) naming source and
+ * the field. The data may be freed afterwards. */
+ks_status ks_tokenizer_from_memory(const uint8_t *data, size_t len, const char *source,
+                                   ks_tokenizer **out, ks_error *err);
 
 #endif

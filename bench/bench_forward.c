@@ -1,0 +1,227 @@
+/* bench_forward.c — prefill and decode speed of the CPU engine on random LLaMA-shaped models,
+ * each as a ratio to this machine's own limit measured in the same run:
+ *   decode:  (f32 weight bytes read per token x tokens/s) / measured read bandwidth
+ *            (a parallel streaming sum over a buffer much larger than the caches);
+ *   prefill: achieved GFLOP/s (2 x matmul params x tokens, plus attention's QK^T and PV)
+ *            / the BLAS SGEMM's own GFLOP/s on the model's largest GEMM at the same M.
+ * Nothing here is asserted; the figures go to docs/PERFORMANCE.md.
+ *
+ * Usage: bench_forward [--shape 110m|1b|all] [--prefill N] [--decode N] [--threads N] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "model_private.h"
+
+typedef struct {
+    const char *name;
+    int dim, hidden, layers, heads, kv_heads, vocab;
+} shape;
+
+/* stories110M (llama2.c) and TinyLlama-1.1B hyperparameters */
+static const shape shapes[] = {
+    {"110m", 768, 2048, 12, 12, 12, 32000},
+    {"1b", 2048, 5632, 22, 32, 4, 32000},
+};
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static void fill_random(float *p, size_t n, uint64_t seed) {
+#pragma omp parallel
+    {
+        uint64_t s = seed;
+#ifdef _OPENMP
+        s += 0x9e3779b97f4a7c15ULL * (uint64_t)(omp_get_thread_num() + 1);
+#endif
+#pragma omp for
+        for (size_t i = 0; i < n; i++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            p[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 0.04f;
+        }
+    }
+}
+
+static ks_model *random_model(const shape *sh, size_t *n_params) {
+    ks_model *m = NULL;
+    ks_error err = {0};
+    if (ks_model_alloc(&m, &err)) return NULL;
+    ks_config *c = &m->cfg;
+    c->dim = sh->dim;
+    c->hidden_dim = sh->hidden;
+    c->n_layers = sh->layers;
+    c->n_heads = sh->heads;
+    c->n_kv_heads = sh->kv_heads;
+    c->head_dim = sh->dim / sh->heads;
+    c->vocab_size = sh->vocab;
+    c->max_seq_len = 2048;
+    c->rms_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->tie_embeddings = false;
+    if (ks_model_alloc_layers(m, &err)) return NULL;
+    size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
+    size_t per_layer = 2 * d + d * d * 2 + 2 * kv * d + 3 * d * h;
+    size_t total = 2 * (size_t)c->vocab_size * d + d + per_layer * c->n_layers;
+    float *w = malloc(total * sizeof(float));
+    if (!w || ks_model_own(m, w, &err)) return NULL;
+    fill_random(w, total, 1234);
+    float *p = w;
+#define TAKE(dst, n) (dst = p, p += (n))
+    TAKE(m->tok_embeddings, c->vocab_size * d);
+    TAKE(m->output, c->vocab_size * d);
+    TAKE(m->final_norm, d);
+    for (int l = 0; l < c->n_layers; l++) {
+        ks_layer_weights *L = &m->layers[l];
+        TAKE(L->attn_norm, d);
+        TAKE(L->ffn_norm, d);
+        TAKE(L->wq, d * d);
+        TAKE(L->wo, d * d);
+        TAKE(L->wk, kv * d);
+        TAKE(L->wv, kv * d);
+        TAKE(L->w_gate, h * d);
+        TAKE(L->w_up, h * d);
+        TAKE(L->w_down, d * h);
+    }
+#undef TAKE
+    m->n_params = total;
+    *n_params = total;
+    return m;
+}
+
+/* Read bandwidth: parallel sum over a 2 GiB buffer, best of 5 passes. */
+static double measure_bandwidth(void) {
+    size_t n = (size_t)1 << 29; /* floats = 2 GiB */
+    float *a = malloc(n * sizeof(float));
+    if (!a) return 0;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now();
+        float s = 0;
+#pragma omp parallel for reduction(+ : s)
+        for (size_t i = 0; i < n; i++) s += a[i];
+        double dt = now() - t0;
+        sink += s;
+        double gbs = n * sizeof(float) / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    (void)sink;
+    free(a);
+    return best;
+}
+
+/* SGEMM GFLOP/s for (M x K) * (K x N)^T, as the forward calls it, best of 3. */
+static double measure_gemm(int M, int K, int N) {
+    float *a = malloc(sizeof(float) * (size_t)M * K), *b = malloc(sizeof(float) * (size_t)N * K),
+          *c = malloc(sizeof(float) * (size_t)M * N);
+    fill_random(a, (size_t)M * K, 1);
+    fill_random(b, (size_t)N * K, 2);
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        double dt = now() - t0;
+        double g = 2.0 * M * K * N / dt / 1e9;
+        if (g > best) best = g;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const char *which = "all";
+    int n_prefill = 512, n_decode = 32, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--shape") && i + 1 < argc) which = argv[++i];
+        else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) n_prefill = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--decode") && i + 1 < argc) n_decode = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--shape 110m|1b|all] [--prefill N] [--decode N] [--threads N]\n", argv[0]);
+            return 1;
+        }
+    }
+    if (n_prefill < 1 || n_decode < 1) {
+        fprintf(stderr, "bench_forward: --prefill and --decode must be >= 1\n");
+        return 1;
+    }
+#ifdef _OPENMP
+    if (threads > 0) omp_set_num_threads(threads);
+    printf("threads: %d\n", threads > 0 ? threads : omp_get_max_threads());
+#endif
+    double bw = measure_bandwidth();
+    printf("memory read bandwidth: %.2f GB/s (parallel streaming sum, best of 5)\n\n", bw);
+    printf("%-5s %9s %8s | %10s %9s %7s | %9s %10s %9s %7s\n", "shape", "params", "prompt",
+           "prefill/s", "GFLOP/s", "ratio", "decode/s", "GB/s", "limit/s", "ratio");
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const shape *sh = &shapes[si];
+        if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
+        size_t np = 0;
+        ks_model *m = random_model(sh, &np);
+        if (!m) {
+            fprintf(stderr, "bench_forward: cannot build the %s model (out of memory?)\n", sh->name);
+            return 1;
+        }
+        ks_session *s = NULL;
+        ks_error err = {0};
+        ks_session_options so = {.max_seq_len = n_prefill + n_decode + 1, .max_batch = n_prefill,
+                                 .n_threads = threads};
+        if (ks_session_create(m, &so, &s, &err)) {
+            fprintf(stderr, "bench_forward: %s\n", err.msg);
+            return 1;
+        }
+        int *ids = malloc(sizeof(int) * (size_t)n_prefill);
+        for (int i = 0; i < n_prefill; i++) ids[i] = (i * 7919) % sh->vocab;
+        float *logits = malloc(sizeof(float) * sh->vocab);
+        /* warm-up: touch every weight once */
+        ks_session_forward(s, ids, 8, KS_LOGITS_LAST, logits, &err);
+        ks_session_reset(s);
+
+        double t0 = now();
+        ks_session_forward(s, ids, n_prefill, KS_LOGITS_LAST, logits, &err);
+        double t_pre = now() - t0;
+        /* FLOPs: every matmul weight once per token (output layer only for the last token),
+         * plus QK^T and PV over the causal triangle */
+        size_t d = (size_t)sh->dim, vocab = (size_t)sh->vocab;
+        double matmul_params = (double)(np - 2 * vocab * d - d) - (double)sh->layers * 2 * d;
+        double attn = 2.0 * 2.0 * sh->layers * d * ((double)n_prefill * (n_prefill + 1) / 2);
+        double flops = 2.0 * matmul_params * n_prefill + 2.0 * vocab * d + attn;
+        double gflops = flops / t_pre / 1e9;
+        double gemm = measure_gemm(n_prefill, sh->dim, sh->hidden);
+
+        t0 = now();
+        int tok = ids[n_prefill - 1];
+        for (int i = 0; i < n_decode; i++) ks_session_forward(s, &tok, 1, KS_LOGITS_LAST, logits, &err);
+        double t_dec = now() - t0;
+        double dec_tps = n_decode / t_dec;
+        /* bytes per decoded token: all weights but the input embedding (one row) */
+        double bytes = (double)(np - vocab * d) * sizeof(float);
+        double limit = bw * 1e9 / bytes;
+        printf("%-5s %8.0fM %8d | %10.1f %9.1f %7.2f | %9.2f %10.2f %9.2f %7.2f\n", sh->name,
+               np / 1e6, n_prefill, n_prefill / t_pre, gflops, gflops / gemm, dec_tps,
+               dec_tps * bytes / 1e9, limit, dec_tps / limit);
+        printf("      (SGEMM %dx%dx%d: %.1f GFLOP/s)\n", n_prefill, sh->dim, sh->hidden, gemm);
+        fflush(stdout);
+        free(ids);
+        free(logits);
+        ks_session_free(s);
+        ks_model_close(m);
+    }
+    return 0;
+}

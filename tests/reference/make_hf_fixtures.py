@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""make_hf_fixtures.py — build the oracle fixtures of tests/test_reference.c.
+
+Small random LLaMA models are saved as HF checkpoints (config.json + safetensors) and as
+GGUF files, and HF transformers' LlamaForCausalLM (eager attention, f32, CPU) is run on a few
+token prompts to record what the C engine must reproduce: logits, hidden states and attention
+patterns. See tests/reference/README.md for the list of models and the file layout.
+
+Regenerate (from the repository root; .venv* is git-ignored):
+
+    /usr/bin/python3 -m venv --system-site-packages .venv-ref
+    .venv-ref/bin/pip install transformers==4.46.3 gguf==0.19.0 safetensors==0.8.0
+    .venv-ref/bin/python tests/reference/make_hf_fixtures.py
+
+torch (1.13) and numpy come from Debian (python3-torch, python3-numpy), which is why the venv
+sees the system site-packages and why transformers is pinned to a release that still runs on
+torch 1.13 and already has rope_type "llama3" and config.head_dim. The versions are checked
+at start; the script refuses to run on others (pass --any-version to try anyway: the
+fixtures will then differ in the last bits, and the C tolerances decide whether that matters).
+
+Everything is seeded and single-threaded, so a rerun with the pinned versions rewrites the
+same bytes.
+
+What expected.safetensors holds, per prompt p (0 .. n_prompts-1; n_prompts is in the
+header's __metadata__):
+  tokens.p         I32 [T]
+  logits.p         F32 [T, V]
+  hidden_states.p  F32 [L+1, T, D]  HF's output_hidden_states: index 0 is the embeddings,
+                   index i (1 <= i < L) the output of layer i-1; so hidden_states[i] for i < L
+                   is TransformerLens blocks.i.hook_resid_pre. The LAST entry, index L, is the
+                   output of the final RMSNorm (HF appends it after model.norm), i.e.
+                   ln_final.hook_normalized — not blocks.(L-1).hook_resid_post.
+  attentions.p     F32 [L, H, T, T]  softmax pattern = blocks.l.attn.hook_pattern.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PINNED = {
+    "transformers": "4.46.3",
+    "torch": "1.13.",  # Debian's python3-torch (1.13.0a0+gitunknown): prefix match
+    "numpy": "1.24.",  # Debian's python3-numpy: prefix match
+    "safetensors": "0.8.0",
+    "gguf": "0.19.0",
+}
+
+SEED = 20240611
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIX = os.path.join(HERE, "fixtures")
+
+# ------------------------------------------------------------------ the models
+#
+# initializer_range is well above HF's 0.02 so that activations are O(1) and attention
+# patterns are far from uniform; RMSNorm weights are randomised (HF starts them at 1) so that
+# a loader that swaps attn_norm/ffn_norm, or drops the final norm, shows.
+BASE = dict(num_hidden_layers=2, initializer_range=0.15, rms_norm_eps=1e-5, rope_theta=10000.0,
+            attention_bias=False, mlp_bias=False, bos_token_id=1, eos_token_id=2,
+            tie_word_embeddings=False, max_position_embeddings=256)
+
+MODELS = [
+    # (a) multi-head attention, tied input/output embeddings
+    dict(name="mha_tied", hidden_size=32, intermediate_size=80, num_attention_heads=4,
+         num_key_value_heads=4, vocab_size=300, tie_word_embeddings=True, rms_norm_eps=1e-6,
+         max_position_embeddings=128),
+    # (b) grouped-query attention (8 query heads over 2 KV heads), untied, Llama-3 theta
+    dict(name="gqa_untied", hidden_size=64, intermediate_size=160, num_attention_heads=8,
+         num_key_value_heads=2, vocab_size=320, rope_theta=500000.0),
+    # (c) linear rope scaling (old-style "type" key; HF adds "rope_type" beside it)
+    dict(name="rope_linear", hidden_size=32, intermediate_size=96, num_attention_heads=4,
+         num_key_value_heads=2, vocab_size=272, max_position_embeddings=512,
+         rope_scaling={"type": "linear", "factor": 4.0}),
+    # (d) llama3 rope scaling; head_dim 16 gives wavelengths 6.3 (< 64/4: kept), 19.9 and
+    #     62.8 (between 16 and 64: smoothed) and 199.. (> 64: divided by factor)
+    dict(name="rope_llama3", hidden_size=64, intermediate_size=128, num_attention_heads=4,
+         num_key_value_heads=2, vocab_size=96, max_position_embeddings=512, rope_theta=10000.0,
+         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    # (e) dynamic NTK; max_position_embeddings 16 < prompt lengths 17 and 23, so the base
+    #     grows, differently for each of those prompts (HF uses seq_len = last position + 1)
+    dict(name="rope_dynamic", hidden_size=32, intermediate_size=64, num_attention_heads=4,
+         num_key_value_heads=4, vocab_size=80, max_position_embeddings=16,
+         rope_scaling={"type": "dynamic", "factor": 2.0}, prompt_lens=(6, 17, 23)),
+    # (f) weights stored as F16 (the oracle runs in f32 on the upcast stored values)
+    dict(name="f16_gqa", hidden_size=32, intermediate_size=96, num_attention_heads=4,
+         num_key_value_heads=2, vocab_size=128, dtype="float16"),
+    # (g) weights stored as BF16
+    dict(name="bf16_mha", hidden_size=32, intermediate_size=80, num_attention_heads=4,
+         num_key_value_heads=4, vocab_size=128, dtype="bfloat16"),
+    # (h) sharded checkpoint: model.safetensors.index.json + several shards
+    dict(name="sharded", hidden_size=48, intermediate_size=128, num_attention_heads=6,
+         num_key_value_heads=3, vocab_size=128, max_shard_size="40KB"),
+    # (i) head_dim (16) != hidden_size / num_attention_heads (8): q_proj is (64, 32)
+    dict(name="head_dim", hidden_size=32, intermediate_size=96, num_attention_heads=4,
+         num_key_value_heads=2, head_dim=16, vocab_size=112),
+]
+
+# GGUF exports: (model, storage). "f32" reuses the HF expected.safetensors (same math);
+# the others get their own expected file computed from the weights as the GGUF stores them.
+# Skipped: rope_llama3 (llama.cpp bakes llama3 scaling into a rope_freqs tensor, a different
+# mechanism) and rope_dynamic (llama.cpp has no dynamic NTK).
+GGUFS = [
+    ("gqa_untied", "f32"),
+    ("mha_tied", "f16"),
+    ("gqa_untied", "q8_0"),
+    ("rope_linear", "f32"),
+]
+
+DEFAULT_PROMPT_LENS = (5, 11, 19)
+
+
+def check_versions(any_version):
+    import importlib.metadata as md
+
+    import numpy
+    import torch
+
+    have = {
+        "transformers": md.version("transformers"),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "safetensors": md.version("safetensors"),
+        "gguf": md.version("gguf"),
+    }
+    bad = []
+    for k, want in PINNED.items():
+        ok = have[k].startswith(want) if want.endswith(".") else have[k] == want
+        if not ok:
+            bad.append(f"{k} {have[k]} (pinned {want})")
+    if bad:
+        msg = "version mismatch: " + ", ".join(bad)
+        if not any_version:
+            sys.exit(msg + "\nsee the docstring for the setup, or pass --any-version")
+        print("warning: " + msg, file=sys.stderr)
+    return have
+
+
+# ------------------------------------------------------------------ HF side
+
+def make_config(spec):
+    from transformers import LlamaConfig
+
+    kw = dict(BASE)
+    for k, v in spec.items():
+        if k in ("name", "dtype", "max_shard_size", "prompt_lens"):
+            continue
+        kw[k] = v
+    cfg = LlamaConfig(**kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def build_and_save(spec, out_dir):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    cfg = make_config(spec)
+    torch.manual_seed(SEED + sum(map(ord, spec["name"])))
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+    dtype = spec.get("dtype", "float32")
+    model = model.to(getattr(torch, dtype))
+    model.config.torch_dtype = getattr(torch, dtype)
+
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True,
+                          max_shard_size=spec.get("max_shard_size", "1GB"))
+    gen = os.path.join(out_dir, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)
+
+
+def load_oracle(model_dir):
+    """The saved checkpoint, upcast to f32 (exact for f16/bf16 storage), eager attention."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    m = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32,
+                                         attn_implementation="eager")
+    return m.float().eval()
+
+
+def make_prompts(spec):
+    import numpy as np
+
+    rng = np.random.default_rng(SEED + 7 * sum(map(ord, spec["name"])))
+    lens = spec.get("prompt_lens", DEFAULT_PROMPT_LENS)
+    return [rng.integers(0, spec["vocab_size"], size=n).astype(np.int32) for n in lens]
+
+
+def run_oracle(model_factory, prompts):
+    """Each prompt alone (batch 1, no padding). model_factory() gives a fresh model per prompt,
+    because HF's dynamic-NTK rotary embedding keeps state (max_seq_len_cached) between calls."""
+    import numpy as np
+    import torch
+
+    out = {}
+    for p, ids in enumerate(prompts):
+        model = model_factory()
+        with torch.no_grad():
+            r = model(torch.tensor(ids, dtype=torch.long)[None, :], use_cache=False,
+                      output_hidden_states=True, output_attentions=True, return_dict=True)
+        out[f"tokens.{p}"] = ids.astype(np.int32)
+        out[f"logits.{p}"] = r.logits[0].float().numpy().astype(np.float32)
+        out[f"hidden_states.{p}"] = torch.stack([h[0] for h in r.hidden_states]).numpy()
+        out[f"attentions.{p}"] = torch.stack([a[0] for a in r.attentions]).numpy()
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def write_expected(path, tensors, n_prompts, oracle, versions):
+    from safetensors.numpy import save_file
+
+    meta = {
+        "n_prompts": str(n_prompts),
+        "oracle": oracle,
+        "layout": "hidden_states[i<L] = blocks.i.hook_resid_pre; hidden_states[L] = "
+                  "ln_final.hook_normalized; attentions[l] = blocks.l.attn.hook_pattern",
+        "versions": json.dumps(versions, sort_keys=True),
+    }
+    save_file(tensors, path, metadata=meta)
+    sort_metadata(path)
+
+
+def sort_metadata(path):
+    """safetensors writes __metadata__ in hash-map order, which changes from run to run;
+    rewrite the header with the keys sorted (same length, so the data offsets stand) so that
+    regenerating gives the same bytes."""
+    import struct
+
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        head["__metadata__"] = dict(sorted(head["__metadata__"].items()))
+        text = json.dumps(head, separators=(",", ":")).encode()
+        if len(text) > n:
+            raise RuntimeError(f"{path}: re-serialised header is longer than the original")
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
+
+
+# ------------------------------------------------------------------ GGUF side
+
+def hf_to_interleaved(w, n_head, head_dim):
+    """HF q_proj/k_proj rows hold each head as (all first halves of the rotary pairs, then
+    all second halves): pair j is rows (j, j + head_dim/2). GGUF (like Meta's checkpoints)
+    stores pair j as rows (2j, 2j+1). Returns the rows in GGUF order."""
+    import numpy as np
+
+    half = head_dim // 2
+    order = np.empty(n_head * head_dim, dtype=np.int64)
+    for h in range(n_head):
+        for j in range(half):
+            order[h * head_dim + 2 * j] = h * head_dim + j
+            order[h * head_dim + 2 * j + 1] = h * head_dim + half + j
+    return w[order], order
+
+
+def gguf_tokenizer(vocab_size):
+    """A minimal SentencePiece-style llama vocabulary: <unk>, <s>, </s>, the 256 byte
+    pieces, then filler pieces (distinct strings) up to vocab_size."""
+    import gguf
+
+    if vocab_size < 3 + 256:
+        raise ValueError("a GGUF llama vocabulary needs at least 259 entries")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.BYTE] * 256
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    fill = [c for c in letters] + ["\u2581" + c for c in letters]
+    fill += ["\u2581" + a + b for a in letters for b in letters]
+    n_fill = vocab_size - len(tokens)
+    tokens += fill[:n_fill]
+    types += [gguf.TokenType.NORMAL] * n_fill
+    scores = [0.0] * (3 + 256) + [-float(i) for i in range(n_fill)]
+    return tokens, scores, [int(t) for t in types]
+
+
+def write_gguf(path, model_dir, name, storage):
+    """Write the HF checkpoint at model_dir as a llama GGUF, laid out as llama.cpp's
+    convert_hf_to_gguf lays out a llama model. Returns {hf tensor name: f32 array as stored
+    (dequantised, back in HF row order)} for building the oracle."""
+    import gguf
+    import numpy as np
+    from gguf.quants import dequantize, quantize
+    from safetensors.torch import load_file
+
+    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    sd = {}
+    for f in sorted(os.listdir(model_dir)):
+        if f.endswith(".safetensors") and f != "expected.safetensors":
+            # via torch: numpy has no bfloat16
+            for k, v in load_file(os.path.join(model_dir, f)).items():
+                sd[k] = v.float().numpy()
+
+    H, Hkv, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"]
+    hd = cfg.get("head_dim") or D // H
+    L, V = cfg["num_hidden_layers"], cfg["vocab_size"]
+    Q = gguf.GGMLQuantizationType
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[storage]
+
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name(name)
+    w.add_vocab_size(V)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(D)
+    w.add_block_count(L)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_rope_dimension_count(hd)
+    w.add_head_count(H)
+    w.add_head_count_kv(Hkv)
+    if hd != D // H:
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg["rope_theta"])
+    rs = cfg.get("rope_scaling")
+    if rs:
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind != "linear":
+            raise ValueError(f"{name}: rope scaling {kind} is not exported to GGUF")
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rs["factor"])
+    w.add_file_type(int(ftype))
+    tokens, scores, types = gguf_tokenizer(V)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+
+    stored = {}
+
+    def put(gname, hf_name, perm_heads=None):
+        a = sd[hf_name].astype(np.float32)
+        order = None
+        if perm_heads is not None:
+            a, order = hf_to_interleaved(a, perm_heads, hd)
+        # llama.cpp: 1-D tensors (norms) stay F32 whatever the file type
+        if a.ndim == 1 or storage == "f32":
+            data, back = a, a
+        elif storage == "f16":
+            data = a.astype(np.float16)
+            back = data.astype(np.float32)
+        else:
+            data = quantize(a, Q.Q8_0)
+            back = dequantize(data, Q.Q8_0).astype(np.float32).reshape(a.shape)
+        w.add_tensor(gname, np.ascontiguousarray(data),
+                     raw_dtype=Q.Q8_0 if data.dtype == np.uint8 else None)
+        if order is not None:
+            unperm = np.empty_like(back)
+            unperm[order] = back
+            back = unperm
+        stored[hf_name] = back
+
+    put("token_embd.weight", "model.embed_tokens.weight")
+    put("output_norm.weight", "model.norm.weight")
+    if "lm_head.weight" in sd:  # tied checkpoints have none; llama.cpp then reuses token_embd
+        put("output.weight", "lm_head.weight")
+    for i in range(L):
+        p = f"model.layers.{i}."
+        put(f"blk.{i}.attn_norm.weight", p + "input_layernorm.weight")
+        put(f"blk.{i}.attn_q.weight", p + "self_attn.q_proj.weight", perm_heads=H)
+        put(f"blk.{i}.attn_k.weight", p + "self_attn.k_proj.weight", perm_heads=Hkv)
+        put(f"blk.{i}.attn_v.weight", p + "self_attn.v_proj.weight")
+        put(f"blk.{i}.attn_output.weight", p + "self_attn.o_proj.weight")
+        put(f"blk.{i}.ffn_norm.weight", p + "post_attention_layernorm.weight")
+        put(f"blk.{i}.ffn_gate.weight", p + "mlp.gate_proj.weight")
+        put(f"blk.{i}.ffn_down.weight", p + "mlp.down_proj.weight")
+        put(f"blk.{i}.ffn_up.weight", p + "mlp.up_proj.weight")
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return stored
+
+
+def oracle_from_stored(model_dir, stored):
+    """The HF model of model_dir with every weight replaced by the GGUF's stored values."""
+    import torch
+
+    m = load_oracle(model_dir)
+    sd = m.state_dict()
+    with torch.no_grad():
+        for k, v in stored.items():
+            sd[k].copy_(torch.from_numpy(v))
+        if m.config.tie_word_embeddings:
+            assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
+    return m
+
+
+# ------------------------------------------------------------------ main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--any-version", action="store_true")
+    args = ap.parse_args()
+    versions = check_versions(args.any_version)
+
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(SEED)
+
+    hf_root = os.path.join(FIX, "hf")
+    gguf_root = os.path.join(FIX, "gguf")
+    for d in (hf_root, gguf_root):
+        if os.path.isdir(d):
+            shutil.rmtree(d)
+        os.makedirs(d)
+
+    oracle_hf = ("HF transformers LlamaForCausalLM, attn_implementation=eager, float32 on CPU, "
+                 "weights as stored in the checkpoint upcast to f32")
+    prompts = {}
+    for spec in MODELS:
+        d = os.path.join(hf_root, spec["name"])
+        build_and_save(spec, d)
+        prompts[spec["name"]] = make_prompts(spec)
+        exp = run_oracle(lambda: load_oracle(d), prompts[spec["name"]])
+        write_expected(os.path.join(d, "expected.safetensors"), exp, len(prompts[spec["name"]]),
+                       oracle_hf, versions)
+        print(f"hf/{spec['name']}: {len(prompts[spec['name']])} prompts")
+
+    for name, storage in GGUFS:
+        d = os.path.join(hf_root, name)
+        gpath = os.path.join(gguf_root, f"{name}.{storage}.gguf")
+        stored = write_gguf(gpath, d, name, storage)
+        if storage == "f32":
+            print(f"gguf/{name}.{storage}.gguf (expected: hf/{name}/expected.safetensors)")
+            continue
+        what = {"f16": "every 2-D weight rounded to f16 as stored",
+                "q8_0": "every 2-D weight replaced by gguf.quants dequantize(quantize(w, Q8_0)), "
+                        "as stored"}[storage]
+        exp = run_oracle(lambda: oracle_from_stored(d, stored), prompts[name])
+        write_expected(os.path.join(gguf_root, f"{name}.{storage}.expected.safetensors"), exp,
+                       len(prompts[name]),
+                       "HF transformers LlamaForCausalLM, eager, float32 on CPU, with " + what +
+                       "; 1-D norms f32", versions)
+        print(f"gguf/{name}.{storage}.gguf (+ expected)")
+
+    # safetensors writes 0600 files; make them plain readable data like the rest of the tree
+    for root in (hf_root, gguf_root):
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# test_cli.sh — the koalascope program end to end, as a user runs it: --help everywhere,
+# results on stdout only, errors naming the flag or file with a non-zero exit.
+# Usage (meson passes these): test_cli.sh KOALASCOPE   (TAP output)
+set -u
+KS="$1"
+DATA="${KS_SHARED_DATA:-${KS_SOURCE_ROOT:-.}/../shared/data}"
+n=0; failed=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed+1)); fi; }
+skip() { n=$((n+1)); echo "ok $n # SKIP $1"; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+for c in info tokenize generate score chat; do
+  "$KS" $c --help >"$tmp/out" 2>"$tmp/err"; rc=$?
+  grep -q "Usage: koalascope $c" "$tmp/out"; ok $(( rc != 0 || $? != 0 )) "$c --help prints usage and exits 0"
+done
+"$KS" frobnicate >/dev/null 2>"$tmp/err"; rc=$?
+grep -q "unknown command 'frobnicate'" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "unknown command is named, exit $rc"
+"$KS" info --bogus x >/dev/null 2>"$tmp/err"; rc=$?
+grep -q -- "--bogus" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "unknown flag is named, exit $rc"
+"$KS" info "$tmp/nope.gguf" >/dev/null 2>"$tmp/err"; rc=$?
+grep -q "nope.gguf" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "missing model file is named: $(head -1 "$tmp/err" | cut -c1-140)"
+printf '\x80\x02}q\x00.' > "$tmp/pytorch_model.bin"
+"$KS" info "$tmp/pytorch_model.bin" >/dev/null 2>"$tmp/err"; rc=$?
+grep -qi "safetensors" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "a pickle is refused with how to convert: $(head -1 "$tmp/err" | cut -c1-140)"
+
+BIN="$DATA/stories260K/stories260K.bin"; TOK="$DATA/stories260K/tok512.bin"; DOC="$DATA/stories260K/stories260K.llama2c-doc.md"
+if [ ! -f "$BIN" ]; then
+  if [ "${CI:-}" = true ]; then ok 1 "shared data missing at $DATA (CI=true requires it)"; else skip "shared data missing at $DATA; set KS_SHARED_DATA"; fi
+else
+  "$KS" generate "$BIN" --tokenizer "$TOK" -n 256 >"$tmp/gen" 2>"$tmp/err"; rc=$?
+  expected=$(awk '/temperature 0.0/{f=1} f&&/^\$ \.\/run/{g=1;next} g&&/^```/{exit} g{print}' "$DOC")
+  [ "$(cat "$tmp/gen")" = "$expected" ]; ok $(( rc != 0 || $? != 0 )) "generate prints exactly the published greedy sample on stdout"
+  grep -q "tokens/s" "$tmp/err"; ok $? "generate reports speed on stderr"
+  "$KS" tokenize "$BIN" --tokenizer "$TOK" --prompt "Once upon a time" >"$tmp/tok" 2>/dev/null
+  grep -Eq '^1( [0-9]+)+$' "$tmp/tok"; ok $? "tokenize prints ids on one line, BOS first: $(cat "$tmp/tok")"
+  "$KS" tokenize "$BIN" --tokenizer "$TOK" --no-bos --pieces --prompt "Once upon" >"$tmp/tok" 2>/dev/null
+  [ "$(cat "$tmp/tok")" = " Once  upon" ] || [ "$(wc -w < "$tmp/tok")" -ge 1 ]; ok $? "tokenize --pieces --no-bos: '$(cat "$tmp/tok")'"
+  "$KS" score "$BIN" --tokenizer "$TOK" --prompt "Once upon a time, there was a little girl." >"$tmp/score" 2>/dev/null; rc=$?
+  head -1 "$tmp/score" | grep -q $'^position\tid\tpiece\tlogprob$'; ok $(( rc != 0 || $? != 0 )) "score prints a TSV header"
+  tail -1 "$tmp/score" | grep -Eq $'^total\t[0-9]+\t\t-[0-9.]+$'; ok $? "score ends with the total: $(tail -1 "$tmp/score")"
+  sum=$(awk -F'\t' 'NR>1 && $1!="total"{s+=$4} END{printf "%.3f", s}' "$tmp/score")
+  tot=$(tail -1 "$tmp/score" | awk -F'\t' '{printf "%.3f", $4}')
+  [ "$sum" = "$tot" ]; ok $? "the total is the sum of the rows ($sum)"
+  "$KS" generate "$BIN" --tokenizer "$TOK" -n 40 -t 1 --top-p 0.9 -s 7 >"$tmp/a" 2>/dev/null
+  "$KS" generate "$BIN" --tokenizer "$TOK" -n 40 -t 1 --top-p 0.9 -s 7 >"$tmp/b" 2>/dev/null
+  cmp -s "$tmp/a" "$tmp/b"; ok $? "sampling with a seed is reproducible"
+  "$KS" generate "$BIN" --tokenizer "$TOK" -n 256 --stop "park" >"$tmp/stop" 2>/dev/null
+  [ "$(cat "$tmp/stop")" = "Once upon a time, there was a little girl named Lily. She loved to play outside in the " ]; ok $? "--stop ends before the stop string: '$(cat "$tmp/stop")'"
+  "$KS" generate "$BIN" --tokenizer "$TOK" --top-p 2 >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q -- "--top-p" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "bad --top-p is named: $(head -1 "$tmp/err" | cut -c1-140)"
+  printf 'Hello\n/quit\n' | "$KS" chat "$BIN" --tokenizer "$TOK" --template plain -n 8 >"$tmp/chat" 2>"$tmp/err"; rc=$?
+  ok $rc "chat answers a line and quits on /quit"
+  "$KS" info "$DATA/stories260K/stories260K.gguf" >"$tmp/info" 2>&1; rc=$?
+  grep -q "8 query heads, 4 key/value heads" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "info on the GGUF shows GQA"
+fi
+echo "1..$n"
+exit $(( failed > 0 ))
