@@ -75,13 +75,50 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
     s->hook(&t, false, s->hook_user);
 }
 
-/* y (B, out) = x (B, in) · W^T, W (out, in) row-major. */
+/* Rows r0..r1 of y = W x for one token: decode is bound by reading W once, so this is a
+ * plain dot product per row with sixteen independent partial sums, which the compiler
+ * vectorises and which keeps up with memory. */
+static void gemv_rows(float *y, const float *x, const float *w, int in, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        const float *wr = w + (size_t)r * in;
+        float acc[16] = {0};
+        int i = 0;
+        for (; i + 16 <= in; i += 16)
+            for (int j = 0; j < 16; j++) acc[j] += wr[i + j] * x[i + j];
+        float tail = 0.0f;
+        for (; i < in; i++) tail += wr[i] * x[i];
+        for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
+        for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
+        y[r] = ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+    }
+}
+
+/* y (B, out) = x (B, in) · W^T, W (out, in) row-major.
+ *
+ * OpenMP is the engine's one thread pool: each thread computes its own block of W's rows
+ * (output columns), with a single-threaded BLAS GEMM for prefill and gemv_rows for decode.
+ * Letting OpenBLAS start threads of its own as well makes the two pools spin against each
+ * other between calls, which cost 2-3x in decode on a 2-core machine (bench/bench_forward). */
 static void matmul(float *y, const float *x, const float *w, int B, int in, int out) {
-    if (B == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x, 1, 0.0f, y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, w, in,
-                    0.0f, y, out);
+#pragma omp parallel if ((size_t)B * in * out > 65536)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        /* blocks of 16 rows keep each thread's panel aligned to cache lines */
+        int blocks = (out + 15) / 16;
+        int r0 = (int)((long)blocks * t / nt) * 16, r1 = (int)((long)blocks * (t + 1) / nt) * 16;
+        if (r1 > out) r1 = out;
+        if (r1 > r0) {
+            if (B == 1)
+                gemv_rows(y, x, w, in, r0, r1);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, r1 - r0, in, 1.0f, x, in,
+                            w + (size_t)r0 * in, in, 0.0f, y + r0, out);
+        }
+    }
 }
 
 static void rmsnorm(float *o, const float *x, const float *w, int B, int dim, float eps) {
@@ -186,7 +223,8 @@ ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, k
     if (s->n_threads > 0) omp_set_num_threads(s->n_threads);
 #endif
 #ifdef KS_HAVE_OPENBLAS
-    if (s->n_threads > 0) openblas_set_num_threads(s->n_threads);
+    /* BLAS calls run single-threaded inside our OpenMP threads (see matmul) */
+    openblas_set_num_threads(1);
 #endif
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, q_dim = (size_t)c->n_heads * c->head_dim;
     size_t B = (size_t)s->max_batch, half = (size_t)c->head_dim / 2;
@@ -281,6 +319,7 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
             }
         }
     } else {
+#pragma omp parallel for
         for (int h = 0; h < H; h++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, L, hd, scale,
                         s->q + (size_t)h * hd, (int)q_dim, kc + (size_t)(h / kv_mul) * hd,
@@ -331,6 +370,7 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
             }
         }
     } else {
+#pragma omp parallel for
         for (int h = 0; h < H; h++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, L, 1.0f,
                         att + (size_t)h * B * L, L, vc + (size_t)(h / kv_mul) * hd, (int)kv_dim,

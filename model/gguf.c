@@ -18,9 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* TEMPORARY while model/tokenizer.c is being written (see model.c). */
-#pragma weak ks_tokenizer_from_vocab
-#pragma weak ks_tokenizer_free
 
 enum {
     G_U8 = 0, G_I8 = 1, G_U16 = 2, G_I16 = 3, G_U32 = 4, G_I32 = 5, G_F32 = 6, G_BOOL = 7,
@@ -350,10 +347,6 @@ static ks_status gguf_tokenizer(const gguf_ctx *g, ks_tokenizer **out, ks_error 
         }
         if (types) types[i] = (int)(int32_t)(uint32_t)rd_le(yk->val + 4 * (size_t)i, 4);
     }
-    if (!ks_tokenizer_from_vocab) {
-        s = ks_error_set(err, KS_ERR_UNSUPPORTED, "%s: no tokenizer support in this build", g->source);
-        goto out;
-    }
     ks_error e2 = {0};
     s = ks_tokenizer_from_vocab(n, pieces, lens, scores, types, bos, eos, unk, dummy != 0, out, &e2);
     if (s) ks_error_set(err, s, "%s: embedded tokenizer: %s", g->source, e2.msg);
@@ -614,7 +607,7 @@ ks_status ks_gguf_load_mem(ks_model *m, const uint8_t *data, size_t len, const c
     if (!strcmp(hint, "plain")) hint = ks_guess_template(source);
     snprintf(m->template_hint, sizeof m->template_hint, "%s", hint);
 
-    if (!m->tokenizer_path && tk && ks_tokenizer_from_vocab) { /* TEMPORARY weak check */
+    if (!m->tokenizer_path && tk) {
         ks_tokenizer *tok = NULL;
         if ((s = gguf_tokenizer(&g, &tok, err))) goto out;
         m->tok = tok;

@@ -17,15 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* TEMPORARY while model/tokenizer.c is being written: weak references so the loaders link
- * without it. Removed once the tokenizer lands. */
-#pragma weak ks_tokenizer_open
-#pragma weak ks_tokenizer_free
-#pragma weak ks_tokenizer_vocab_size
-#pragma weak ks_tokenizer_bos
-#pragma weak ks_tokenizer_eos
-#define KS_TOK_AVAILABLE(fn) ((fn) != NULL)
-
 #ifndef KS_VERSION
 #define KS_VERSION "0.0.0"
 #endif
@@ -520,8 +511,6 @@ ks_status ks_model_bind_table(ks_model *m, ks_tensor_table *tab, ks_naming nm, k
 ks_status ks_model_load_tokenizer(ks_model *m, const char *path, ks_error *err) {
     ks_tokenizer *tok = NULL;
     ks_error e2 = {0};
-    if (!KS_TOK_AVAILABLE(ks_tokenizer_open))
-        return ks_error_set(err, KS_ERR_UNSUPPORTED, "%s: no tokenizer support in this build", path);
     ks_status s = ks_tokenizer_open(path, &tok, &e2);
     if (s) {
         /* the tokenizer's own message names the file already when it can */
@@ -529,7 +518,7 @@ ks_status ks_model_load_tokenizer(ks_model *m, const char *path, ks_error *err) 
             return ks_error_set(err, s, "%s", e2.msg);
         return ks_error_set(err, s, "%s: tokenizer: %s", path, e2.msg[0] ? e2.msg : ks_status_str(s));
     }
-    if (m->tok) ks_tokenizer_free(m->tok);
+    ks_tokenizer_free(m->tok);
     m->tok = tok;
     return KS_OK;
 }
@@ -664,7 +653,7 @@ out:
 
 void ks_model_close(ks_model *m) {
     if (!m) return;
-    if (m->tok && KS_TOK_AVAILABLE(ks_tokenizer_free)) ks_tokenizer_free(m->tok);
+    ks_tokenizer_free(m->tok);
     for (int i = 0; i < m->n_maps; i++) munmap(m->maps[i].addr, m->maps[i].len);
     free(m->maps);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);

@@ -141,7 +141,7 @@ static int tok_byte_value(const char *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
     if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
     const char *a = memchr(hex, s[3], 16), *b = memchr(hex, s[4], 16);
-    if (!a || !b || !s[3] || !s[4]) return -1;
+    if (!a || !b) return -1;
     return (int)((a - hex) * 16 + (b - hex));
 }
 
@@ -223,7 +223,7 @@ ks_status ks_tokenizer_build(const ks_tokenizer_spec *s, ks_tokenizer **out, ks_
                                   i, ty);
                 goto fail;
             }
-        } else if (i == s->unk_id) {
+        } else if (i == s->unk_id || (s->unk_id < 0 && l == 5 && memcmp(s->pieces[i], "<unk>", 5) == 0)) {
             ty = KS_TOKEN_UNKNOWN;
         } else if (i == s->bos_id || i == s->eos_id) {
             ty = KS_TOKEN_CONTROL;

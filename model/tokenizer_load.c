@@ -601,6 +601,13 @@ static ks_status load_json(const uint8_t *data, size_t len, const char *src, ks_
         }
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
+    /* ids must be dense, so the size cannot exceed the number of entries: checked before
+     * allocating anything for it */
+    if ((size_t)(max_id + 1) > json_object_size(vocab) + n_added) {
+        st = ks_error_set(err, KS_ERR_FORMAT, "%s: model.vocab: ids run up to %lld but there are only %zu entries",
+                          src, (long long)max_id, json_object_size(vocab) + n_added);
+        goto out;
+    }
     int n = (int)(max_id + 1);
     if (n <= 0) {
         st = ks_error_set(err, KS_ERR_FORMAT, "%s: model.vocab: empty", src);

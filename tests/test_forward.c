@@ -8,7 +8,8 @@
  *    forward), to their printed 4 decimals (tolerance 1e-3);
  *  - the .bin and .gguf files hold the same weights, so their logits must be bit-identical;
  *  - self-consistency with stated tolerances: prefill vs token-by-token decode vs chunked
- *    prefill (1e-5 absolute), hook edits against the same edit done by hand (1e-5).
+ *    prefill within 5e-5 absolute on logits of magnitude up to ~20 (a few f32 ulps: GEMM,
+ *    GEMV and chunked GEMMs sum in different orders); hook edits exactly.
  * The comparison with HF transformers is in test_reference.c. */
 #include "ks_model.h"
 #include "tap.h"
@@ -144,13 +145,14 @@ static void test_cache_consistency(ks_model *m) {
     ks_error err = {0};
     for (int i = 0; i < n; i++) ks_session_forward(s, sample_ids + i, 1, KS_LOGITS_LAST, step + (size_t)i * V, &err);
     float d1 = max_abs_diff(full, step, (size_t)n * V), d2 = max_abs_diff(full, chunked, (size_t)n * V);
-    tap_ok(d1 < 1e-5f, "token-by-token decode with the KV cache equals prefill (max |diff| %.2g < 1e-5)", (double)d1);
-    tap_ok(d2 < 1e-5f, "prefill in chunks of 7 equals one chunk (max |diff| %.2g < 1e-5)", (double)d2);
+    tap_ok(d1 < 5e-5f, "token-by-token decode with the KV cache equals prefill (max |diff| %.2g < 5e-5)", (double)d1);
+    tap_ok(d2 < 5e-5f, "prefill in chunks of 7 equals one chunk (max |diff| %.2g < 5e-5)", (double)d2);
     /* truncate and re-run the tail: same logits */
     ks_session_truncate(s, 20);
     float *tail = malloc(sizeof(float) * 20 * V);
     ks_session_forward(s, sample_ids + 20, 20, KS_LOGITS_ALL, tail, &err);
-    tap_ok(max_abs_diff(tail, full + 20 * V, 20 * (size_t)V) < 1e-5f, "truncate + re-run reuses the cached prefix");
+    float d3 = max_abs_diff(tail, full + 20 * V, 20 * (size_t)V);
+    tap_ok(d3 < 5e-5f, "truncate + re-run reuses the cached prefix (max |diff| %.2g)", (double)d3);
     /* limits */
     ks_session_reset(s);
     int bad = 512;
@@ -186,7 +188,7 @@ static void test_cache_consistency(ks_model *m) {
 
 typedef struct {
     int asked, handed;
-    char seen[64][48];
+    char seen[128][48];
     int n_seen;
     const char *want;     /* full name to act on */
     const char *want2;    /* full name to copy out into buf2 (any mode) */
@@ -215,7 +217,7 @@ static bool hook_cb(const ks_hook_tensor *t, bool ask, void *user) {
         h->buf2_len = n;
         return true;
     }
-    if (h->mode == 0 && h->n_seen < 64) {
+    if (h->mode == 0 && h->n_seen < 128) {
         int dup = 0;
         for (int i = 0; i < h->n_seen; i++) dup |= strcmp(h->seen[i], t->name) == 0;
         if (!dup) snprintf(h->seen[h->n_seen++], 48, "%s", t->name);

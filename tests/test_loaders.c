@@ -12,10 +12,6 @@
 
 #include "model_private.h"
 
-/* TEMPORARY while model/tokenizer.c is being written. */
-#pragma weak ks_tokenizer_vocab_size
-#pragma weak ks_tokenizer_piece
-
 /* ---------------------------------------------------------------- dtype */
 
 static uint32_t f32_bits(float f) {
@@ -187,7 +183,7 @@ static void test_stories(void) {
     if (!bin || !gguf || !tokp) return;
     ks_model *mb = NULL, *mg = NULL;
     ks_error e = {0};
-    ks_model_options o = {.tokenizer_path = ks_tokenizer_vocab_size ? tokp : NULL};
+    ks_model_options o = {.tokenizer_path = tokp};
     ks_status s = ks_model_open(bin, &o, &mb, &e);
     if (!tap_ok(s == KS_OK, "stories260K.bin loads (%s)", e.msg)) return;
     s = ks_model_open(gguf, NULL, &mg, &e);
@@ -529,6 +525,29 @@ static void test_safetensors(void) {
     rm_rf(dir);
 }
 
+/* The vocab-only GGUF of llama.cpp ends right after its metadata (0 tensors, no padding). */
+static void test_vocab_only_gguf(void) {
+    char pb[4096];
+    const char *p = ks_test_data_file("llama-tokenizer/ggml-vocab-llama-spm.gguf", pb, sizeof pb);
+    if (!p) return;
+    ks_tokenizer *tok = NULL;
+    ks_error e = {0};
+    ks_status s = ks_gguf_open_tokenizer(p, &tok, &e);
+    if (tap_ok(s == KS_OK && tok, "vocab-only GGUF opens as a tokenizer (%s)", e.msg)) {
+        const char *p1 = ks_tokenizer_piece(tok, 1), *p259 = ks_tokenizer_piece(tok, 259);
+        tap_ok(ks_tokenizer_vocab_size(tok) == 32000 && ks_tokenizer_bos(tok) == 1 &&
+                   ks_tokenizer_eos(tok) == 2 && p1 && !strcmp(p1, "<s>") && p259 &&
+                   !strcmp(p259, "\xe2\x96\x81\xe2\x96\x81"),
+               "32000 pieces, bos 1, eos 2, piece 259 = '\u2581\u2581' (%s)", p259 ? p259 : "?");
+    }
+    ks_tokenizer_free(tok);
+    ks_model *m = NULL;
+    s = ks_model_open(p, NULL, &m, &e);
+    tap_ok(s == KS_ERR_FORMAT && strstr(e.msg, "token_embd.weight"),
+           "as a model it is refused: %s", e.msg);
+    ks_model_close(m);
+}
+
 int main(void) {
     test_f16();
     test_bf16();
@@ -538,5 +557,6 @@ int main(void) {
     test_nbytes();
     test_stories();
     test_safetensors();
+    test_vocab_only_gguf();
     return tap_done();
 }

@@ -304,6 +304,15 @@ def make_gguf():
     put("gguf_vocab_tokens_not_strings.gguf",
         gguf(gguf_kvs(**{"tokenizer.ggml.tokens": (ARR, (U32, list(range(VOCAB))))})),
         "KS_ERR_FORMAT", "tokenizer.ggml.tokens")
+    pieces9 = ["<unk>", "<s>", "</s>", "\u2581a", "\u2581b", "a", "b", "\u2581", "c"]
+    put("gguf_vocab_larger_than_model.gguf",
+        gguf(gguf_kvs(**{"tokenizer.ggml.tokens": (ARR, (STR, pieces9)),
+                         "tokenizer.ggml.scores": (ARR, (F32, [0.0] * 9)),
+                         "tokenizer.ggml.token_type": (ARR, (I32, [2, 3, 3, 1, 1, 1, 1, 1, 1]))})),
+        "KS_ERR_FORMAT", "vocab_size")
+    put("gguf_scores_wrong_length.gguf",
+        gguf(gguf_kvs(**{"tokenizer.ggml.scores": (ARR, (F32, [0.0] * 3))})),
+        "KS_ERR_FORMAT", "tokenizer.ggml.scores")
     put("gguf_bos_out_of_range.gguf",
         gguf(gguf_kvs(**{"tokenizer.ggml.bos_token_id": (U32, 4000)})), "KS_ERR_FORMAT",
         "tokenizer.ggml.bos_token_id")
@@ -446,6 +455,8 @@ def make_hf():
            sub="rms_norm_eps")
     hf_dir("hf_pickle_only", st=False, extra={"pytorch_model.bin": b"PK\x03\x04rest"},
            status="KS_ERR_UNSUPPORTED", sub="pytorch_model")
+    hf_dir("hf_tokenizer_garbage", extra={"tokenizer.model": b"\x0a\xff\xff\xff\xff\x0f garbage"},
+           status="KS_ERR_FORMAT", sub="tokenizer.model")
     hf_dir("hf_no_weights", st=False, status="KS_ERR_NOT_FOUND", sub="model.safetensors")
     idx = {"metadata": {}, "weight_map": {n: "model-00001-of-00002.safetensors"
                                           for n, _, _ in st_tensors()}}
