@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "ks_model.h"
 
 #define EXIT_USAGE 1
@@ -268,18 +270,23 @@ static int cmd_info(int argc, char **argv) {
     const ks_tokenizer *tok = ks_model_tokenizer(m);
     size_t np = ks_model_param_count(m);
     if (o.json) {
-        printf("{\"path\": \"%s\", \"format\": \"%s\", \"dtype\": \"%s\", \"params\": %zu, "
-               "\"mapped_bytes\": %zu, \"dim\": %d, \"hidden_dim\": %d, \"n_layers\": %d, "
-               "\"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, "
-               "\"max_seq_len\": %d, \"rms_eps\": %g, \"rope_theta\": %g, \"rope_scaling\": "
-               "\"%s\", \"rope_factor\": %g, \"tie_embeddings\": %s, \"bos_id\": %d, "
-               "\"eos_id\": %d, \"tokenizer_vocab\": %d, \"template\": \"%s\"}\n",
-               o.model, ks_model_format(m), ks_model_weight_dtype(m), np, ks_model_mapped_bytes(m),
-               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
-               c->vocab_size, c->max_seq_len, (double)c->rms_eps, (double)c->rope_theta,
-               scaling_name(c->rope_scaling), (double)c->rope_factor,
-               c->tie_embeddings ? "true" : "false", c->bos_id, c->eos_id,
-               tok ? ks_tokenizer_vocab_size(tok) : 0, ks_model_template_hint(m));
+        json_t *j = json_pack(
+            "{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:s, "
+            "s:f, s:b, s:i, s:i, s:i, s:s, s:s}",
+            "path", o.model, "format", ks_model_format(m), "dtype", ks_model_weight_dtype(m),
+            "params", (json_int_t)np, "mapped_bytes", (json_int_t)ks_model_mapped_bytes(m), "dim",
+            c->dim, "hidden_dim", c->hidden_dim, "n_layers", c->n_layers, "n_heads", c->n_heads,
+            "n_kv_heads", c->n_kv_heads, "head_dim", c->head_dim, "vocab_size", c->vocab_size,
+            "max_seq_len", c->max_seq_len, "rms_eps", (double)c->rms_eps, "rope_theta",
+            (double)c->rope_theta, "rope_scaling", scaling_name(c->rope_scaling), "rope_factor",
+            (double)c->rope_factor, "tie_embeddings", c->tie_embeddings, "bos_id", c->bos_id,
+            "eos_id", c->eos_id, "tokenizer_vocab", tok ? ks_tokenizer_vocab_size(tok) : 0,
+            "template", ks_model_template_hint(m), "rope_pairs",
+            c->rope_style == KS_ROPE_STYLE_HALF ? "half" : "interleaved");
+        char *txt = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (txt) puts(txt);
+        free(txt);
+        json_decref(j);
     } else {
         printf("model        %s\n", o.model);
         printf("format       %s, weights %s (%zu parameters, %.1f MB mapped from disk)\n",

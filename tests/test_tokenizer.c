@@ -454,7 +454,7 @@ static void test_errors(void) {
         size_t len;
         uint8_t *d = read_file(bp, &len);
         expect_fail(d, len - 3, "tokenizer.bin", KS_ERR_FORMAT, "truncated llama2.c tokenizer.bin");
-        expect_fail(d, 30, "tokenizer.bin", KS_ERR_FORMAT, "llama2.c tokenizer.bin cut inside a token");
+        expect_fail(d, 33, "tokenizer.bin", KS_ERR_FORMAT, "llama2.c tokenizer.bin cut inside a token");
         free(d);
     }
     expect_fail((const uint8_t *)"", 0, "empty.model", KS_ERR_FORMAT, "empty file");
@@ -496,9 +496,16 @@ static void test_errors(void) {
     pw_trainer(&w, 2);
     expect_fail(w.b, w.n, "type.model", KS_ERR_FORMAT, "invalid piece type");
     w.n = 0;
-    pw_trainer(&w, 2);
-    w.b[0] = 0x0A; /* pieces with a length running past the end */
+    pw_piece(&w, "<unk>", 0, KS_TOKEN_UNKNOWN);
+    w.b[w.n++] = 0x0A; /* pieces: length 127, 1 byte left */
+    w.b[w.n++] = 0x7F;
+    w.b[w.n++] = 'x';
     expect_fail(w.b, w.n, "len.model", KS_ERR_FORMAT, "length past the end");
+    w.n = 0;
+    pw_piece(&w, "<unk>", 0, KS_TOKEN_UNKNOWN);
+    memcpy(w.b + w.n, "\x12\x0b\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 13);
+    w.n += 13; /* trainer_spec: a varint longer than 10 bytes */
+    expect_fail(w.b, w.n, "varint.model", KS_ERR_FORMAT, "overlong varint");
     /* a valid hand-made model: scores drive the merges */
     w.n = 0;
     pw_piece(&w, "<unk>", 0, KS_TOKEN_UNKNOWN);

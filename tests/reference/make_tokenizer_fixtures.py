@@ -90,7 +90,7 @@ CODE = [
     "<div class=\"{w}\">{n}</div>",
     "#include <stdio.h>\n#define N {n}\n",
     "{{\"{w}\": [{n}, true, null, \"x\\ny\"]}}",
-    "$ ls -la /tmp/{w} | grep -v '^d' | wc -l",
+    "$ ls -la ./{w} | grep -v '^d' | wc -l",
     "fn {w}(&mut self) -> Result<u{n}, Error> {{ Ok(0) }}",
     "    \t{w} := make([]int, {n})",
     "x = re.sub(r'\\s+', ' ', {w})  # {n}",
