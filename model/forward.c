@@ -75,22 +75,24 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
     s->hook(&t, false, s->hook_user);
 }
 
-/* Rows r0..r1 of y = W x for one token: decode is bound by reading W once, so this is a
- * plain dot product per row with sixteen independent partial sums, which the compiler
- * vectorises and which keeps up with memory. */
+/* Dot product with sixteen independent partial sums: without -ffast-math the compiler may
+ * not reorder one running sum, and a single dependent chain of additions would bound
+ * decode by add latency instead of memory bandwidth. This form vectorises. */
+static inline float dot(const float *a, const float *b, int n) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    float tail = 0.0f;
+    for (; i < n; i++) tail += a[i] * b[i];
+    for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
+    for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
+    return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+}
+
+/* Rows r0..r1 of y = W x for one token: decode reads W once, row by row. */
 static void gemv_rows(float *y, const float *x, const float *w, int in, int r0, int r1) {
-    for (int r = r0; r < r1; r++) {
-        const float *wr = w + (size_t)r * in;
-        float acc[16] = {0};
-        int i = 0;
-        for (; i + 16 <= in; i += 16)
-            for (int j = 0; j < 16; j++) acc[j] += wr[i + j] * x[i + j];
-        float tail = 0.0f;
-        for (; i < in; i++) tail += wr[i] * x[i];
-        for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
-        for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
-        y[r] = ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
-    }
+    for (int r = r0; r < r1; r++) y[r] = dot(w + (size_t)r * in, x, in);
 }
 
 /* y (B, out) = x (B, in) · W^T, W (out, in) row-major.
@@ -311,12 +313,8 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
             const float *qh = s->q + (size_t)h * hd;
             const float *kh = kc + (size_t)(h / kv_mul) * hd;
             float *ah = att + (size_t)h * L;
-            for (int t = 0; t < L; t++) {
-                const float *kt = kh + (size_t)t * kv_dim;
-                float d = 0.0f;
-                for (int i = 0; i < hd; i++) d += qh[i] * kt[i];
-                ah[t] = d * scale;
-            }
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, L, hd, scale, kh, (int)kv_dim, qh, 1, 0.0f, ah,
+                        1);
         }
     } else {
 #pragma omp parallel for
@@ -362,12 +360,7 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
             float *zh = s->z + (size_t)h * hd;
             const float *vh = vc + (size_t)(h / kv_mul) * hd;
             const float *ah = att + (size_t)h * L;
-            for (int i = 0; i < hd; i++) zh[i] = 0.0f;
-            for (int t = 0; t < L; t++) {
-                float a = ah[t];
-                const float *vt = vh + (size_t)t * kv_dim;
-                for (int i = 0; i < hd; i++) zh[i] += a * vt[i];
-            }
+            cblas_sgemv(CblasRowMajor, CblasTrans, L, hd, 1.0f, vh, (int)kv_dim, ah, 1, 0.0f, zh, 1);
         }
     } else {
 #pragma omp parallel for
