@@ -36,8 +36,10 @@ struct ks_session {
     ks_hook_fn hook;
     void *hook_user;
 
-    float *k_cache; /* (n_layers, max_seq, kv_dim)  keys after rotation */
-    float *v_cache; /* (n_layers, max_seq, kv_dim) */
+    /* Per head, positions are contiguous so attention reads each head's keys and values
+     * as one sequential stream. */
+    float *k_cache; /* (n_layers, n_kv_heads, max_seq, head_dim)  keys after rotation */
+    float *v_cache; /* (n_layers, n_kv_heads, max_seq, head_dim) */
 
     /* activations of one chunk of B <= max_batch tokens */
     float *x;     /* (B, dim)      residual stream */
@@ -301,6 +303,7 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
     const int L = pos0 + B;
     const size_t kv_dim = (size_t)c->n_kv_heads * hd, q_dim = (size_t)H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
+    const size_t head_stride = (size_t)s->max_seq * hd; /* one kv head's cache */
     const float *kc = s->k_cache + (size_t)layer * s->max_seq * kv_dim;
     const float *vc = s->v_cache + (size_t)layer * s->max_seq * kv_dim;
     ks_status st = ensure_att(s, (size_t)H * B * L, err);
@@ -311,17 +314,16 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
 #pragma omp parallel for if (L * hd > 4096)
         for (int h = 0; h < H; h++) {
             const float *qh = s->q + (size_t)h * hd;
-            const float *kh = kc + (size_t)(h / kv_mul) * hd;
+            const float *kh = kc + (size_t)(h / kv_mul) * head_stride;
             float *ah = att + (size_t)h * L;
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, L, hd, scale, kh, (int)kv_dim, qh, 1, 0.0f, ah,
-                        1);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, L, hd, scale, kh, hd, qh, 1, 0.0f, ah, 1);
         }
     } else {
 #pragma omp parallel for
         for (int h = 0; h < H; h++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, L, hd, scale,
-                        s->q + (size_t)h * hd, (int)q_dim, kc + (size_t)(h / kv_mul) * hd,
-                        (int)kv_dim, 0.0f, att + (size_t)h * B * L, L);
+                        s->q + (size_t)h * hd, (int)q_dim, kc + (size_t)(h / kv_mul) * head_stride,
+                        hd, 0.0f, att + (size_t)h * B * L, L);
     }
     /* causal mask: query b (absolute pos0 + b) sees keys 0..pos0 + b */
 #pragma omp parallel for collapse(2) if ((size_t)H * B * L > 16384)
@@ -332,7 +334,7 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
         }
     hook_fire(s, KS_HOOK_ATTN_SCORES, layer, att, 3, H, B, L, pos0);
 
-#pragma omp parallel for collapse(2) if ((size_t)H * B * L > 16384)
+#pragma omp parallel for collapse(2) if ((size_t)H * B * L > 2048)
     for (int h = 0; h < H; h++)
         for (int b = 0; b < B; b++) {
             float *row = att + ((size_t)h * B + b) * L;
@@ -358,15 +360,15 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
 #pragma omp parallel for if (L * hd > 4096)
         for (int h = 0; h < H; h++) {
             float *zh = s->z + (size_t)h * hd;
-            const float *vh = vc + (size_t)(h / kv_mul) * hd;
+            const float *vh = vc + (size_t)(h / kv_mul) * head_stride;
             const float *ah = att + (size_t)h * L;
-            cblas_sgemv(CblasRowMajor, CblasTrans, L, hd, 1.0f, vh, (int)kv_dim, ah, 1, 0.0f, zh, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, L, hd, 1.0f, vh, hd, ah, 1, 0.0f, zh, 1);
         }
     } else {
 #pragma omp parallel for
         for (int h = 0; h < H; h++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, L, 1.0f,
-                        att + (size_t)h * B * L, L, vc + (size_t)(h / kv_mul) * hd, (int)kv_dim,
+                        att + (size_t)h * B * L, L, vc + (size_t)(h / kv_mul) * head_stride, hd,
                         0.0f, s->z + (size_t)h * hd, (int)q_dim);
     }
     return KS_OK;
@@ -430,10 +432,15 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         rope_apply(s->k, B, Hkv, hd, c->rope_style, s->cosv, s->sinv);
         hook_fire(s, KS_HOOK_ATTN_ROT_Q, l, s->q, 3, B, H, hd, pos0);
         hook_fire(s, KS_HOOK_ATTN_ROT_K, l, s->k, 3, B, Hkv, hd, pos0);
-        float *kc = s->k_cache + ((size_t)l * s->max_seq + pos0) * kv_dim;
-        float *vc = s->v_cache + ((size_t)l * s->max_seq + pos0) * kv_dim;
-        memcpy(kc, s->k, (size_t)B * kv_dim * sizeof(float));
-        memcpy(vc, s->v, (size_t)B * kv_dim * sizeof(float));
+        for (int g = 0; g < Hkv; g++) {
+            size_t at = (((size_t)l * Hkv + g) * s->max_seq + pos0) * hd;
+            for (int b = 0; b < B; b++) {
+                memcpy(s->k_cache + at + (size_t)b * hd, s->k + (size_t)b * kv_dim + (size_t)g * hd,
+                       (size_t)hd * sizeof(float));
+                memcpy(s->v_cache + at + (size_t)b * hd, s->v + (size_t)b * kv_dim + (size_t)g * hd,
+                       (size_t)hd * sizeof(float));
+            }
+        }
         if ((st = attention(s, l, B, pos0, err))) return st;
         hook_fire(s, KS_HOOK_ATTN_Z, l, s->z, 3, B, H, hd, pos0);
         matmul(s->out, s->z, w->wo, B, (int)q_dim, dim);
