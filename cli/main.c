@@ -231,6 +231,19 @@ static int open_model(const char *cmd, const opts *o, ks_model **m) {
     return -1;
 }
 
+/* open_model, and require a tokenizer (every command but info needs one) */
+static int open_model_tok(const char *cmd, const opts *o, ks_model **m, const ks_tokenizer **tok) {
+    int rc = open_model(cmd, o, m);
+    if (rc >= 0) return rc;
+    *tok = ks_model_tokenizer(*m);
+    if (!*tok) {
+        ks_model_close(*m);
+        *m = NULL;
+        return usage_error(cmd, "%s", "the model has no tokenizer; give --tokenizer FILE");
+    }
+    return -1;
+}
+
 static int make_session(const char *cmd, const ks_model *m, const opts *o, int need, ks_session **s) {
     ks_error err = {0};
     const ks_config *c = ks_model_config(m);
@@ -343,12 +356,7 @@ static int cmd_tokenize(int argc, char **argv) {
         if (ks_tokenizer_open(o.model, &own, &err)) return fail("tokenize", &err);
         tok = own;
     } else {
-        if ((rc = open_model("tokenize", &o, &m)) >= 0) return rc;
-        tok = ks_model_tokenizer(m);
-        if (!tok) {
-            ks_model_close(m);
-            return usage_error("tokenize", "%s", "the model has no tokenizer; give --tokenizer FILE");
-        }
+        if ((rc = open_model_tok("tokenize", &o, &m, &tok)) >= 0) return rc;
     }
     size_t len;
     char *text = input_text("tokenize", &o, &len);
@@ -436,12 +444,8 @@ static int cmd_generate(int argc, char **argv) {
     int rc = parse_opts("generate", help_generate, argc, argv, &o);
     if (rc >= 0) return rc;
     ks_model *m = NULL;
-    if ((rc = open_model("generate", &o, &m)) >= 0) return rc;
-    const ks_tokenizer *tok = ks_model_tokenizer(m);
-    if (!tok) {
-        ks_model_close(m);
-        return usage_error("generate", "%s", "the model has no tokenizer; give --tokenizer FILE");
-    }
+    const ks_tokenizer *tok = NULL;
+    if ((rc = open_model_tok("generate", &o, &m, &tok)) >= 0) return rc;
     char *text = NULL;
     size_t len = 0;
     if (o.prompt || o.prompt_file) text = input_text("generate", &o, &len);
@@ -499,12 +503,8 @@ static int cmd_score(int argc, char **argv) {
     int rc = parse_opts("score", help_score, argc, argv, &o);
     if (rc >= 0) return rc;
     ks_model *m = NULL;
-    if ((rc = open_model("score", &o, &m)) >= 0) return rc;
-    const ks_tokenizer *tok = ks_model_tokenizer(m);
-    if (!tok) {
-        ks_model_close(m);
-        return usage_error("score", "%s", "the model has no tokenizer; give --tokenizer FILE");
-    }
+    const ks_tokenizer *tok = NULL;
+    if ((rc = open_model_tok("score", &o, &m, &tok)) >= 0) return rc;
     size_t len;
     char *text = input_text("score", &o, &len);
     int *ids = NULL, n = 0;
@@ -561,15 +561,11 @@ static int cmd_chat(int argc, char **argv) {
     int rc = parse_opts("chat", help_chat, argc, argv, &o);
     if (rc >= 0) return rc;
     ks_model *m = NULL;
-    if ((rc = open_model("chat", &o, &m)) >= 0) return rc;
-    const ks_tokenizer *tok = ks_model_tokenizer(m);
+    const ks_tokenizer *tok = NULL;
+    if ((rc = open_model_tok("chat", &o, &m, &tok)) >= 0) return rc;
     ks_error err = {0};
     ks_chat_template t;
     const char *tname = o.template_name ? o.template_name : ks_model_template_hint(m);
-    if (!tok) {
-        ks_model_close(m);
-        return usage_error("chat", "%s", "the model has no tokenizer; give --tokenizer FILE");
-    }
     if (ks_chat_template_parse(tname, &t, &err)) {
         ks_model_close(m);
         return fail("chat", &err);
