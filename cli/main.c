@@ -474,6 +474,7 @@ static int cmd_generate(int argc, char **argv) {
         } else {
             double dt = now_s() - t0;
             putchar('\n');
+            fflush(stdout);
             fprintf(stderr, "[%d prompt tokens, %d generated, %.1f tokens/s]\n", n, n_out,
                     dt > 0 ? (n + n_out) / dt : 0.0);
             rc = 0;
