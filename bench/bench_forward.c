@@ -79,22 +79,24 @@ static ks_model *random_model(const shape *sh, size_t *n_params) {
     fill_random(w, total, 1234);
     float *p = w;
 #define TAKE(dst, n) (dst = p, p += (n))
-    TAKE(m->tok_embeddings, c->vocab_size * d);
-    TAKE(m->output, c->vocab_size * d);
+#define TAKE_W(dst, n) (dst = (ks_weight){p, KS_DTYPE_F32}, p += (n))
+    TAKE_W(m->tok_embeddings, c->vocab_size * d);
+    TAKE_W(m->output, c->vocab_size * d);
     TAKE(m->final_norm, d);
     for (int l = 0; l < c->n_layers; l++) {
         ks_layer_weights *L = &m->layers[l];
         TAKE(L->attn_norm, d);
         TAKE(L->ffn_norm, d);
-        TAKE(L->wq, d * d);
-        TAKE(L->wo, d * d);
-        TAKE(L->wk, kv * d);
-        TAKE(L->wv, kv * d);
-        TAKE(L->w_gate, h * d);
-        TAKE(L->w_up, h * d);
-        TAKE(L->w_down, d * h);
+        TAKE_W(L->wq, d * d);
+        TAKE_W(L->wo, d * d);
+        TAKE_W(L->wk, kv * d);
+        TAKE_W(L->wv, kv * d);
+        TAKE_W(L->w_gate, h * d);
+        TAKE_W(L->w_up, h * d);
+        TAKE_W(L->w_down, d * h);
     }
 #undef TAKE
+#undef TAKE_W
     m->n_params = total;
     *n_params = total;
     return m;

@@ -47,6 +47,7 @@ typedef struct {
     bool no_bos;
     bool pieces;
     bool json;
+    bool f32_weights;
     ks_sampler_params sp;
     const char *stops[17];
     int n_stops;
@@ -55,7 +56,7 @@ typedef struct {
 enum {
     OPT_TOKENIZER = 256, OPT_PROMPT, OPT_FILE, OPT_TEMPLATE, OPT_SYSTEM, OPT_THREADS, OPT_CTX,
     OPT_MAX_TOKENS, OPT_NO_BOS, OPT_PIECES, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_SEED, OPT_STOP,
-    OPT_JSON, OPT_HELP,
+    OPT_JSON, OPT_HELP, OPT_F32,
 };
 
 static const struct option long_opts[] = {
@@ -76,6 +77,7 @@ static const struct option long_opts[] = {
     {"seed", required_argument, 0, OPT_SEED},
     {"stop", required_argument, 0, OPT_STOP},
     {"json", no_argument, 0, OPT_JSON},
+    {"f32-weights", no_argument, 0, OPT_F32},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -160,6 +162,7 @@ static int parse_opts(const char *cmd, const char *help, int argc, char **argv, 
             o->stops[o->n_stops++] = optarg;
             break;
         case OPT_JSON: o->json = true; break;
+        case OPT_F32: o->f32_weights = true; break;
         case 'h':
         case OPT_HELP: fputs(help, stdout); return 0;
         case '?':
@@ -226,7 +229,7 @@ static bool is_tokenizer_file(const char *path) {
 static int open_model(const char *cmd, const opts *o, ks_model **m) {
     ks_error err = {0};
     if (!o->model) return usage_error(cmd, "%s", "no MODEL given (an HF directory, a .gguf file or a llama2.c .bin)");
-    ks_model_options mo = {.tokenizer_path = o->tokenizer};
+    ks_model_options mo = {.tokenizer_path = o->tokenizer, .f32_weights = o->f32_weights};
     if (ks_model_open(o->model, &mo, m, &err)) return fail(cmd, &err);
     return -1;
 }
@@ -667,7 +670,9 @@ static const char *help_main =
     "  version    print the version\n\n"
     "MODEL is an HF directory (config.json + *.safetensors), a .gguf file, or a llama2.c .bin\n"
     "checkpoint (with --tokenizer FILE). PyTorch pickles are refused: convert them to\n"
-    "safetensors first.\n";
+    "safetensors first.\n\n"
+    "Weights stay in their stored dtype (f16, bf16, q8_0, ...) and are converted to f32 row by\n"
+    "row as they are used; --f32-weights converts them once at load (faster, more memory).\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) {

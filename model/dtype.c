@@ -167,3 +167,7 @@ void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, size_t n) {
         break;
     }
 }
+
+size_t ks_dtype_row_bytes(ks_dtype t, size_t cols) {
+    return cols / (size_t)ks_dtype_block_elems(t) * (size_t)ks_dtype_block_bytes(t);
+}

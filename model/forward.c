@@ -56,7 +56,14 @@ struct ks_session {
     float *inv_freq; /* (head_dim / 2) */
     float *att;   /* (n_heads, B, L) scores then pattern; grown on demand */
     size_t att_cap;
+    float *panel; /* (n_panel_threads, KS_PANEL_ROWS, max_in) f32 rows of a non-f32 weight */
+    size_t panel_stride;
+    int n_panel_threads;
 };
+
+/* Rows of a non-f32 weight converted at a time per thread: small enough to stay in cache,
+ * large enough that a prefill GEMM on them runs at full speed. */
+#define KS_PANEL_ROWS 32
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -97,14 +104,55 @@ static void gemv_rows(float *y, const float *x, const float *w, int in, int r0, 
     for (int r = r0; r < r1; r++) y[r] = dot(w + (size_t)r * in, x, in);
 }
 
+/* n rows from r0 of a (rows, cols) weight as f32 into dst. f16 uses the F16C instructions
+ * where the CPU has them (checked at run time); every other path is ks_dtype_to_f32. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint8_t *src, float *dst,
+                                                                 size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+    if (i < n) ks_dtype_to_f32(KS_DTYPE_F16, src + 2 * i, dst + i, n - i);
+}
+static bool have_f16c(void) {
+    static int v = -1;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    }
+    return v;
+}
+#else
+static void f16_to_f32_f16c(const uint8_t *src, float *dst, size_t n) {
+    ks_dtype_to_f32(KS_DTYPE_F16, src, dst, n);
+}
+static bool have_f16c(void) { return false; }
+#endif
+
+static void weight_rows(const ks_weight *w, size_t cols, size_t r0, size_t n, float *dst) {
+    const uint8_t *src = (const uint8_t *)w->data + r0 * ks_dtype_row_bytes(w->dtype, cols);
+    if (w->dtype == KS_DTYPE_F32)
+        memcpy(dst, src, n * cols * sizeof(float));
+    else if (w->dtype == KS_DTYPE_F16 && have_f16c())
+        f16_to_f32_f16c(src, dst, n * cols);
+    else
+        ks_dtype_to_f32(w->dtype, src, dst, n * cols);
+}
+
 /* y (B, out) = x (B, in) · W^T, W (out, in) row-major.
  *
  * OpenMP is the engine's one thread pool: each thread computes its own block of W's rows
  * (output columns), with a single-threaded BLAS GEMM for prefill and gemv_rows for decode.
  * Letting OpenBLAS start threads of its own as well makes the two pools spin against each
- * other between calls, which cost 2-3x in decode on a 2-core machine (bench/bench_forward). */
-static void matmul(float *y, const float *x, const float *w, int B, int in, int out) {
-#pragma omp parallel if ((size_t)B * in * out > 65536)
+ * other between calls, which cost 2-3x in decode on a 2-core machine (bench/bench_forward).
+ * A weight stored in another dtype is streamed through a per-thread f32 panel of
+ * KS_PANEL_ROWS rows; the values are exactly those of converting the whole matrix. */
+static void matmul(ks_session *s, float *y, const float *x, const ks_weight *w, int B, int in,
+                   int out) {
+    const bool f32 = w->dtype == KS_DTYPE_F32;
+    const float *wf = w->data;
+#pragma omp parallel num_threads(s->n_panel_threads) if ((size_t)B * in * out > 65536)
     {
         int nt = 1, t = 0;
 #ifdef _OPENMP
@@ -115,12 +163,22 @@ static void matmul(float *y, const float *x, const float *w, int B, int in, int 
         int blocks = (out + 15) / 16;
         int r0 = (int)((long)blocks * t / nt) * 16, r1 = (int)((long)blocks * (t + 1) / nt) * 16;
         if (r1 > out) r1 = out;
-        if (r1 > r0) {
+        if (f32 && r1 > r0) {
             if (B == 1)
-                gemv_rows(y, x, w, in, r0, r1);
+                gemv_rows(y, x, wf, in, r0, r1);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, r1 - r0, in, 1.0f, x, in,
-                            w + (size_t)r0 * in, in, 0.0f, y + r0, out);
+                            wf + (size_t)r0 * in, in, 0.0f, y + r0, out);
+        }
+        float *panel = s->panel + (size_t)t * s->panel_stride;
+        for (int p = r0; !f32 && p < r1; p += KS_PANEL_ROWS) {
+            int n = r1 - p < KS_PANEL_ROWS ? r1 - p : KS_PANEL_ROWS;
+            weight_rows(w, (size_t)in, (size_t)p, (size_t)n, panel);
+            if (B == 1)
+                for (int r = 0; r < n; r++) y[p + r] = dot(panel + (size_t)r * in, x, in);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, in, 1.0f, x, in, panel,
+                            in, 0.0f, y + p, out);
         }
     }
 }
@@ -247,8 +305,17 @@ ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, k
     s->cosv = xcalloc(B * half, sizeof(float));
     s->sinv = xcalloc(B * half, sizeof(float));
     s->inv_freq = xcalloc(half, sizeof(float));
+    size_t max_in = (size_t)c->dim;
+    if (q_dim > max_in) max_in = q_dim;
+    if ((size_t)c->hidden_dim > max_in) max_in = (size_t)c->hidden_dim;
+    s->n_panel_threads = 1;
+#ifdef _OPENMP
+    s->n_panel_threads = omp_get_max_threads();
+#endif
+    s->panel_stride = (size_t)KS_PANEL_ROWS * max_in;
+    s->panel = xcalloc((size_t)s->n_panel_threads * s->panel_stride, sizeof(float));
     if (!s->k_cache || !s->v_cache || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->z ||
-        !s->out || !s->gate || !s->up || !s->cosv || !s->sinv || !s->inv_freq) {
+        !s->out || !s->gate || !s->up || !s->cosv || !s->sinv || !s->inv_freq || !s->panel) {
         ks_session_free(s);
         return ks_error_set(err, KS_ERR_NOMEM,
                             "session: out of memory (KV cache of %d tokens needs %zu MB; lower "
@@ -276,6 +343,7 @@ void ks_session_free(ks_session *s) {
     free(s->sinv);
     free(s->inv_freq);
     free(s->att);
+    free(s->panel);
     free(s);
 }
 
@@ -402,7 +470,7 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         if (id < 0 || id >= c->vocab_size)
             return ks_error_set(err, KS_ERR_RANGE, "token id %d at position %d is outside the "
                                 "vocabulary (0..%d)", id, pos0 + b, c->vocab_size - 1);
-        memcpy(s->x + (size_t)b * dim, m->tok_embeddings + (size_t)id * dim, dim * sizeof(float));
+        weight_rows(&m->tok_embeddings, (size_t)dim, (size_t)id, 1, s->x + (size_t)b * dim);
     }
     hook_fire(s, KS_HOOK_EMBED, -1, s->x, 2, B, dim, 0, pos0);
 
@@ -422,9 +490,9 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         /* attention sublayer */
         rmsnorm(s->xn, s->x, w->attn_norm, B, dim, c->rms_eps);
         hook_fire(s, KS_HOOK_LN1_NORMALIZED, l, s->xn, 2, B, dim, 0, pos0);
-        matmul(s->q, s->xn, w->wq, B, dim, (int)q_dim);
-        matmul(s->k, s->xn, w->wk, B, dim, (int)kv_dim);
-        matmul(s->v, s->xn, w->wv, B, dim, (int)kv_dim);
+        matmul(s, s->q, s->xn, &w->wq, B, dim, (int)q_dim);
+        matmul(s, s->k, s->xn, &w->wk, B, dim, (int)kv_dim);
+        matmul(s, s->v, s->xn, &w->wv, B, dim, (int)kv_dim);
         hook_fire(s, KS_HOOK_ATTN_Q, l, s->q, 3, B, H, hd, pos0);
         hook_fire(s, KS_HOOK_ATTN_K, l, s->k, 3, B, Hkv, hd, pos0);
         hook_fire(s, KS_HOOK_ATTN_V, l, s->v, 3, B, Hkv, hd, pos0);
@@ -443,7 +511,7 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         }
         if ((st = attention(s, l, B, pos0, err))) return st;
         hook_fire(s, KS_HOOK_ATTN_Z, l, s->z, 3, B, H, hd, pos0);
-        matmul(s->out, s->z, w->wo, B, (int)q_dim, dim);
+        matmul(s, s->out, s->z, &w->wo, B, (int)q_dim, dim);
         hook_fire(s, KS_HOOK_ATTN_OUT, l, s->out, 2, B, dim, 0, pos0);
         for (size_t i = 0; i < (size_t)B * dim; i++) s->x[i] += s->out[i];
         hook_fire(s, KS_HOOK_RESID_MID, l, s->x, 2, B, dim, 0, pos0);
@@ -451,8 +519,8 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         /* MLP sublayer (SwiGLU) */
         rmsnorm(s->xn, s->x, w->ffn_norm, B, dim, c->rms_eps);
         hook_fire(s, KS_HOOK_LN2_NORMALIZED, l, s->xn, 2, B, dim, 0, pos0);
-        matmul(s->gate, s->xn, w->w_gate, B, dim, hidden);
-        matmul(s->up, s->xn, w->w_up, B, dim, hidden);
+        matmul(s, s->gate, s->xn, &w->w_gate, B, dim, hidden);
+        matmul(s, s->up, s->xn, &w->w_up, B, dim, hidden);
         hook_fire(s, KS_HOOK_MLP_PRE, l, s->gate, 2, B, hidden, 0, pos0);
         hook_fire(s, KS_HOOK_MLP_PRE_LINEAR, l, s->up, 2, B, hidden, 0, pos0);
         const size_t nh = (size_t)B * hidden;
@@ -462,7 +530,7 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
             s->up[i] *= g / (1.0f + expf(-g));
         }
         hook_fire(s, KS_HOOK_MLP_POST, l, s->up, 2, B, hidden, 0, pos0);
-        matmul(s->out, s->up, w->w_down, B, hidden, dim);
+        matmul(s, s->out, s->up, &w->w_down, B, hidden, dim);
         hook_fire(s, KS_HOOK_MLP_OUT, l, s->out, 2, B, dim, 0, pos0);
         for (size_t i = 0; i < (size_t)B * dim; i++) s->x[i] += s->out[i];
         hook_fire(s, KS_HOOK_RESID_POST, l, s->x, 2, B, dim, 0, pos0);
@@ -478,7 +546,7 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
               pos0 + B - norm_rows);
     if (logits_rows == 0) return KS_OK;
     const float *xl = s->xn + (size_t)(B - logits_rows) * dim;
-    matmul(logits, xl, m->output, logits_rows, dim, c->vocab_size);
+    matmul(s, logits, xl, &m->output, logits_rows, dim, c->vocab_size);
     hook_fire(s, KS_HOOK_LOGITS, -1, logits, 2, logits_rows, c->vocab_size, 0,
               pos0 + B - logits_rows);
     return KS_OK;

@@ -113,6 +113,9 @@ typedef struct ks_model ks_model;
 typedef struct {
     const char *tokenizer_path; /* overrides/provides the tokenizer (llama2.c needs one) */
     bool no_mmap;               /* read weights into memory instead of mapping */
+    bool f32_weights;           /* convert f16/bf16/quantised matrices to f32 at load: faster
+                                   decode, 2-8x the memory (default: compute from the stored
+                                   dtype, converting rows on the fly) */
 } ks_model_options;
 
 /* Open MODEL: an HF directory (config.json + safetensors), a .gguf file, or a llama2.c

@@ -57,7 +57,7 @@ typedef struct {
     int group_size;
 } l2c_ctx;
 
-/* f32 tensor family of n_layers slices of per elements each (n_layers = 0: one tensor). */
+/* f32 vector family of n_layers slices of per elements each (n_layers = 0: one tensor). */
 static ks_status bind_f32(l2c_ctx *c, int n_layers, uint64_t per, const float **single,
                           size_t field_off, const char *name, ks_error *err) {
     char what[300];
@@ -73,14 +73,32 @@ static ks_status bind_f32(l2c_ctx *c, int n_layers, uint64_t per, const float **
     return KS_OK;
 }
 
-/* v2: int8 values then f32 scales, per layer. */
-static ks_status bind_q8(l2c_ctx *c, int n_layers, uint64_t per, const float **single,
-                         size_t field_off, const char *name, ks_error *err) {
+/* f32 matrix family: n_layers (0: one) matrices of (rows, cols). */
+static ks_status bind_mat_f32(l2c_ctx *c, int n_layers, uint64_t rows, uint64_t cols,
+                              ks_weight *single, size_t field_off, const char *name, ks_error *err) {
+    char what[300];
     int count = n_layers ? n_layers : 1;
-    uint64_t gs = (uint64_t)c->group_size;
     for (int l = 0; l < count; l++) {
-        const float **dst = single;
-        if (n_layers) dst = (const float **)((char *)&c->m->layers[l] + field_off);
+        ks_weight *dst = single;
+        if (n_layers) dst = (ks_weight *)((char *)&c->m->layers[l] + field_off);
+        snprintf(what, sizeof what, "%s: tensor '%s' (layer %d)", c->source, name, l);
+        ks_status s = ks_model_bind_matrix(c->m, KS_DTYPE_F32, c->data + c->pos, (size_t)rows,
+                                           (size_t)cols, dst, what, err);
+        if (s) return s;
+        c->pos += (size_t)(rows * cols) * 4;
+    }
+    return KS_OK;
+}
+
+/* v2: int8 values then f32 scales, per layer; converted to f32 (a group size that is not
+ * GGML's Q8_0 layout). */
+static ks_status bind_q8(l2c_ctx *c, int n_layers, uint64_t rows, uint64_t cols,
+                         ks_weight *single, size_t field_off, const char *name, ks_error *err) {
+    int count = n_layers ? n_layers : 1;
+    uint64_t gs = (uint64_t)c->group_size, per = rows * cols;
+    for (int l = 0; l < count; l++) {
+        ks_weight *dst = single;
+        if (n_layers) dst = (ks_weight *)((char *)&c->m->layers[l] + field_off);
         float *buf = malloc((size_t)per * sizeof(float));
         if (!buf)
             return ks_error_set(err, KS_ERR_NOMEM, "%s: tensor '%s': out of memory", c->source, name);
@@ -93,7 +111,7 @@ static ks_status bind_q8(l2c_ctx *c, int n_layers, uint64_t per, const float **s
         }
         ks_status s = ks_model_own(c->m, buf, err);
         if (s) return s;
-        *dst = buf;
+        *dst = (ks_weight){buf, KS_DTYPE_F32};
         c->m->n_params += (size_t)per;
         c->pos += (size_t)(per + 4 * (per / gs));
     }
@@ -228,37 +246,37 @@ ks_status ks_llama2c_load_mem(ks_model *m, const uint8_t *data, size_t len, cons
     if ((s = ks_model_alloc_layers(m, err))) return s;
     l2c_ctx c = {m, data, header, source, version, group_size};
     if (version == 0) {
-        if ((s = bind_f32(&c, 0, V * D, &m->tok_embeddings, 0, "token_embedding", err)) ||
+        if ((s = bind_mat_f32(&c, 0, V, D, &m->tok_embeddings, 0, "token_embedding", err)) ||
             (s = bind_f32(&c, n_layers, D, NULL, LOFF(attn_norm), "rms_att_weight", err)) ||
-            (s = bind_f32(&c, n_layers, D * D, NULL, LOFF(wq), "wq", err)) ||
-            (s = bind_f32(&c, n_layers, KV * D, NULL, LOFF(wk), "wk", err)) ||
-            (s = bind_f32(&c, n_layers, KV * D, NULL, LOFF(wv), "wv", err)) ||
-            (s = bind_f32(&c, n_layers, D * D, NULL, LOFF(wo), "wo", err)) ||
+            (s = bind_mat_f32(&c, n_layers, D, D, NULL, LOFF(wq), "wq", err)) ||
+            (s = bind_mat_f32(&c, n_layers, KV, D, NULL, LOFF(wk), "wk", err)) ||
+            (s = bind_mat_f32(&c, n_layers, KV, D, NULL, LOFF(wv), "wv", err)) ||
+            (s = bind_mat_f32(&c, n_layers, D, D, NULL, LOFF(wo), "wo", err)) ||
             (s = bind_f32(&c, n_layers, D, NULL, LOFF(ffn_norm), "rms_ffn_weight", err)) ||
-            (s = bind_f32(&c, n_layers, H * D, NULL, LOFF(w_gate), "w1", err)) ||
-            (s = bind_f32(&c, n_layers, D * H, NULL, LOFF(w_down), "w2", err)) ||
-            (s = bind_f32(&c, n_layers, H * D, NULL, LOFF(w_up), "w3", err)) ||
+            (s = bind_mat_f32(&c, n_layers, H, D, NULL, LOFF(w_gate), "w1", err)) ||
+            (s = bind_mat_f32(&c, n_layers, D, H, NULL, LOFF(w_down), "w2", err)) ||
+            (s = bind_mat_f32(&c, n_layers, H, D, NULL, LOFF(w_up), "w3", err)) ||
             (s = bind_f32(&c, 0, D, &m->final_norm, 0, "rms_final_weight", err)))
             return s;
         c.pos += (size_t)(S * HS * 4); /* freq_cis_real, freq_cis_imag: unused */
-        if (!shared && (s = bind_f32(&c, 0, V * D, &m->output, 0, "wcls", err))) return s;
+        if (!shared && (s = bind_mat_f32(&c, 0, V, D, &m->output, 0, "wcls", err))) return s;
     } else {
         if ((s = bind_f32(&c, n_layers, D, NULL, LOFF(attn_norm), "rms_att_weight", err)) ||
             (s = bind_f32(&c, n_layers, D, NULL, LOFF(ffn_norm), "rms_ffn_weight", err)) ||
             (s = bind_f32(&c, 0, D, &m->final_norm, 0, "rms_final_weight", err)))
             return s;
-        ks_status (*bind)(l2c_ctx *, int, uint64_t, const float **, size_t, const char *,
-                          ks_error *) = version == 1 ? bind_f32 : bind_q8;
-        if ((s = bind(&c, 0, V * D, &m->tok_embeddings, 0, "token_embedding", err)) ||
-            (s = bind(&c, n_layers, D * D, NULL, LOFF(wq), "wq", err)) ||
-            (s = bind(&c, n_layers, KV * D, NULL, LOFF(wk), "wk", err)) ||
-            (s = bind(&c, n_layers, KV * D, NULL, LOFF(wv), "wv", err)) ||
-            (s = bind(&c, n_layers, D * D, NULL, LOFF(wo), "wo", err)) ||
-            (s = bind(&c, n_layers, H * D, NULL, LOFF(w_gate), "w1", err)) ||
-            (s = bind(&c, n_layers, D * H, NULL, LOFF(w_down), "w2", err)) ||
-            (s = bind(&c, n_layers, H * D, NULL, LOFF(w_up), "w3", err)))
+        ks_status (*bind)(l2c_ctx *, int, uint64_t, uint64_t, ks_weight *, size_t, const char *,
+                          ks_error *) = version == 1 ? bind_mat_f32 : bind_q8;
+        if ((s = bind(&c, 0, V, D, &m->tok_embeddings, 0, "token_embedding", err)) ||
+            (s = bind(&c, n_layers, D, D, NULL, LOFF(wq), "wq", err)) ||
+            (s = bind(&c, n_layers, KV, D, NULL, LOFF(wk), "wk", err)) ||
+            (s = bind(&c, n_layers, KV, D, NULL, LOFF(wv), "wv", err)) ||
+            (s = bind(&c, n_layers, D, D, NULL, LOFF(wo), "wo", err)) ||
+            (s = bind(&c, n_layers, H, D, NULL, LOFF(w_gate), "w1", err)) ||
+            (s = bind(&c, n_layers, D, H, NULL, LOFF(w_down), "w2", err)) ||
+            (s = bind(&c, n_layers, H, D, NULL, LOFF(w_up), "w3", err)))
             return s;
-        if (!shared && (s = bind(&c, 0, V * D, &m->output, 0, "wcls", err))) return s;
+        if (!shared && (s = bind(&c, 0, V, D, &m->output, 0, "wcls", err))) return s;
         if (version == 2) snprintf(m->weight_dtype, sizeof m->weight_dtype, "int8-g%d", group_size);
     }
     if (shared) m->output = m->tok_embeddings;

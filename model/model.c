@@ -245,21 +245,47 @@ ks_status ks_model_bind(ks_model *m, ks_dtype t, const void *src, size_t n, cons
     return KS_OK;
 }
 
+ks_status ks_model_bind_matrix(ks_model *m, ks_dtype t, const void *src, size_t rows, size_t cols,
+                               ks_weight *dst, const char *what, ks_error *err) {
+    if ((int)t < 0 || t >= KS_DTYPE_COUNT)
+        return ks_error_set(err, KS_ERR_FORMAT, "%s: dtype %d out of range", what, (int)t);
+    if (cols % (size_t)ks_dtype_block_elems(t) != 0)
+        return ks_error_set(err, KS_ERR_FORMAT, "%s: rows of %zu elements are not whole %s "
+                            "blocks of %d", what, cols, ks_dtype_name(t), ks_dtype_block_elems(t));
+    size_t n;
+    if (__builtin_mul_overflow(rows, cols, &n))
+        return ks_error_set(err, KS_ERR_RANGE, "%s: %zu x %zu elements overflow", what, rows, cols);
+    bool keep = t == KS_DTYPE_F32 ? ((uintptr_t)src % _Alignof(float)) == 0 : !m->f32_weights;
+    if (!keep) {
+        const float *f = NULL;
+        ks_status s = ks_model_bind(m, t, src, n, &f, what, err);
+        if (s) return s;
+        *dst = (ks_weight){f, KS_DTYPE_F32};
+        return KS_OK;
+    }
+    note_dtype(m, t);
+    m->n_params += n;
+    size_t bytes = ks_dtype_row_bytes(t, cols) * rows;
+    if (in_mapping(m, src, bytes)) m->mapped_bytes += bytes;
+    *dst = (ks_weight){src, t};
+    return KS_OK;
+}
+
 ks_status ks_model_check_complete(const ks_model *m, const char *source, ks_error *err) {
 #define KS_NEED(ptr, name)                                                                  \
     if (!(ptr)) return ks_error_set(err, KS_ERR_FORMAT, "%s: weight '%s' is missing", source, name);
-    KS_NEED(m->tok_embeddings, "tok_embeddings")
+    KS_NEED(m->tok_embeddings.data, "tok_embeddings")
     KS_NEED(m->final_norm, "final_norm")
-    KS_NEED(m->output, "output")
+    KS_NEED(m->output.data, "output")
     KS_NEED(m->layers, "layers")
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const ks_layer_weights *w = &m->layers[l];
         const struct {
-            const float *p;
+            const void *p;
             const char *n;
-        } f[] = {{w->attn_norm, "attn_norm"}, {w->wq, "wq"},         {w->wk, "wk"},
-                 {w->wv, "wv"},               {w->wo, "wo"},         {w->ffn_norm, "ffn_norm"},
-                 {w->w_gate, "w_gate"},       {w->w_down, "w_down"}, {w->w_up, "w_up"}};
+        } f[] = {{w->attn_norm, "attn_norm"},   {w->wq.data, "wq"},         {w->wk.data, "wk"},
+                 {w->wv.data, "wv"},            {w->wo.data, "wo"},         {w->ffn_norm, "ffn_norm"},
+                 {w->w_gate.data, "w_gate"},    {w->w_down.data, "w_down"}, {w->w_up.data, "w_up"}};
         for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
             if (!f[i].p)
                 return ks_error_set(err, KS_ERR_FORMAT, "%s: weight 'layers.%d.%s' is missing",
@@ -413,9 +439,10 @@ static void weight_name(ks_naming nm, weight_kind k, int layer, char *buf, size_
         snprintf(buf, cap, "blk.%d.%s.weight", layer, t[k]);
 }
 
+/* Vectors (rows == 0) bind to *vec as f32; matrices to *mat in their stored dtype. */
 static ks_status bind_one(ks_model *m, ks_tensor_table *tab, ks_naming nm, weight_kind k,
-                          int layer, uint64_t rows, uint64_t cols, const float **dst, bool optional,
-                          ks_error *err) {
+                          int layer, uint64_t rows, uint64_t cols, const float **vec,
+                          ks_weight *mat, bool optional, ks_error *err) {
     char name[128];
     weight_name(nm, k, layer, name, sizeof name);
     ks_tensor_info *t = ks_tensor_table_find(tab, name);
@@ -449,7 +476,8 @@ static ks_status bind_one(ks_model *m, ks_tensor_table *tab, ks_naming nm, weigh
     t->used = true;
     char what[512];
     snprintf(what, sizeof what, "%s: tensor '%s'", t->source, name);
-    return ks_model_bind(m, t->dtype, t->data, (size_t)t->n_elems, dst, what, err);
+    if (rows == 0) return ks_model_bind(m, t->dtype, t->data, (size_t)t->n_elems, vec, what, err);
+    return ks_model_bind_matrix(m, t->dtype, t->data, (size_t)rows, (size_t)cols, mat, what, err);
 }
 
 /* Tensors a checkpoint may carry that the forward pass does not use. */
@@ -470,15 +498,15 @@ ks_status ks_model_bind_table(ks_model *m, ks_tensor_table *tab, ks_naming nm, k
     uint64_t qd = (uint64_t)c->n_heads * (uint64_t)c->head_dim;
     uint64_t kvd = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
     if (!m->layers && (s = ks_model_alloc_layers(m, err))) return s;
-    if ((s = bind_one(m, tab, nm, W_EMBED, -1, voc, dim, &m->tok_embeddings, false, err)) ||
-        (s = bind_one(m, tab, nm, W_FINAL_NORM, -1, 0, dim, &m->final_norm, false, err)))
+    if ((s = bind_one(m, tab, nm, W_EMBED, -1, voc, dim, NULL, &m->tok_embeddings, false, err)) ||
+        (s = bind_one(m, tab, nm, W_FINAL_NORM, -1, 0, dim, &m->final_norm, NULL, false, err)))
         return s;
     /* The head: absent means tied. HF says so in config.json; when the config claims untied
      * weights the head must be there. */
     bool head_optional = nm == KS_NAMING_GGUF || c->tie_embeddings;
-    if ((s = bind_one(m, tab, nm, W_OUTPUT, -1, voc, dim, &m->output, head_optional, err)))
+    if ((s = bind_one(m, tab, nm, W_OUTPUT, -1, voc, dim, NULL, &m->output, head_optional, err)))
         return s;
-    if (!m->output) {
+    if (!m->output.data) {
         m->output = m->tok_embeddings;
         m->cfg.tie_embeddings = true;
     } else {
@@ -486,15 +514,15 @@ ks_status ks_model_bind_table(ks_model *m, ks_tensor_table *tab, ks_naming nm, k
     }
     for (int l = 0; l < c->n_layers; l++) {
         ks_layer_weights *w = &m->layers[l];
-        if ((s = bind_one(m, tab, nm, W_ATTN_NORM, l, 0, dim, &w->attn_norm, false, err)) ||
-            (s = bind_one(m, tab, nm, W_Q, l, qd, dim, &w->wq, false, err)) ||
-            (s = bind_one(m, tab, nm, W_K, l, kvd, dim, &w->wk, false, err)) ||
-            (s = bind_one(m, tab, nm, W_V, l, kvd, dim, &w->wv, false, err)) ||
-            (s = bind_one(m, tab, nm, W_O, l, dim, qd, &w->wo, false, err)) ||
-            (s = bind_one(m, tab, nm, W_FFN_NORM, l, 0, dim, &w->ffn_norm, false, err)) ||
-            (s = bind_one(m, tab, nm, W_GATE, l, hid, dim, &w->w_gate, false, err)) ||
-            (s = bind_one(m, tab, nm, W_DOWN, l, dim, hid, &w->w_down, false, err)) ||
-            (s = bind_one(m, tab, nm, W_UP, l, hid, dim, &w->w_up, false, err)))
+        if ((s = bind_one(m, tab, nm, W_ATTN_NORM, l, 0, dim, &w->attn_norm, NULL, false, err)) ||
+            (s = bind_one(m, tab, nm, W_Q, l, qd, dim, NULL, &w->wq, false, err)) ||
+            (s = bind_one(m, tab, nm, W_K, l, kvd, dim, NULL, &w->wk, false, err)) ||
+            (s = bind_one(m, tab, nm, W_V, l, kvd, dim, NULL, &w->wv, false, err)) ||
+            (s = bind_one(m, tab, nm, W_O, l, dim, qd, NULL, &w->wo, false, err)) ||
+            (s = bind_one(m, tab, nm, W_FFN_NORM, l, 0, dim, &w->ffn_norm, NULL, false, err)) ||
+            (s = bind_one(m, tab, nm, W_GATE, l, hid, dim, NULL, &w->w_gate, false, err)) ||
+            (s = bind_one(m, tab, nm, W_DOWN, l, dim, hid, NULL, &w->w_down, false, err)) ||
+            (s = bind_one(m, tab, nm, W_UP, l, hid, dim, NULL, &w->w_up, false, err)))
             return s;
     }
     for (size_t i = 0; i < tab->n; i++) {
@@ -572,6 +600,7 @@ ks_status ks_model_open(const char *path, const ks_model_options *opts, ks_model
     ks_status s = ks_model_alloc(&m, err);
     if (s) return s;
     m->no_mmap = opts && opts->no_mmap;
+    m->f32_weights = opts && opts->f32_weights;
     m->tokenizer_path = opts && opts->tokenizer_path && *opts->tokenizer_path
                             ? opts->tokenizer_path
                             : NULL;

@@ -33,18 +33,29 @@ ks_status ks_dtype_nbytes(ks_dtype t, uint64_t n, uint64_t *out, ks_error *err);
 /* Convert n elements of src (dtype t) to f32. */
 void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, size_t n);
 
-/* Weights of one block. Every matrix is row-major (out, in): y = W x. All f32: checkpoints
- * in other dtypes are converted once at load, f32 ones are used from the mapping. */
+/* A weight matrix as the checkpoint stores it: row-major (rows, cols) in f32, f16, bf16 or a
+ * GGML block format (each row whole blocks), used in place from the file mapping. The
+ * forward converts rows to f32 as it streams them, so a 7B f16 model needs 14 GB, not 28. */
+typedef struct {
+    const void *data;
+    ks_dtype dtype;
+} ks_weight;
+
+/* Bytes of one row of cols elements of dtype t (cols a multiple of its block size). */
+size_t ks_dtype_row_bytes(ks_dtype t, size_t cols);
+
+/* Weights of one block. Every matrix is row-major (out, in): y = W x. Norm vectors are f32
+ * (converted at load when stored otherwise). */
 typedef struct {
     const float *attn_norm; /* (dim) */
-    const float *wq;        /* (n_heads * head_dim, dim) */
-    const float *wk;        /* (n_kv_heads * head_dim, dim) */
-    const float *wv;        /* (n_kv_heads * head_dim, dim) */
-    const float *wo;        /* (dim, n_heads * head_dim) */
+    ks_weight wq;           /* (n_heads * head_dim, dim) */
+    ks_weight wk;           /* (n_kv_heads * head_dim, dim) */
+    ks_weight wv;           /* (n_kv_heads * head_dim, dim) */
+    ks_weight wo;           /* (dim, n_heads * head_dim) */
     const float *ffn_norm;  /* (dim) */
-    const float *w_gate;    /* (hidden_dim, dim)  HF gate_proj, GGUF ffn_gate, llama2.c w1 */
-    const float *w_down;    /* (dim, hidden_dim)  HF down_proj, GGUF ffn_down, llama2.c w2 */
-    const float *w_up;      /* (hidden_dim, dim)  HF up_proj,   GGUF ffn_up,   llama2.c w3 */
+    ks_weight w_gate;       /* (hidden_dim, dim)  HF gate_proj, GGUF ffn_gate, llama2.c w1 */
+    ks_weight w_down;       /* (dim, hidden_dim)  HF down_proj, GGUF ffn_down, llama2.c w2 */
+    ks_weight w_up;         /* (hidden_dim, dim)  HF up_proj,   GGUF ffn_up,   llama2.c w3 */
 } ks_layer_weights;
 
 typedef struct {
@@ -54,9 +65,9 @@ typedef struct {
 
 struct ks_model {
     ks_config cfg;
-    const float *tok_embeddings; /* (vocab, dim) */
+    ks_weight tok_embeddings;    /* (vocab, dim) */
     const float *final_norm;     /* (dim) */
-    const float *output;         /* (vocab, dim); == tok_embeddings when tied */
+    ks_weight output;            /* (vocab, dim); == tok_embeddings when tied */
     ks_layer_weights *layers;    /* (n_layers) */
     ks_tokenizer *tok;           /* owned; NULL when none */
 
@@ -73,6 +84,7 @@ struct ks_model {
     char weight_dtype[16];
     char template_hint[16];
     bool no_mmap;
+    bool f32_weights; /* convert every matrix to f32 at load (ks_model_options.f32_weights) */
     const char *tokenizer_path; /* borrowed from the options during ks_model_open; NULL after */
 };
 
@@ -93,6 +105,11 @@ ks_status ks_model_own(ks_model *m, void *p, ks_error *err);
  * and file for errors. Adds n to m->n_params. */
 ks_status ks_model_bind(ks_model *m, ks_dtype t, const void *src, size_t n, const float **dst,
                         const char *what, ks_error *err);
+/* Bind a (rows, cols) matrix at src (dtype t) to *dst: kept in its dtype and used in place
+ * (f32 needs 4-byte alignment, the others are read bytewise), or converted to an owned f32
+ * buffer when m->f32_weights asks for it. Adds rows * cols to m->n_params. */
+ks_status ks_model_bind_matrix(ks_model *m, ks_dtype t, const void *src, size_t rows, size_t cols,
+                               ks_weight *dst, const char *what, ks_error *err);
 /* Check every weight pointer is set; names the first missing tensor. */
 ks_status ks_model_check_complete(const ks_model *m, const char *source, ks_error *err);
 

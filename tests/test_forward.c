@@ -312,7 +312,47 @@ static void test_hooks(ks_model *m) {
     free(lg);
 }
 
+/* Weights kept in their stored dtype (converted row by row as the forward streams them) give
+ * the logits of the same checkpoint converted to f32 at load: prefill and decode, within 1e-5
+ * (the conversion is the same, only GEMM blocking differs). Fixtures from tests/reference. */
+static void test_native_dtypes(void) {
+    static const char *fixtures[] = {"tests/reference/fixtures/gguf/mha_tied.f16.gguf",
+                                     "tests/reference/fixtures/gguf/gqa_untied.q8_0.gguf",
+                                     "tests/reference/fixtures/hf/bf16_mha",
+                                     "tests/reference/fixtures/hf/f16_gqa"};
+    int ids[12];
+    for (size_t f = 0; f < sizeof fixtures / sizeof fixtures[0]; f++) {
+        char path[4096];
+        ks_test_src_file(fixtures[f], path, sizeof path);
+        ks_model *nat = NULL, *f32 = NULL;
+        ks_error err = {0};
+        ks_model_options o32 = {.f32_weights = true};
+        if (!tap_ok(ks_model_open(path, NULL, &nat, &err) == KS_OK &&
+                        ks_model_open(path, &o32, &f32, &err) == KS_OK,
+                    "open %s natively and as f32 (%s)", fixtures[f], err.msg))
+            continue;
+        int V = ks_model_config(nat)->vocab_size;
+        for (int i = 0; i < 12; i++) ids[i] = (i * 37 + 5) % V;
+        float *a = all_logits(nat, ids, 12, 0), *b = all_logits(f32, ids, 12, 0);
+        float *c = malloc(sizeof(float) * 12 * (size_t)V);
+        ks_session *s = new_session(nat, 0);
+        for (int i = 0; i < 12; i++)
+            ks_session_forward(s, ids + i, 1, KS_LOGITS_LAST, c + (size_t)i * V, &err);
+        ks_session_free(s);
+        float d1 = max_abs_diff(a, b, 12 * (size_t)V), d2 = max_abs_diff(c, b, 12 * (size_t)V);
+        tap_ok(d1 < 1e-5f && d2 < 1e-5f && ks_model_mapped_bytes(nat) > ks_model_mapped_bytes(f32),
+               "%s (%s): stored-dtype prefill/decode vs f32 at load: max |diff| %.2g / %.2g",
+               fixtures[f], ks_model_weight_dtype(nat), (double)d1, (double)d2);
+        free(a);
+        free(b);
+        free(c);
+        ks_model_close(nat);
+        ks_model_close(f32);
+    }
+}
+
 int main(void) {
+    test_native_dtypes();
     if (!ks_test_data_file("stories260K/stories260K.bin", bin_path, sizeof bin_path) ||
         !ks_test_data_file("stories260K/stories260K.gguf", gguf_path, sizeof gguf_path) ||
         !ks_test_data_file("stories260K/tok512.bin", tok_path, sizeof tok_path) ||

@@ -148,9 +148,16 @@ static size_t layer_field_elems(const ks_config *c, int f) {
     return n[f];
 }
 
+/* The f32 data of a field (both stories260K files are f32, kept in place). */
 static const float *layer_field(const ks_layer_weights *w, int f) {
-    const float *p[9] = {w->attn_norm, w->wq, w->wk, w->wv, w->wo,
-                         w->ffn_norm, w->w_gate, w->w_down, w->w_up};
+    const float *p[9] = {w->attn_norm, w->wq.data, w->wk.data, w->wv.data, w->wo.data,
+                         w->ffn_norm, w->w_gate.data, w->w_down.data, w->w_up.data};
+    return p[f];
+}
+
+static const ks_weight *layer_matrix(const ks_layer_weights *w, int f) {
+    const ks_weight *p[9] = {NULL, &w->wq, &w->wk, &w->wv, &w->wo,
+                             NULL, &w->w_gate, &w->w_down, &w->w_up};
     return p[f];
 }
 
@@ -216,9 +223,9 @@ static void test_stories(void) {
            ks_model_mapped_bytes(mg));
 
     int bad = 0;
-    bad += !same(mb->tok_embeddings, mg->tok_embeddings, 512 * 64);
+    bad += !same(mb->tok_embeddings.data, mg->tok_embeddings.data, 512 * 64);
     bad += !same(mb->final_norm, mg->final_norm, 64);
-    bad += !same(mb->output, mg->output, 512 * 64);
+    bad += !same(mb->output.data, mg->output.data, 512 * 64);
     for (int l = 0; l < 5; l++)
         for (int f = 0; f < 9; f++)
             bad += !same(layer_field(&mb->layers[l], f), layer_field(&mg->layers[l], f),
@@ -229,8 +236,8 @@ static void test_stories(void) {
     ks_model *mr = NULL;
     ks_model_options o2 = {.tokenizer_path = o.tokenizer_path, .no_mmap = true};
     s = ks_model_open(bin, &o2, &mr, &e);
-    tap_ok(s == KS_OK && ks_model_mapped_bytes(mr) == 0 && same(mr->layers[4].w_up,
-                                                                 mb->layers[4].w_up, 172 * 64),
+    tap_ok(s == KS_OK && ks_model_mapped_bytes(mr) == 0 && same(mr->layers[4].w_up.data,
+                                                                 mb->layers[4].w_up.data, 172 * 64),
            "no_mmap reads the same weights, nothing mapped");
     ks_model_close(mr);
 
@@ -392,32 +399,46 @@ static void write_config(const char *dir, bool tied) {
     write_text(p, cfg);
 }
 
-static const float *model_tensor(const ks_model *m, const char *name) {
+/* The values of a named tensor as f32 (malloc'd; matrices converted from their stored dtype
+ * by ks_dtype_to_f32, whose conversions are checked bit by bit above). */
+static float *model_tensor(const ks_model *m, const char *name, size_t n) {
     int l;
     char rest[64];
-    if (!strcmp(name, "model.embed_tokens.weight")) return m->tok_embeddings;
-    if (!strcmp(name, "model.norm.weight")) return m->final_norm;
-    if (!strcmp(name, "lm_head.weight")) return m->output;
-    if (sscanf(name, "model.layers.%d.%63s", &l, rest) != 2 || l < 0 || l >= T_LAYERS) return NULL;
-    const ks_layer_weights *w = &m->layers[l];
-    static const char *nm[9] = {"input_layernorm.weight", "self_attn.q_proj.weight",
-                                "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                                "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-                                "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight"};
-    for (int k = 0; k < 9; k++)
-        if (!strcmp(rest, nm[k])) return layer_field(w, k);
-    return NULL;
+    const ks_weight *mat = NULL;
+    const float *vec = NULL;
+    if (!strcmp(name, "model.embed_tokens.weight")) mat = &m->tok_embeddings;
+    else if (!strcmp(name, "model.norm.weight")) vec = m->final_norm;
+    else if (!strcmp(name, "lm_head.weight")) mat = &m->output;
+    else if (sscanf(name, "model.layers.%d.%63s", &l, rest) == 2 && l >= 0 && l < T_LAYERS) {
+        const ks_layer_weights *w = &m->layers[l];
+        static const char *nm[9] = {"input_layernorm.weight", "self_attn.q_proj.weight",
+                                    "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                                    "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                                    "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight"};
+        for (int k = 0; k < 9; k++)
+            if (!strcmp(rest, nm[k])) {
+                mat = layer_matrix(w, k);
+                if (!mat) vec = layer_field(w, k);
+            }
+    }
+    if (!mat && !vec) return NULL;
+    float *out = malloc(n * sizeof(float));
+    if (vec) memcpy(out, vec, n * sizeof(float));
+    else ks_dtype_to_f32(mat->dtype, mat->data, out, n);
+    return out;
 }
 
 static int compare_model(const ks_model *m, st_tensor *v, int n) {
     int bad = 0;
     for (int i = 0; i < n; i++) {
         if (strstr(v[i].name, "inv_freq")) continue;
-        const float *p = model_tensor(m, v[i].name);
-        if (!p || memcmp(p, v[i].ref, (size_t)t_elems(&v[i]) * sizeof(float)) != 0) {
+        size_t ne = (size_t)t_elems(&v[i]);
+        float *p = model_tensor(m, v[i].name, ne);
+        if (!p || memcmp(p, v[i].ref, ne * sizeof(float)) != 0) {
             if (bad < 3) tap_diag("tensor %s differs", v[i].name);
             bad++;
         }
+        free(p);
     }
     return bad;
 }
@@ -459,7 +480,7 @@ static void test_safetensors(void) {
                    c->bos_id == 1 && c->eos_id == 2 && c->rope_style == KS_ROPE_STYLE_HALF &&
                    fabsf(c->rms_eps - 1e-6f) < 1e-12f && c->rope_theta == 10000.0f,
                "HF config read (eos list -> first, rope style half, tied)");
-        tap_ok(compare_model(m, v, n) == 0 && m->output == m->tok_embeddings, "F32 values exact");
+        tap_ok(compare_model(m, v, n) == 0 && m->output.data == m->tok_embeddings.data, "F32 values exact");
         tap_ok(ks_model_mapped_bytes(m) > 0 && !strcmp(ks_model_weight_dtype(m), "f32") &&
                    !strcmp(ks_model_format(m), "hf-safetensors") && ks_model_tokenizer(m) == NULL,
                "F32 mapped (%zu bytes), format hf-safetensors, no tokenizer file -> none",
@@ -482,12 +503,21 @@ static void test_safetensors(void) {
     write_st(p, v, 0, n, "F16");
     s = ks_model_open(dir, NULL, &m, &e);
     if (tap_ok(s == KS_OK, "HF F16 safetensors (untied) loads (%s)", e.msg)) {
-        tap_ok(compare_model(m, v, n) == 0 && m->output != m->tok_embeddings &&
+        tap_ok(compare_model(m, v, n) == 0 && m->output.data != m->tok_embeddings.data &&
                    !ks_model_config(m)->tie_embeddings,
-               "F16 values converted exactly, separate lm_head");
-        tap_ok(ks_model_mapped_bytes(m) == 0 && !strcmp(ks_model_weight_dtype(m), "f16"),
-               "F16 converted into owned buffers (dtype %s)", ks_model_weight_dtype(m));
+               "F16 values exact, separate lm_head");
+        tap_ok(ks_model_mapped_bytes(m) > 0 && m->layers[0].wq.dtype == KS_DTYPE_F16 &&
+                   !strcmp(ks_model_weight_dtype(m), "f16"),
+               "F16 matrices used in place from the mapping (%zu bytes)", ks_model_mapped_bytes(m));
     }
+    ks_model_close(m);
+    m = NULL;
+    ks_model_options f32o = {.f32_weights = true};
+    s = ks_model_open(dir, &f32o, &m, &e);
+    if (tap_ok(s == KS_OK, "HF F16 with f32_weights loads (%s)", e.msg))
+        tap_ok(compare_model(m, v, n) == 0 && ks_model_mapped_bytes(m) == 0 &&
+                   m->layers[0].wq.dtype == KS_DTYPE_F32,
+               "f32_weights converts every matrix into owned f32 buffers, same values");
     ks_model_close(m);
     m = NULL;
     unlink(p);

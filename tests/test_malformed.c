@@ -29,7 +29,7 @@ static void controls(const char *dir) {
                "control %s loads (%s)", valid[i], e.msg);
         if (m && !strcmp(valid[i], "valid_v2.bin"))
             tap_ok(!strcmp(ks_model_weight_dtype(m), "int8-g4") &&
-                       fabsf(m->layers[0].wq[1] - 5.0f * 0.01f) < 1e-7f,
+                       fabsf(((const float *)m->layers[0].wq.data)[1] - 5.0f * 0.01f) < 1e-7f,
                    "llama2.c v2 int8 dequantised (q * scale)");
         ks_model_close(m);
     }

@@ -9,7 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ks_model *m = NULL;
     if (ks_model_alloc(&m, &err) != KS_OK) return 0;
     if (ks_llama2c_load_mem(m, data, size, "fuzz.bin", &err) == KS_OK) {
-        if (m->output == NULL) m->output = m->tok_embeddings; /* as ks_load_llama2c leaves it */
+        if (m->output.data == NULL) m->output = m->tok_embeddings; /* as ks_load_llama2c leaves it */
         if (ks_model_check_complete(m, "fuzz", &err) != KS_OK) abort();
     }
     ks_model_close(m);
