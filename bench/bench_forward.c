@@ -6,7 +6,11 @@
  *            / the BLAS SGEMM's own GFLOP/s on the model's largest GEMM at the same M.
  * Nothing here is asserted; the figures go to docs/PERFORMANCE.md.
  *
- * Usage: bench_forward [--shape 110m|1b|all] [--prefill N] [--decode N] [--threads N] */
+ * --dtype f16|bf16|q8_0 stores the matrices in that dtype (as a checkpoint would), so decode
+ * reads fewer bytes and converts rows on the fly; the ratios use the stored bytes.
+ *
+ * Usage: bench_forward [--shape 110m|1b|all] [--dtype f32|f16|bf16|q8_0] [--prefill N]
+ *                      [--decode N] [--threads N] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +58,58 @@ static void fill_random(float *p, size_t n, uint64_t seed) {
     }
 }
 
-static ks_model *random_model(const shape *sh, size_t *n_params) {
+/* f32 -> f16, round to nearest even (bench-only: builds weights to time, not to trust) */
+static uint16_t to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    int ex = (int)e - 127 + 15;
+    if (ex >= 31) return (uint16_t)(sign | 0x7c00);
+    if (ex <= 0) return (uint16_t)sign; /* tiny values flush to zero: fine for timing */
+    uint32_t h = sign | ((uint32_t)ex << 10) | (mant >> 13);
+    uint32_t rest = mant & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+    return (uint16_t)h;
+}
+
+/* Re-store a (rows, cols) f32 matrix in dtype t. */
+static bool restore(ks_model *m, ks_weight *w, size_t rows, size_t cols, ks_dtype t) {
+    if (t == KS_DTYPE_F32) return true;
+    const float *src = w->data;
+    size_t bytes = ks_dtype_row_bytes(t, cols) * rows;
+    uint8_t *dst = malloc(bytes);
+    ks_error err = {0};
+    if (!dst || ks_model_own(m, dst, &err)) return false;
+    size_t n = rows * cols;
+    if (t == KS_DTYPE_F16) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = to_f16(src[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    } else if (t == KS_DTYPE_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t x;
+            memcpy(&x, &src[i], 4);
+            uint16_t h = (uint16_t)(x >> 16);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    } else if (t == KS_DTYPE_Q8_0) {
+        for (size_t b = 0; b < n / 32; b++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(src[b * 32 + j]));
+            float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+            uint16_t dh = to_f16(d);
+            memcpy(dst + 34 * b, &dh, 2);
+            for (int j = 0; j < 32; j++) dst[34 * b + 2 + j] = (uint8_t)(int8_t)lrintf(src[b * 32 + j] * id);
+        }
+    } else {
+        return false;
+    }
+    *w = (ks_weight){dst, t};
+    return true;
+}
+
+static ks_model *random_model(const shape *sh, ks_dtype dt, size_t *n_params, double *matrix_bytes) {
     ks_model *m = NULL;
     ks_error err = {0};
     if (ks_model_alloc(&m, &err)) return NULL;
@@ -99,6 +154,21 @@ static ks_model *random_model(const shape *sh, size_t *n_params) {
 #undef TAKE_W
     m->n_params = total;
     *n_params = total;
+    /* every matrix but the input embedding (one row read per token) in the chosen dtype */
+    size_t q = (size_t)c->n_heads * c->head_dim;
+    bool ok = restore(m, &m->output, (size_t)c->vocab_size, d, dt);
+    *matrix_bytes = (double)ks_dtype_row_bytes(dt, d) * c->vocab_size;
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        ks_layer_weights *L = &m->layers[l];
+        struct { ks_weight *w; size_t r, k; } mats[] = {
+            {&L->wq, q, d}, {&L->wk, kv, d}, {&L->wv, kv, d}, {&L->wo, d, q},
+            {&L->w_gate, h, d}, {&L->w_up, h, d}, {&L->w_down, d, h}};
+        for (size_t i = 0; ok && i < sizeof mats / sizeof mats[0]; i++) {
+            ok = restore(m, mats[i].w, mats[i].r, mats[i].k, dt);
+            *matrix_bytes += (double)ks_dtype_row_bytes(dt, mats[i].k) * mats[i].r;
+        }
+    }
+    if (!ok) return NULL;
     return m;
 }
 
@@ -169,14 +239,26 @@ static double measure_gemm(int M, int K, int N, int threads) {
 
 int main(int argc, char **argv) {
     const char *which = "all";
+    ks_dtype dt = KS_DTYPE_F32;
     int n_prefill = 512, n_decode = 32, threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--shape") && i + 1 < argc) which = argv[++i];
         else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) n_prefill = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode") && i + 1 < argc) n_decode = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            const char *n = argv[++i];
+            if (!strcmp(n, "f32")) dt = KS_DTYPE_F32;
+            else if (!strcmp(n, "f16")) dt = KS_DTYPE_F16;
+            else if (!strcmp(n, "bf16")) dt = KS_DTYPE_BF16;
+            else if (!strcmp(n, "q8_0")) dt = KS_DTYPE_Q8_0;
+            else {
+                fprintf(stderr, "bench_forward: --dtype: '%s' is not f32, f16, bf16 or q8_0\n", n);
+                return 1;
+            }
+        }
         else {
-            fprintf(stderr, "usage: %s [--shape 110m|1b|all] [--prefill N] [--decode N] [--threads N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--shape 110m|1b|all] [--dtype f32|f16|bf16|q8_0] [--prefill N] [--decode N] [--threads N]\n", argv[0]);
             return 1;
         }
     }
@@ -191,14 +273,16 @@ int main(int argc, char **argv) {
 #endif
     printf("threads: %d\n", nthreads);
     double bw = measure_bandwidth();
-    printf("memory read bandwidth: %.2f GB/s (parallel streaming sum, best of 5)\n\n", bw);
+    printf("memory read bandwidth: %.2f GB/s (parallel streaming sum, best of 5)\n", bw);
+    printf("matrices stored as %s\n\n", ks_dtype_name(dt));
     printf("%-5s %9s %8s | %10s %9s %7s | %9s %10s %9s %7s\n", "shape", "params", "prompt",
            "prefill/s", "GFLOP/s", "ratio", "decode/s", "GB/s", "limit/s", "ratio");
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const shape *sh = &shapes[si];
         if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
         size_t np = 0;
-        ks_model *m = random_model(sh, &np);
+        double mat_bytes = 0;
+        ks_model *m = random_model(sh, dt, &np, &mat_bytes);
         if (!m) {
             fprintf(stderr, "bench_forward: cannot build the %s model (out of memory?)\n", sh->name);
             return 1;
@@ -239,7 +323,8 @@ int main(int argc, char **argv) {
          * keys and values cached so far (read by attention), at the mean decode position */
         double kv_bytes = 2.0 * sh->layers * ((double)sh->kv_heads * (sh->dim / sh->heads)) *
                           (n_prefill + n_decode / 2.0) * sizeof(float);
-        double bytes = (double)(np - vocab * d) * sizeof(float) + kv_bytes;
+        double norm_bytes = (double)(2 * sh->layers + 1) * d * sizeof(float);
+        double bytes = mat_bytes + norm_bytes + kv_bytes;
         double limit = bw * 1e9 / bytes;
         printf("%-5s %8.0fM %8d | %10.1f %9.1f %7.2f | %9.2f %10.2f %9.2f %7.2f\n", sh->name,
                np / 1e6, n_prefill, n_prefill / t_pre, gflops, gflops / gemm, dec_tps,

@@ -171,8 +171,10 @@ static void matmul(ks_session *s, float *y, const float *x, const ks_weight *w, 
                             wf + (size_t)r0 * in, in, 0.0f, y + r0, out);
         }
         float *panel = s->panel + (size_t)t * s->panel_stride;
-        for (int p = r0; !f32 && p < r1; p += KS_PANEL_ROWS) {
-            int n = r1 - p < KS_PANEL_ROWS ? r1 - p : KS_PANEL_ROWS;
+        /* decode converts a few rows at a time so they are still in L1 for the dot products */
+        const int P = B == 1 ? 4 : KS_PANEL_ROWS;
+        for (int p = r0; !f32 && p < r1; p += P) {
+            int n = r1 - p < P ? r1 - p : P;
             weight_rows(w, (size_t)in, (size_t)p, (size_t)n, panel);
             if (B == 1)
                 for (int r = 0; r < n; r++) y[p + r] = dot(panel + (size_t)r * in, x, in);

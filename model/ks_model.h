@@ -131,7 +131,8 @@ const ks_tokenizer *ks_model_tokenizer(const ks_model *m);
 const char *ks_model_format(const ks_model *m);
 /* Storage dtype of the weights as loaded ("f32", "f16", "bf16", "q8_0", "mixed"…). */
 const char *ks_model_weight_dtype(const ks_model *m);
-/* Bytes of parameters as computed on (f32), and how many of them are mmap'd from disk. */
+/* Number of parameters; bytes of weights used in place from the file mapping (the rest were
+ * converted or read into memory). */
 size_t ks_model_param_count(const ks_model *m);
 size_t ks_model_mapped_bytes(const ks_model *m);
 /* Chat template suggested by the checkpoint ("koala", "vicuna", "llama2", … or "plain"). */

@@ -109,7 +109,26 @@ GGUFS = [
     ("mha_tied", "f16"),
     ("gqa_untied", "q8_0"),
     ("rope_linear", "f32"),
+    ("gqa_untied", "q4_0"),
+    ("gqa_256", "q4_k"),
 ]
+
+# Models exported to GGUF only: their HF checkpoint is built in a temporary directory and not
+# kept (it would be megabytes of f32), only the GGUF and its expected outputs are.
+# (j) Q4_K needs rows of whole 256-element super-blocks, so d_model and d_mlp are multiples
+#     of 256; initializer_range is halved (0.075) so that, at 4x gqa_untied's width, the
+#     activations stay O(1) as in the other models.
+GGUF_ONLY_MODELS = [
+    dict(name="gqa_256", hidden_size=256, intermediate_size=512, num_attention_heads=8,
+         num_key_value_heads=2, vocab_size=272, initializer_range=0.075),
+]
+
+# What each GGUF storage does with the 2-D tensors (1-D norms are always F32, as llama.cpp
+# stores them): one GGML type for every matrix, or "q4_k", llama.cpp's Q4_K_S/Q4_K_M idea of
+# Q4_K everywhere (token_embd included) but a wider type for output.weight (llama.cpp uses
+# Q6_K there, which koalascope does not read; Q8_0 stands in).
+STORAGE_FTYPE = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0",
+                 "q4_0": "MOSTLY_Q4_0", "q4_k": "MOSTLY_Q4_K_S"}
 
 DEFAULT_PROMPT_LENS = (5, 11, 19)
 
