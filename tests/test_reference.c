@@ -4,9 +4,12 @@
  * CPU, torch 1.13), run by tests/reference/make_hf_fixtures.py on the fixtures in
  * tests/reference/fixtures/ (see the README there). Each prompt is run alone (batch 1, no
  * padding); expected.safetensors holds per prompt p: tokens.p, logits.p [T, V],
- * hidden_states.p [L+1, T, D] and attentions.p [L, H, T, T]. For GGUF files stored in F16 or
- * Q8_0 the oracle is the same HF model with its weights replaced by exactly what the GGUF
- * stores (f16-rounded, or gguf-py's dequantize(quantize(w)) for Q8_0).
+ * hidden_states.p [L+1, T, D] and attentions.p [L, H, T, T]. For GGUF files stored in F16,
+ * Q8_0, Q4_0 or Q4_K the oracle is the same HF model with its weights replaced by exactly what
+ * the GGUF stores (f16-rounded, or gguf-py's dequantize() of the stored blocks: so gguf-py's
+ * decoder, not ours, defines the quantised weights). The quantised Q4 files are opened twice:
+ * weights kept in their stored dtype (rows converted on the fly by the forward) and with
+ * ks_model_options.f32_weights (converted once at load).
  *
  * What is compared, all in f32, as max absolute error over every element:
  *   logits.p                                  vs KS_LOGITS_ALL output       tol 1e-4
@@ -279,24 +282,31 @@ static void worst_attn(const capture *c, const uint8_t *e, char *buf, size_t cap
 typedef struct {
     const char *model;    /* relative to the source root */
     const char *expected; /* relative to the source root */
+    bool f32_weights;     /* open with ks_model_options.f32_weights */
 } fixture;
 
 #define FX "tests/reference/fixtures/"
 static const fixture fixtures[] = {
-    {FX "hf/mha_tied", FX "hf/mha_tied/expected.safetensors"},
-    {FX "hf/gqa_untied", FX "hf/gqa_untied/expected.safetensors"},
-    {FX "hf/rope_linear", FX "hf/rope_linear/expected.safetensors"},
-    {FX "hf/rope_llama3", FX "hf/rope_llama3/expected.safetensors"},
-    {FX "hf/rope_dynamic", FX "hf/rope_dynamic/expected.safetensors"},
-    {FX "hf/f16_gqa", FX "hf/f16_gqa/expected.safetensors"},
-    {FX "hf/bf16_mha", FX "hf/bf16_mha/expected.safetensors"},
-    {FX "hf/sharded", FX "hf/sharded/expected.safetensors"},
-    {FX "hf/head_dim", FX "hf/head_dim/expected.safetensors"},
-    /* GGUF: F32 files share the HF oracle (same math); F16/Q8_0 have their own */
-    {FX "gguf/gqa_untied.f32.gguf", FX "hf/gqa_untied/expected.safetensors"},
-    {FX "gguf/rope_linear.f32.gguf", FX "hf/rope_linear/expected.safetensors"},
-    {FX "gguf/mha_tied.f16.gguf", FX "gguf/mha_tied.f16.expected.safetensors"},
-    {FX "gguf/gqa_untied.q8_0.gguf", FX "gguf/gqa_untied.q8_0.expected.safetensors"},
+    {FX "hf/mha_tied", FX "hf/mha_tied/expected.safetensors", false},
+    {FX "hf/gqa_untied", FX "hf/gqa_untied/expected.safetensors", false},
+    {FX "hf/rope_linear", FX "hf/rope_linear/expected.safetensors", false},
+    {FX "hf/rope_llama3", FX "hf/rope_llama3/expected.safetensors", false},
+    {FX "hf/rope_dynamic", FX "hf/rope_dynamic/expected.safetensors", false},
+    {FX "hf/f16_gqa", FX "hf/f16_gqa/expected.safetensors", false},
+    {FX "hf/bf16_mha", FX "hf/bf16_mha/expected.safetensors", false},
+    {FX "hf/sharded", FX "hf/sharded/expected.safetensors", false},
+    {FX "hf/head_dim", FX "hf/head_dim/expected.safetensors", false},
+    /* GGUF: F32 files share the HF oracle (same math); F16/Q8_0/Q4_0/Q4_K have their own */
+    {FX "gguf/gqa_untied.f32.gguf", FX "hf/gqa_untied/expected.safetensors", false},
+    {FX "gguf/rope_linear.f32.gguf", FX "hf/rope_linear/expected.safetensors", false},
+    {FX "gguf/mha_tied.f16.gguf", FX "gguf/mha_tied.f16.expected.safetensors", false},
+    {FX "gguf/gqa_untied.q8_0.gguf", FX "gguf/gqa_untied.q8_0.expected.safetensors", false},
+    /* Q4_0 everywhere (embeddings and output too); Q4_K for the embeddings and every layer
+     * matrix, Q8_0 output: each with the weights kept quantised, then converted at load */
+    {FX "gguf/gqa_untied.q4_0.gguf", FX "gguf/gqa_untied.q4_0.expected.safetensors", false},
+    {FX "gguf/gqa_untied.q4_0.gguf", FX "gguf/gqa_untied.q4_0.expected.safetensors", true},
+    {FX "gguf/gqa_256.q4_k.gguf", FX "gguf/gqa_256.q4_k.expected.safetensors", false},
+    {FX "gguf/gqa_256.q4_k.gguf", FX "gguf/gqa_256.q4_k.expected.safetensors", true},
 };
 
 typedef struct {
@@ -336,7 +346,9 @@ static void check_model(const fixture *fx) {
     char mpath[4096], epath[4096], why[512];
     ks_test_src_file(fx->model, mpath, sizeof mpath);
     ks_test_src_file(fx->expected, epath, sizeof epath);
-    const char *name = fx->model + strlen(FX);
+    char name[256];
+    snprintf(name, sizeof name, "%s%s", fx->model + strlen(FX),
+             fx->f32_weights ? " (f32_weights)" : "");
 
     st_file ef;
     if (st_open(epath, &ef, why, sizeof why) != 0) {
@@ -345,7 +357,8 @@ static void check_model(const fixture *fx) {
     }
     ks_model *m = NULL;
     ks_error err = {0};
-    ks_status st = ks_model_open(mpath, NULL, &m, &err);
+    ks_model_options mo = {.f32_weights = fx->f32_weights};
+    ks_status st = ks_model_open(mpath, &mo, &m, &err);
     if (!tap_ok(st == KS_OK, "%s: ks_model_open (%s)", name,
                 st ? err.msg : ks_model_weight_dtype(m))) {
         st_close(&ef);
@@ -489,12 +502,12 @@ static void check_model(const fixture *fx) {
         free(lg_chunk);
         free(lg_step);
     }
-    tap_diag("%-26s max |err| vs HF: logits %.3g  hidden %.3g  pattern %.3g", name, w.logits,
+    tap_diag("%-38s max |err| vs HF: logits %.3g  hidden %.3g  pattern %.3g", name, w.logits,
              w.hidden, w.attn);
-    tap_diag("%-26s chunked(%d): vs one chunk %.3g; vs HF logits %.3g hidden %.3g pattern %.3g",
+    tap_diag("%-38s chunked(%d): vs one chunk %.3g; vs HF logits %.3g hidden %.3g pattern %.3g",
              "", CHUNK, w.chunk_self, w.chunk_logits, w.chunk_hidden, w.chunk_attn);
     if (any_decode)
-        tap_diag("%-26s decode: last logits vs prefill %.3g; step logits vs HF %.3g", "",
+        tap_diag("%-38s decode: last logits vs prefill %.3g; step logits vs HF %.3g", "",
                  w.decode_self, w.decode_logits);
     ks_model_close(m);
     st_close(&ef);

@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -304,6 +305,73 @@ def gguf_tokenizer(vocab_size):
     return tokens, scores, [int(t) for t in types]
 
 
+def quantize_q4_k(a):
+    """Q4_K blocks for the rows of a (rows, cols), cols a multiple of 256: gguf-py 0.19.0 can
+    dequantise Q4_K but not quantise it, so this is a small, plain quantiser of our own. It
+    only has to produce valid blocks, not llama.cpp's (error-minimising) choice of them: the
+    oracle runs on gguf.quants.dequantize() of the bytes returned here, so gguf-py's decoder,
+    not ours, defines the expected values.
+
+    A block is 256 elements, 8 sub-blocks of 32, in 144 bytes:
+      d, dmin  f16 each (4 bytes)
+      scales   12 bytes: 6-bit scale sc_j and 6-bit min m_j of sub-block j; for j < 4,
+               byte j = sc_j | (sc_{j+4} >> 4) << 6, byte j+4 = m_j | (m_{j+4} >> 4) << 6,
+               byte j+8 = (sc_{j+4} & 15) | (m_{j+4} & 15) << 4
+      qs       128 bytes: sub-blocks 2p and 2p+1 share bytes 32p..32p+31, element l of 2p is
+               the low nibble of byte 32p+l, element l of 2p+1 its high nibble
+    and decodes as x = d*sc_j * q - dmin*m_j.
+    The choice: sub-block j spans [lo_j, hi_j] with lo_j = min(0, min x), hi_j = max x; its
+    step is (hi_j - lo_j)/15 and its offset -lo_j >= 0; d and dmin are the largest step and
+    offset over the block / 63, rounded to f16; sc_j, m_j = step, offset / d, dmin rounded to
+    nearest (clipped to 0..63); q = (x + dmin*m_j) / (d*sc_j) rounded to nearest, clipped to
+    0..15. The largest scale and min of every block are thus ~63, so the top two bits of the
+    6-bit fields, packed apart from the low four for sub-blocks 4..7, are exercised."""
+    import numpy as np
+
+    rows, cols = a.shape
+    if cols % 256:
+        raise ValueError(f"Q4_K rows must be whole 256-element blocks, not {cols}")
+    x = a.astype(np.float32).reshape(-1, 8, 32)
+    nb = x.shape[0]
+    lo = np.minimum(x.min(axis=-1), np.float32(0))
+    step = (x.max(axis=-1) - lo) / np.float32(15)
+    off = -lo
+    d = (step.max(axis=-1) / np.float32(63)).astype("<f2")
+    dmin = (off.max(axis=-1) / np.float32(63)).astype("<f2")
+    d32, dmin32 = d.astype(np.float32)[:, None], dmin.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d32 > 0, np.rint(step / d32), 0).clip(0, 63).astype(np.uint8)
+        mn = np.where(dmin32 > 0, np.rint(off / dmin32), 0).clip(0, 63).astype(np.uint8)
+        dl = (d32 * sc.astype(np.float32))[..., None]  # as the decoder forms them
+        ml = (dmin32 * mn.astype(np.float32))[..., None]
+        q = np.where(dl > 0, np.rint((x + ml) / dl), 0).clip(0, 15).astype(np.uint8)
+    scales = np.empty((nb, 12), dtype=np.uint8)
+    scales[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = mn[:, 0:4] | ((mn[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 15) | ((mn[:, 4:8] & 15) << 4)
+    q = q.reshape(nb, 4, 2, 32)
+    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(nb, 128)
+    blocks = np.concatenate([d.view(np.uint8).reshape(nb, 2), dmin.view(np.uint8).reshape(nb, 2),
+                             scales, qs], axis=1)
+    assert blocks.shape == (nb, 144)
+
+    # Sanity, with gguf-py as the decoder: the bytes decode to the input within half a step
+    # plus what rounding sc and m costs (a mis-packed field would be off by about the size of
+    # the weights), and
+    # the fields the C decoder has to get right are all exercised.
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    back = dequantize(blocks, GGMLQuantizationType.Q4_K).reshape(nb, 8, 32)
+    bound = dl / 2 + 8 * d32[..., None] + dmin32[..., None]
+    if not (np.abs(back - x) <= bound).all():
+        raise AssertionError("Q4_K: gguf-py decodes our blocks far from the input")
+    if not ((sc[:, 4:] >= 16).any() and (mn[:, 4:] >= 16).any() and (sc[:, :4] >= 16).any()
+            and (mn[:, :4] >= 16).any() and (q == 0).any() and (q == 15).any()):
+        raise AssertionError("Q4_K: the blocks do not exercise every bit of the packing")
+    return blocks.reshape(rows, cols // 256 * 144)
+
+
 def write_gguf(path, model_dir, name, storage):
     """Write the HF checkpoint at model_dir as a llama GGUF, laid out as llama.cpp's
     convert_hf_to_gguf lays out a llama model. Returns {hf tensor name: f32 array as stored
@@ -325,8 +393,7 @@ def write_gguf(path, model_dir, name, storage):
     hd = cfg.get("head_dim") or D // H
     L, V = cfg["num_hidden_layers"], cfg["vocab_size"]
     Q = gguf.GGMLQuantizationType
-    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[storage]
+    ftype = gguf.LlamaFileType[STORAGE_FTYPE[storage]]
 
     w = gguf.GGUFWriter(path, "llama")
     w.add_name(name)
@@ -376,10 +443,13 @@ def write_gguf(path, model_dir, name, storage):
             data = a.astype(np.float16)
             back = data.astype(np.float32)
         else:
-            data = quantize(a, Q.Q8_0)
-            back = dequantize(data, Q.Q8_0).astype(np.float32).reshape(a.shape)
+            qt = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_k": Q.Q4_K}[storage]
+            if storage == "q4_k" and gname == "output.weight":
+                qt = Q.Q8_0  # llama.cpp keeps the output wider (Q6_K) in its Q4_K files
+            data = quantize_q4_k(a) if qt == Q.Q4_K else quantize(a, qt)
+            back = dequantize(data, qt).astype(np.float32).reshape(a.shape)
         w.add_tensor(gname, np.ascontiguousarray(data),
-                     raw_dtype=Q.Q8_0 if data.dtype == np.uint8 else None)
+                     raw_dtype=qt if data.dtype == np.uint8 else None)
         if order is not None:
             unperm = np.empty_like(back)
             unperm[order] = back
@@ -456,8 +526,17 @@ def main():
                        oracle_hf, versions)
         print(f"hf/{spec['name']}: {len(prompts[spec['name']])} prompts")
 
+    # GGUF-only models: HF checkpoints in a temporary directory, dropped at the end
+    tmp = tempfile.TemporaryDirectory(prefix="ks-fixtures-")
+    model_dirs = {spec["name"]: os.path.join(hf_root, spec["name"]) for spec in MODELS}
+    for spec in GGUF_ONLY_MODELS:
+        d = os.path.join(tmp.name, spec["name"])
+        build_and_save(spec, d)
+        model_dirs[spec["name"]] = d
+        prompts[spec["name"]] = make_prompts(spec)
+
     for name, storage in GGUFS:
-        d = os.path.join(hf_root, name)
+        d = model_dirs[name]
         gpath = os.path.join(gguf_root, f"{name}.{storage}.gguf")
         stored = write_gguf(gpath, d, name, storage)
         if storage == "f32":
@@ -465,13 +544,20 @@ def main():
             continue
         what = {"f16": "every 2-D weight rounded to f16 as stored",
                 "q8_0": "every 2-D weight replaced by gguf.quants dequantize(quantize(w, Q8_0)), "
-                        "as stored"}[storage]
+                        "as stored",
+                "q4_0": "every 2-D weight replaced by gguf.quants dequantize(quantize(w, Q4_0)), "
+                        "as stored",
+                "q4_k": "token_embd and every layer matrix replaced by gguf.quants "
+                        "dequantize(w_q, Q4_K) of the Q4_K blocks stored (made by "
+                        "make_hf_fixtures.quantize_q4_k), output.weight by gguf.quants "
+                        "dequantize(quantize(w, Q8_0))"}[storage]
         exp = run_oracle(lambda: oracle_from_stored(d, stored), prompts[name])
         write_expected(os.path.join(gguf_root, f"{name}.{storage}.expected.safetensors"), exp,
                        len(prompts[name]),
                        "HF transformers LlamaForCausalLM, eager, float32 on CPU, with " + what +
                        "; 1-D norms f32", versions)
         print(f"gguf/{name}.{storage}.gguf (+ expected)")
+    tmp.cleanup()
 
     # safetensors writes 0600 files; make them plain readable data like the rest of the tree
     for root in (hf_root, gguf_root):
