@@ -17,7 +17,7 @@ static ks_status status_from_name(const char *name, bool *ok) {
 }
 
 static void controls(const char *dir) {
-    static const char *valid[] = {"valid_legacy.bin", "valid_v1.bin", "valid_v2.bin", "valid.gguf",
+    static const char *valid[] = {"valid_legacy.bin", "valid_v1.bin", "valid_v2.bin", "valid.gguf", "valid_v2.gguf",
                                   "valid_hf", "valid_hf/model.safetensors"};
     char p[8192];
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {

@@ -234,6 +234,7 @@ def gguf(kvs=None, tensors=None, version=3, n_tensors=None, n_kv=None, offsets=N
 
 def make_gguf():
     put("valid.gguf", gguf(), None, None)
+    put("valid_v2.gguf", gguf(version=2), None, None)  # GGUF v2: same layout as v3 (64-bit counts)
     put("valid_vocab_only.gguf", gguf(tensors=[]), None, None)
     put("gguf_truncated.gguf", b"GGUF\x03\x00", "KS_ERR_FORMAT", "truncated")
     put("gguf_bad_version.gguf", gguf(version=1), "KS_ERR_UNSUPPORTED", "'version'")
