@@ -84,10 +84,19 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
     s->hook(&t, false, s->hook_user);
 }
 
+/* Decode's inner loops are built for several vector widths and the loader picks the widest the
+ * CPU has (GCC/clang function multiversioning through an ifunc), so a portable binary still
+ * reads memory with AVX2 or AVX-512 where it runs on them. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(KS_FUZZING)
+#define KS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KS_VECTOR_CLONES
+#endif
+
 /* Dot product with sixteen independent partial sums: without -ffast-math the compiler may
  * not reorder one running sum, and a single dependent chain of additions would bound
  * decode by add latency instead of memory bandwidth. This form vectorises. */
-static inline float dot(const float *a, const float *b, int n) {
+KS_VECTOR_CLONES static float dot(const float *a, const float *b, int n) {
     float acc[16] = {0};
     int i = 0;
     for (; i + 16 <= n; i += 16)
@@ -97,6 +106,11 @@ static inline float dot(const float *a, const float *b, int n) {
     for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
     for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
     return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+}
+
+/* y += a * x over n elements (attention's weighted sum of values in decode). */
+KS_VECTOR_CLONES static void axpy(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 /* Rows r0..r1 of y = W x for one token: decode reads W once, row by row. */
@@ -148,41 +162,69 @@ static void weight_rows(const ks_weight *w, size_t cols, size_t r0, size_t n, fl
  * other between calls, which cost 2-3x in decode on a 2-core machine (bench/bench_forward).
  * A weight stored in another dtype is streamed through a per-thread f32 panel of
  * KS_PANEL_ROWS rows; the values are exactly those of converting the whole matrix. */
-static void matmul(ks_session *s, float *y, const float *x, const ks_weight *w, int B, int in,
-                   int out) {
-    const bool f32 = w->dtype == KS_DTYPE_F32;
-    const float *wf = w->data;
-#pragma omp parallel num_threads(s->n_panel_threads) if ((size_t)B * in * out > 65536)
+/* Rows r0..r1 of one product y (B, out) = x · W^T, on the calling thread. */
+static void matmul_rows(ks_session *s, int t, float *y, const float *x, const ks_weight *w, int B,
+                        int in, int out, int r0, int r1) {
+    if (r1 <= r0) return;
+    if (w->dtype == KS_DTYPE_F32) {
+        const float *wf = w->data;
+        if (B == 1)
+            gemv_rows(y, x, wf, in, r0, r1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, r1 - r0, in, 1.0f, x, in,
+                        wf + (size_t)r0 * in, in, 0.0f, y + r0, out);
+        return;
+    }
+    float *panel = s->panel + (size_t)t * s->panel_stride;
+    /* decode converts a few rows at a time so they are still in L1 for the dot products */
+    const int P = B == 1 ? 4 : KS_PANEL_ROWS;
+    for (int p = r0; p < r1; p += P) {
+        int n = r1 - p < P ? r1 - p : P;
+        weight_rows(w, (size_t)in, (size_t)p, (size_t)n, panel);
+        if (B == 1)
+            for (int r = 0; r < n; r++) y[p + r] = dot(panel + (size_t)r * in, x, in);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, in, 1.0f, x, in, panel, in,
+                        0.0f, y + p, out);
+    }
+}
+
+/* Several products of the same input, y_i (B, out_i) = x (B, in) · W_i^T, in one parallel
+ * region: the threads split the rows of all the W_i stacked, so q/k/v (and gate/up) cost one
+ * fork and one barrier, and each thread streams an equal share of the bytes.
+ *
+ * OpenMP is the engine's one thread pool: each thread computes its own rows (output columns),
+ * with a single-threaded BLAS GEMM for prefill and gemv_rows for decode. Letting OpenBLAS
+ * start threads of its own as well makes the two pools spin against each other between
+ * calls, which cost 2-3x in decode on a 2-core machine (bench/bench_forward). A weight stored
+ * in another dtype is streamed through a per-thread f32 panel; the values are exactly those
+ * of converting the whole matrix. */
+static void matmul_n(ks_session *s, int n, float *const *ys, const ks_weight *const *ws,
+                     const int *outs, const float *x, int B, int in) {
+    int total = 0;
+    for (int i = 0; i < n; i++) total += outs[i];
+#pragma omp parallel num_threads(s->n_panel_threads) if ((size_t)B * in * total > 65536)
     {
         int nt = 1, t = 0;
 #ifdef _OPENMP
         nt = omp_get_num_threads();
         t = omp_get_thread_num();
 #endif
-        /* blocks of 16 rows keep each thread's panel aligned to cache lines */
-        int blocks = (out + 15) / 16;
-        int r0 = (int)((long)blocks * t / nt) * 16, r1 = (int)((long)blocks * (t + 1) / nt) * 16;
-        if (r1 > out) r1 = out;
-        if (f32 && r1 > r0) {
-            if (B == 1)
-                gemv_rows(y, x, wf, in, r0, r1);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, r1 - r0, in, 1.0f, x, in,
-                            wf + (size_t)r0 * in, in, 0.0f, y + r0, out);
-        }
-        float *panel = s->panel + (size_t)t * s->panel_stride;
-        /* decode converts a few rows at a time so they are still in L1 for the dot products */
-        const int P = B == 1 ? 4 : KS_PANEL_ROWS;
-        for (int p = r0; !f32 && p < r1; p += P) {
-            int n = r1 - p < P ? r1 - p : P;
-            weight_rows(w, (size_t)in, (size_t)p, (size_t)n, panel);
-            if (B == 1)
-                for (int r = 0; r < n; r++) y[p + r] = dot(panel + (size_t)r * in, x, in);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, in, 1.0f, x, in, panel,
-                            in, 0.0f, y + p, out);
+        /* blocks of 16 rows keep each thread's share aligned to cache lines */
+        int blocks = (total + 15) / 16;
+        int g0 = (int)((long)blocks * t / nt) * 16, g1 = (int)((long)blocks * (t + 1) / nt) * 16;
+        for (int i = 0, base = 0; i < n; base += outs[i], i++) {
+            int r0 = g0 - base, r1 = g1 - base;
+            if (r0 < 0) r0 = 0;
+            if (r1 > outs[i]) r1 = outs[i];
+            matmul_rows(s, t, ys[i], x, ws[i], B, in, outs[i], r0, r1);
         }
     }
+}
+
+static void matmul(ks_session *s, float *y, const float *x, const ks_weight *w, int B, int in,
+                   int out) {
+    matmul_n(s, 1, &y, &w, &out, x, B, in);
 }
 
 static void rmsnorm(float *o, const float *x, const float *w, int B, int dim, float eps) {
@@ -386,7 +428,7 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
             const float *qh = s->q + (size_t)h * hd;
             const float *kh = kc + (size_t)(h / kv_mul) * head_stride;
             float *ah = att + (size_t)h * L;
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, L, hd, scale, kh, hd, qh, 1, 0.0f, ah, 1);
+            for (int t = 0; t < L; t++) ah[t] = dot(qh, kh + (size_t)t * hd, hd) * scale;
         }
     } else {
 #pragma omp parallel for
@@ -432,7 +474,8 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
             float *zh = s->z + (size_t)h * hd;
             const float *vh = vc + (size_t)(h / kv_mul) * head_stride;
             const float *ah = att + (size_t)h * L;
-            cblas_sgemv(CblasRowMajor, CblasTrans, L, hd, 1.0f, vh, hd, ah, 1, 0.0f, zh, 1);
+            memset(zh, 0, (size_t)hd * sizeof(float));
+            for (int t = 0; t < L; t++) axpy(zh, ah[t], vh + (size_t)t * hd, hd);
         }
     } else {
 #pragma omp parallel for
@@ -492,9 +535,12 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         /* attention sublayer */
         rmsnorm(s->xn, s->x, w->attn_norm, B, dim, c->rms_eps);
         hook_fire(s, KS_HOOK_LN1_NORMALIZED, l, s->xn, 2, B, dim, 0, pos0);
-        matmul(s, s->q, s->xn, &w->wq, B, dim, (int)q_dim);
-        matmul(s, s->k, s->xn, &w->wk, B, dim, (int)kv_dim);
-        matmul(s, s->v, s->xn, &w->wv, B, dim, (int)kv_dim);
+        {
+            float *ys[3] = {s->q, s->k, s->v};
+            const ks_weight *ws[3] = {&w->wq, &w->wk, &w->wv};
+            int outs[3] = {(int)q_dim, (int)kv_dim, (int)kv_dim};
+            matmul_n(s, 3, ys, ws, outs, s->xn, B, dim);
+        }
         hook_fire(s, KS_HOOK_ATTN_Q, l, s->q, 3, B, H, hd, pos0);
         hook_fire(s, KS_HOOK_ATTN_K, l, s->k, 3, B, Hkv, hd, pos0);
         hook_fire(s, KS_HOOK_ATTN_V, l, s->v, 3, B, Hkv, hd, pos0);
@@ -521,8 +567,12 @@ static ks_status forward_chunk(ks_session *s, const int *tokens, int B, int logi
         /* MLP sublayer (SwiGLU) */
         rmsnorm(s->xn, s->x, w->ffn_norm, B, dim, c->rms_eps);
         hook_fire(s, KS_HOOK_LN2_NORMALIZED, l, s->xn, 2, B, dim, 0, pos0);
-        matmul(s, s->gate, s->xn, &w->w_gate, B, dim, hidden);
-        matmul(s, s->up, s->xn, &w->w_up, B, dim, hidden);
+        {
+            float *ys[2] = {s->gate, s->up};
+            const ks_weight *ws[2] = {&w->w_gate, &w->w_up};
+            int outs[2] = {hidden, hidden};
+            matmul_n(s, 2, ys, ws, outs, s->xn, B, dim);
+        }
         hook_fire(s, KS_HOOK_MLP_PRE, l, s->gate, 2, B, hidden, 0, pos0);
         hook_fire(s, KS_HOOK_MLP_PRE_LINEAR, l, s->up, 2, B, hidden, 0, pos0);
         const size_t nh = (size_t)B * hidden;
