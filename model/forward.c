@@ -121,6 +121,7 @@ static void gemv_rows(float *y, const float *x, const float *w, int in, int r0, 
 /* n rows from r0 of a (rows, cols) weight as f32 into dst. f16 uses the F16C instructions
  * where the CPU has them (checked at run time); every other path is ks_dtype_to_f32. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint8_t *src, float *dst,
                                                                  size_t n) {
@@ -129,11 +130,19 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint8_t *s
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
     if (i < n) ks_dtype_to_f32(KS_DTYPE_F16, src + 2 * i, dst + i, n - i);
 }
+/* F16C and AVX present and the OS saves the AVX state (cpuid + xgetbv: works with GCC and
+ * clang alike). Computed once; a racing first call computes the same value. */
 static bool have_f16c(void) {
     static int v = -1;
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+        unsigned a, b, c, d;
+        int ok = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) && (c & bit_OSXSAVE)) {
+            unsigned lo, hi;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            ok = (lo & 6) == 6;
+        }
+        v = ok;
     }
     return v;
 }
