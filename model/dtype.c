@@ -116,7 +116,7 @@ static void q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     }
 }
 
-void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, size_t n) {
+KS_VECTOR_CLONES void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     switch (t) {
     case KS_DTYPE_F32:

@@ -84,15 +84,6 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
     s->hook(&t, false, s->hook_user);
 }
 
-/* Decode's inner loops are built for several vector widths and the loader picks the widest the
- * CPU has (GCC/clang function multiversioning through an ifunc), so a portable binary still
- * reads memory with AVX2 or AVX-512 where it runs on them. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(KS_FUZZING)
-#define KS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define KS_VECTOR_CLONES
-#endif
-
 /* Dot product with sixteen independent partial sums: without -ffast-math the compiler may
  * not reorder one running sum, and a single dependent chain of additions would bound
  * decode by add latency instead of memory bandwidth. This form vectorises. */

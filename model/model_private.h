@@ -9,6 +9,15 @@
 
 #include "ks_model.h"
 
+/* Hot loops (decode's dot products, weight conversion) are built for several vector widths and
+ * the loader picks the widest the CPU has (GCC function multiversioning through an ifunc), so
+ * a portable binary still streams memory with AVX-512 or AVX2 where it runs on them. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(KS_FUZZING)
+#define KS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KS_VECTOR_CLONES
+#endif
+
 /* Storage dtypes a checkpoint may hold. X(enum, name, block elements, block bytes). */
 #define KS_DTYPE_LIST(X)              \
     X(KS_DTYPE_F32, "f32", 1, 4)      \
