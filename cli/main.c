@@ -265,7 +265,8 @@ static const char *help_info =
     "Print a model's architecture, storage and tokenizer.\n"
     "MODEL is an HF directory (config.json + safetensors), a .gguf file or a llama2.c .bin.\n"
     "  --tokenizer FILE   tokenizer.model, tokenizer.json or llama2.c tokenizer .bin\n"
-    "  --json             machine-readable output\n";
+    "  --json             machine-readable output\n"
+    "  --f32-weights      convert f16/bf16/quantised weights to f32 at load\n";
 
 static const char *scaling_name(ks_rope_scaling s) {
     switch (s) {
@@ -399,7 +400,8 @@ static const char *help_generate =
     "  --no-bos            do not prepend BOS to a raw prompt\n"
     "  --ctx N             context length (default: prompt + max tokens, capped by the model)\n"
     "  --threads N         worker threads (default: all cores)\n"
-    "  --tokenizer FILE    tokenizer for a llama2.c checkpoint\n";
+    "  --tokenizer FILE    tokenizer for a llama2.c checkpoint\n"
+    "  --f32-weights       convert f16/bf16/quantised weights to f32 at load\n";
 
 static bool stream_stdout(const char *piece, size_t len, int token, void *user) {
     (void)token;
@@ -500,7 +502,8 @@ static const char *help_score =
     "  --template NAME  score the text as a user turn of a chat template\n"
     "  --no-bos         do not prepend BOS (then the first text token gets no row)\n"
     "  --threads N      worker threads\n"
-    "  --tokenizer FILE tokenizer for a llama2.c checkpoint\n";
+    "  --tokenizer FILE tokenizer for a llama2.c checkpoint\n"
+    "  --f32-weights    convert f16/bf16/quantised weights to f32 at load\n";
 
 static int cmd_score(int argc, char **argv) {
     opts o;
@@ -558,7 +561,7 @@ static const char *help_chat =
     "  --template NAME  koala, vicuna, alpaca, llama2, plain (default: the model's hint)\n"
     "  --system TEXT    system prompt\n"
     "  -n, --max-tokens N, -t, --temperature T, --top-k K, --top-p P, -s, --seed S, --stop STR\n"
-    "  --ctx N, --threads N, --tokenizer FILE\n";
+    "  --ctx N, --threads N, --tokenizer FILE, --f32-weights\n";
 
 static int cmd_chat(int argc, char **argv) {
     opts o;
