@@ -51,6 +51,12 @@ else
   grep -q -- "--top-p" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "bad --top-p is named: $(head -1 "$tmp/err" | cut -c1-140)"
   printf 'Hello\n/quit\n' | "$KS" chat "$BIN" --tokenizer "$TOK" --template plain -n 8 >"$tmp/chat" 2>"$tmp/err"; rc=$?
   ok $rc "chat answers a line and quits on /quit"
+  # the second turn reuses the cached prefix of the first: its reply must equal a fresh
+  # generation from the whole conversation rendered as the plain template does
+  printf 'Once upon a time\nThe end\n/quit\n' | "$KS" chat "$BIN" --tokenizer "$TOK" --template plain -n 12 >"$tmp/chat" 2>/dev/null
+  r1=$(sed -n 1p "$tmp/chat" | sed 's/^ *//'); r2=$(sed -n 2p "$tmp/chat")
+  g=$("$KS" generate "$BIN" --tokenizer "$TOK" -n 12 --prompt "$(printf 'Once upon a time\n%s\nThe end' "$r1")" 2>/dev/null)
+  [ -n "$r2" ] && [ "$r2" = "$g" ]; ok $? "chat's second turn (cached prefix reused) equals a fresh generation: '$r2'"
   "$KS" info "$DATA/stories260K/stories260K.gguf" >"$tmp/info" 2>&1; rc=$?
   grep -q "8 query heads, 4 key/value heads" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "info on the GGUF shows GQA"
 fi
