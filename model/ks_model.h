@@ -208,7 +208,10 @@ typedef struct {
 } ks_session_options;
 
 /* A session holds the KV cache and activation buffers for one sequence. The model must
- * outlive it. opts may be NULL. */
+ * outlive it. opts may be NULL.
+ * Threads: the forward runs on OpenMP's pool (n_threads sets its size for the process) and
+ * calls BLAS single-threaded inside it, so creating a session sets OpenBLAS to one thread
+ * for the whole process (two thread pools spinning against each other cost 2-3x). */
 ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, ks_session **out,
                             ks_error *err);
 void ks_session_free(ks_session *s);
