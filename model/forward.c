@@ -104,9 +104,41 @@ KS_VECTOR_CLONES static void axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* Four rows of W against x at once: x is loaded once per four rows and the four partial-sum
+ * chains are independent. */
+KS_VECTOR_CLONES static void dot4(float *y, const float *w, size_t stride, const float *x, int n) {
+    float a0[16] = {0}, a1[16] = {0}, a2[16] = {0}, a3[16] = {0};
+    const float *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) {
+            float xv = x[i + j];
+            a0[j] += w0[i + j] * xv;
+            a1[j] += w1[i + j] * xv;
+            a2[j] += w2[i + j] * xv;
+            a3[j] += w3[i + j] * xv;
+        }
+    float t[4] = {0, 0, 0, 0};
+    for (; i < n; i++) {
+        t[0] += w0[i] * x[i];
+        t[1] += w1[i] * x[i];
+        t[2] += w2[i] * x[i];
+        t[3] += w3[i] * x[i];
+    }
+    float *acc[4] = {a0, a1, a2, a3};
+    for (int r = 0; r < 4; r++) {
+        float *a = acc[r];
+        for (int j = 0; j < 8; j++) a[j] += a[j + 8];
+        for (int j = 0; j < 4; j++) a[j] += a[j + 4];
+        y[r] = ((a[0] + a[2]) + (a[1] + a[3])) + t[r];
+    }
+}
+
 /* Rows r0..r1 of y = W x for one token: decode reads W once, row by row. */
 static void gemv_rows(float *y, const float *x, const float *w, int in, int r0, int r1) {
-    for (int r = r0; r < r1; r++) y[r] = dot(w + (size_t)r * in, x, in);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) dot4(y + r, w + (size_t)r * in, (size_t)in, x, in);
+    for (; r < r1; r++) y[r] = dot(w + (size_t)r * in, x, in);
 }
 
 /* n rows from r0 of a (rows, cols) weight as f32 into dst. f16 uses the F16C instructions
@@ -182,7 +214,7 @@ static void matmul_rows(ks_session *s, int t, float *y, const float *x, const ks
         int n = r1 - p < P ? r1 - p : P;
         weight_rows(w, (size_t)in, (size_t)p, (size_t)n, panel);
         if (B == 1)
-            for (int r = 0; r < n; r++) y[p + r] = dot(panel + (size_t)r * in, x, in);
+            gemv_rows(y + p, x, panel, in, 0, n);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, in, 1.0f, x, in, panel, in,
                         0.0f, y + p, out);
