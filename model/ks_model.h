@@ -202,6 +202,8 @@ ks_status ks_hook_parse(const char *name, ks_hook_point *p, int *layer);
 typedef struct ks_session ks_session;
 
 typedef struct {
+    const char *backend; /* "cpu" (NULL: the same), or "cpu-copy": the CPU backend with its
+                            memory treated as device memory, to test that path without a GPU */
     int max_seq_len; /* KV cache length; 0 = the model's max_seq_len */
     int max_batch;   /* tokens per prefill chunk (bounds activation memory); 0 = 512 */
     int n_threads;   /* 0 = all cores */

@@ -246,8 +246,16 @@ static bool hook_cb(const ks_hook_tensor *t, bool ask, void *user) {
     return true;
 }
 
+static const char *hook_backend = NULL; /* NULL: cpu */
+
 static void run_hooked(const ks_model *m, const int *ids, int n, hook_state *h, float *logits) {
-    ks_session *s = new_session(m, 0);
+    ks_session *s = NULL;
+    ks_error e0 = {0};
+    ks_session_options so = {.backend = hook_backend};
+    if (ks_session_create(m, &so, &s, &e0)) {
+        tap_ok(0, "session (%s): %s", hook_backend ? hook_backend : "cpu", e0.msg);
+        return;
+    }
     ks_error err = {0};
     if (h) ks_session_set_hook(s, hook_cb, h);
     ks_session_forward(s, ids, n, logits ? KS_LOGITS_ALL : KS_LOGITS_NONE, logits, &err);
@@ -378,6 +386,17 @@ int main(void) {
     test_bin_vs_gguf(bin, gguf);
     test_cache_consistency(bin);
     test_hooks(bin);
+    /* the same hook tests through the forward's device path (staged copies, logits copied out) */
+    hook_backend = "cpu-copy";
+    tap_diag("hooks again on backend cpu-copy");
+    test_hooks(bin);
+    {
+        ks_session *s = NULL;
+        ks_error e = {0};
+        ks_session_options so = {.backend = "tpu"};
+        tap_ok(ks_session_create(bin, &so, &s, &e) == KS_ERR_ARG && strstr(e.msg, "tpu"),
+               "an unknown backend is refused by name: %s", e.msg);
+    }
     ks_model_close(bin);
     ks_model_close(gguf);
     return tap_done();
