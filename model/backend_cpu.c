@@ -23,6 +23,7 @@ void openblas_set_num_threads(int n);
 
 typedef struct {
     ks_backend base;
+    ks_backend_i table; /* cpu_i, with to_host/from_host set when staged */
     float *panel; /* (n_panel_threads, KS_PANEL_ROWS, max_in) f32 rows of a non-f32 weight */
     size_t panel_stride;
     int n_panel_threads;
@@ -395,29 +396,17 @@ static void copy_floats(ks_backend *b_, float *dst, const float *src, size_t n) 
     memcpy(dst, src, n * sizeof(float));
 }
 
-static const ks_backend_i cpu_copy_i = {
-    .name = "cpu-copy",
-    .destroy = cpu_destroy,
-    .alloc = cpu_alloc,
-    .release = cpu_release,
-    .to_host = copy_floats,
-    .from_host = copy_floats,
-    .embed = cpu_embed,
-    .rmsnorm = cpu_rmsnorm,
-    .matmul = cpu_matmul,
-    .rope = cpu_rope,
-    .kv_store = cpu_kv_store,
-    .attn_scores = cpu_attn_scores,
-    .softmax = cpu_softmax,
-    .attn_values = cpu_attn_values,
-    .swiglu = cpu_swiglu,
-    .add = cpu_add,
-};
 
 ks_status ks_backend_cpu_create(size_t max_in, bool staged, ks_backend **out, ks_error *err) {
     cpu_backend *b = calloc(1, sizeof *b);
     if (!b) return ks_error_set(err, KS_ERR_NOMEM, "cpu backend: out of memory");
-    b->base.i = staged ? &cpu_copy_i : &cpu_i;
+    b->table = cpu_i;
+    if (staged) {
+        b->table.name = "cpu-copy";
+        b->table.to_host = copy_floats;
+        b->table.from_host = copy_floats;
+    }
+    b->base.i = &b->table;
     b->n_panel_threads = 1;
 #ifdef _OPENMP
     b->n_panel_threads = omp_get_max_threads();
