@@ -247,6 +247,14 @@ static int open_model_tok(const char *cmd, const opts *o, ks_model **m, const ks
     return -1;
 }
 
+/* Prefill progress on a terminal: long prompts on big models take minutes on a CPU. */
+static void show_progress(int done, int total, void *user) {
+    (void)user;
+    fprintf(stderr, "\r[prefill %d/%d tokens]", done, total);
+    if (done == total) fputs("\r\033[K", stderr);
+    fflush(stderr);
+}
+
 static int make_session(const char *cmd, const ks_model *m, const opts *o, int need, ks_session **s) {
     ks_error err = {0};
     const ks_config *c = ks_model_config(m);
@@ -255,6 +263,7 @@ static int make_session(const char *cmd, const ks_model *m, const opts *o, int n
     if (ctx < 1) ctx = 1;
     ks_session_options so = {.max_seq_len = ctx, .n_threads = o->threads};
     if (ks_session_create(m, &so, s, &err)) return fail(cmd, &err);
+    if (isatty(2)) ks_session_set_progress(*s, show_progress, NULL);
     return -1;
 }
 

@@ -31,6 +31,8 @@ struct ks_session {
     int pos;       /* tokens in the cache */
     ks_hook_fn hook;
     void *hook_user;
+    ks_progress_fn progress;
+    void *progress_user;
 
     /* backend memory. Per head, positions are contiguous so attention reads each head's keys
      * and values as one sequential stream. */
@@ -230,6 +232,11 @@ void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user) {
     s->hook_user = user;
 }
 
+void ks_session_set_progress(ks_session *s, ks_progress_fn fn, void *user) {
+    s->progress = fn;
+    s->progress_user = user;
+}
+
 void ks_session_reset(ks_session *s) { s->pos = 0; }
 void ks_session_truncate(ks_session *s, int n) {
     if (n >= 0 && n < s->pos) s->pos = n;
@@ -414,6 +421,7 @@ ks_status ks_session_forward(ks_session *s, const int *tokens, int n, ks_logits_
         ks_status st = forward_chunk(s, tokens + done, B, rows, lg, err);
         if (st) return st;
         done += B;
+        if (s->progress && n > s->max_batch) s->progress(done, n, s->progress_user);
     }
     return KS_OK;
 }

@@ -220,6 +220,10 @@ void ks_session_free(ks_session *s);
 
 /* Install (or with fn NULL remove) the hook callback. */
 void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user);
+/* Called after each chunk of a ks_session_forward call that spans more than one chunk, with
+ * the tokens done and the call's total: progress for long prompts. fn NULL removes it. */
+typedef void (*ks_progress_fn)(int done, int total, void *user);
+void ks_session_set_progress(ks_session *s, ks_progress_fn fn, void *user);
 /* Forget the cached context (position back to 0). */
 void ks_session_reset(ks_session *s);
 /* Keep only the first n cached tokens (n <= pos), e.g. to reuse a shared prompt prefix. */

@@ -136,6 +136,14 @@ static void test_bin_vs_gguf(ks_model *bin, ks_model *gguf) {
     free(b);
 }
 
+static void prog_cb(int done, int total, void *user) {
+    struct prog {
+        int *seen, *n;
+    } *p = user;
+    (void)total;
+    if (*p->n < 16) p->seen[(*p->n)++] = done;
+}
+
 static void test_cache_consistency(ks_model *m) {
     const int n = 40, V = 512;
     float *full = all_logits(m, sample_ids, n, 0);
@@ -147,6 +155,17 @@ static void test_cache_consistency(ks_model *m) {
     float d1 = max_abs_diff(full, step, (size_t)n * V), d2 = max_abs_diff(full, chunked, (size_t)n * V);
     tap_ok(d1 < 5e-5f, "token-by-token decode with the KV cache equals prefill (max |diff| %.2g < 5e-5)", (double)d1);
     tap_ok(d2 < 5e-5f, "prefill in chunks of 7 equals one chunk (max |diff| %.2g < 5e-5)", (double)d2);
+    /* progress: a 40-token call in chunks of 7 reports 7, 14, ..., 40 */
+    {
+        ks_session *ps = new_session(m, 7);
+        int seen[16], n_seen = 0;
+        struct prog { int *seen, *n; } pr = {seen, &n_seen};
+        ks_session_set_progress(ps, prog_cb, &pr);
+        ks_session_forward(ps, sample_ids, n, KS_LOGITS_LAST, step, &err);
+        tap_ok(n_seen == 6 && seen[0] == 7 && seen[5] == 40, "progress reported after each chunk (%d calls, last %d)",
+               n_seen, n_seen ? seen[n_seen - 1] : -1);
+        ks_session_free(ps);
+    }
     /* truncate and re-run the tail: same logits */
     ks_session_truncate(s, 20);
     float *tail = malloc(sizeof(float) * 20 * V);
