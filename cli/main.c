@@ -636,7 +636,12 @@ static int cmd_chat(int argc, char **argv) {
         const char *stops[18];
         for (int i = 0; i < o.n_stops; i++) stops[i] = o.stops[i];
         int ns = o.n_stops;
-        stops[ns++] = "USER:"; /* a model that forgets EOS starts the user's turn itself */
+        /* a model that forgets EOS starts the user's next turn itself: stop there */
+        const char *turn = t == KS_CHAT_KOALA || t == KS_CHAT_VICUNA ? "USER:"
+                           : t == KS_CHAT_ALPACA                     ? "### Instruction:"
+                           : t == KS_CHAT_LLAMA2                     ? "[INST]"
+                                                                     : NULL;
+        if (turn) stops[ns++] = turn;
         stops[ns] = NULL;
         int max_new = o.max_tokens;
         if (max_new > ks_session_max_seq(s) - n) max_new = ks_session_max_seq(s) - n;
