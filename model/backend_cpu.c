@@ -119,7 +119,7 @@ static bool have_f16c(void) {
     return v;
 }
 
-/* AVX2 + FMA + F16C: the fused Q8_0 decode kernel below. */
+/* AVX2 + FMA + F16C: the fused decode kernels below. */
 static bool have_avx2_fma(void) {
     static int v = -1;
     if (v < 0) {
@@ -129,6 +129,38 @@ static bool have_avx2_fma(void) {
         v = os_avx() && fma && avx2;
     }
     return v;
+}
+
+/* Decode: rows r0..r1 of an f16 or bf16 matrix times x, converting 8 values at a time in
+ * registers (F16C for f16; a 16-bit shift for bf16) so the row is read once and nothing is
+ * written. */
+__attribute__((target("avx2,fma,f16c"))) static void gemv_half_avx2(float *y, const uint8_t *w,
+                                                                     const float *x, int in,
+                                                                     int r0, int r1, bool bf16) {
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * in * 2;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        int i = 0;
+        for (; i + 32 <= in; i += 32)
+            for (int k = 0; k < 4; k++) {
+                __m128i h = _mm_loadu_si128((const __m128i *)(row + 2 * (size_t)(i + 8 * k)));
+                __m256 wv = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                                 : _mm256_cvtph_ps(h);
+                acc[k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i + 8 * k), acc[k]);
+            }
+        __m256 a = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        __m128 hsum = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        hsum = _mm_add_ps(hsum, _mm_movehl_ps(hsum, hsum));
+        hsum = _mm_add_ss(hsum, _mm_movehdup_ps(hsum));
+        float sum = _mm_cvtss_f32(hsum);
+        for (; i < in; i++) {
+            float wf;
+            ks_dtype_to_f32(bf16 ? KS_DTYPE_BF16 : KS_DTYPE_F16, row + 2 * (size_t)i, &wf, 1);
+            sum += wf * x[i];
+        }
+        y[r] = sum;
+    }
 }
 
 #define KS_HAVE_Q8_0_AVX2 1
@@ -209,9 +241,15 @@ static void matmul_rows(cpu_backend *s, int t, float *y, const float *x, const k
         return;
     }
 #ifdef KS_HAVE_Q8_0_AVX2
-    if (B == 1 && w->dtype == KS_DTYPE_Q8_0 && have_avx2_fma()) {
-        gemv_q8_0_avx2(y, w->data, x, in, r0, r1);
-        return;
+    if (B == 1 && have_avx2_fma()) {
+        if (w->dtype == KS_DTYPE_Q8_0) {
+            gemv_q8_0_avx2(y, w->data, x, in, r0, r1);
+            return;
+        }
+        if (w->dtype == KS_DTYPE_F16 || w->dtype == KS_DTYPE_BF16) {
+            gemv_half_avx2(y, w->data, x, in, r0, r1, w->dtype == KS_DTYPE_BF16);
+            return;
+        }
     }
 #endif
     float *panel = s->panel + (size_t)t * s->panel_stride;
