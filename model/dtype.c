@@ -7,7 +7,32 @@
  *   Q4_K: 256 elements in 144 bytes: f16 d, f16 dmin, 12 bytes of packed 6-bit (scale, min)
  *         pairs for 8 sub-blocks of 32, then 128 bytes of nibbles. Sub-blocks come in pairs
  *         sharing 32 bytes: the first takes the low nibbles, the second the high ones;
- *         x = d * scale_s * nibble - dmin * min_s. */
+ *         x = d * scale_s * nibble - dmin * min_s.
+ *   Q4_1: 32 elements in 20 bytes: f16 d, f16 m, 16 bytes of nibbles (as Q4_0);  x = d * nibble + m
+ *   Q5_0: 32 elements in 22 bytes: f16 d, 4 bytes qh (a little-endian u32 whose bit j is the
+ *         fifth bit of element j), 16 bytes of nibbles (as Q4_0);      x = d * (q5 - 16)
+ *   Q5_1: 32 elements in 24 bytes: f16 d, f16 m, then qh and nibbles as Q5_0; x = d * q5 + m
+ *   Q2_K: 256 elements in 84 bytes: 16 bytes of (scale low nibble, min high nibble) for 16
+ *         sub-blocks of 16, 64 bytes of 2-bit values, f16 d, f16 dmin. The 2-bit values come
+ *         in two halves of 128 elements sharing 32 bytes: element 32 * s + l of a half is bits
+ *         2s..2s+1 of the half's byte l;                 x = d * scale_s * q2 - dmin * min_s
+ *   Q3_K: 256 elements in 110 bytes: 32 bytes hmask, 64 bytes of 2-bit low parts (laid out as
+ *         Q2_K's), 12 bytes of 16 packed 6-bit scales, f16 d. Element e's third bit is bit
+ *         e / 32 of hmask byte e % 32, and a CLEAR bit means -4: q3 = low2 - (bit ? 0 : 4).
+ *         Scale i: low 4 bits from byte i % 8 (low nibble for i < 8, high for i >= 8), top 2
+ *         bits from bits 2 * (i / 4) of byte 8 + i % 4; stored with an offset of 32;
+ *                                                         x = d * (scale_i - 32) * q3
+ *   Q5_K: 256 elements in 176 bytes: f16 d, f16 dmin, 12 bytes of scales/mins (as Q4_K),
+ *         32 bytes qh (element e's fifth bit is bit e / 32 of byte e % 32), 128 bytes of
+ *         nibbles (as Q4_K);                             x = d * scale_s * q5 - dmin * min_s
+ *   Q6_K: 256 elements in 210 bytes: 128 bytes ql, 64 bytes qh, 16 int8 scales (one per 16
+ *         elements), f16 d. Two halves of 128 elements, each with 64 ql bytes and 32 qh bytes:
+ *         element r < 64 of a half takes the low nibble of ql byte r, element 64 + r the high
+ *         one; element 32 * s + l takes bits 2s..2s+1 of qh byte l as its top two bits;
+ *                                                         x = d * scale_i * (q6 - 32)
+ * Products are evaluated in the order gguf-py's reference decoder uses (the sub-block factor
+ * d * scale first, then times the quant, then the min added), each rounded to f32, so the
+ * values match it bit for bit; ISO C mode (-std=c11) keeps GCC from fusing them into FMAs. */
 #include "model_private.h"
 
 #include <string.h>
@@ -160,6 +185,119 @@ KS_VECTOR_CLONES void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, s
                 const uint8_t *q = qs + 32 * pair;
                 for (int l = 0; l < 32; l++) y[64 * pair + l] = d0 * (float)(q[l] & 0x0f) - mm0;
                 for (int l = 0; l < 32; l++) y[64 * pair + 32 + l] = d1 * (float)(q[l] >> 4) - mm1;
+            }
+        }
+        break;
+    case KS_DTYPE_Q4_1:
+        for (size_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + b * 20;
+            float d = f16_to_f32(rd16(blk)), m = f16_to_f32(rd16(blk + 2));
+            const uint8_t *q = blk + 4;
+            float *y = dst + b * 32;
+            for (int j = 0; j < 16; j++) {
+                y[j] = d * (float)(q[j] & 0x0f) + m;
+                y[j + 16] = d * (float)(q[j] >> 4) + m;
+            }
+        }
+        break;
+    case KS_DTYPE_Q5_0:
+    case KS_DTYPE_Q5_1: {
+        /* the same layout but for the min field: Q5_0 centres at 16, Q5_1 adds m */
+        const bool has_min = t == KS_DTYPE_Q5_1;
+        const size_t bb = has_min ? 24 : 22;
+        for (size_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + b * bb;
+            float d = f16_to_f32(rd16(blk));
+            const uint8_t *h = blk + (has_min ? 4 : 2);
+            const uint8_t *q = h + 4;
+            uint32_t qh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
+                          (uint32_t)h[3] << 24;
+            float *y = dst + b * 32;
+            if (has_min) {
+                float m = f16_to_f32(rd16(blk + 2));
+                for (int j = 0; j < 16; j++) {
+                    y[j] = d * (float)((q[j] & 0x0f) | ((qh >> j) & 1) << 4) + m;
+                    y[j + 16] = d * (float)((q[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) + m;
+                }
+            } else {
+                for (int j = 0; j < 16; j++) {
+                    y[j] = d * (float)((int)((q[j] & 0x0f) | ((qh >> j) & 1) << 4) - 16);
+                    y[j + 16] = d * (float)((int)((q[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16);
+                }
+            }
+        }
+        break;
+    }
+    case KS_DTYPE_Q2_K:
+        for (size_t b = 0; b < n / 256; b++) {
+            const uint8_t *blk = s + b * 84;
+            const uint8_t *scales = blk, *qs = blk + 16;
+            float d = f16_to_f32(rd16(blk + 80)), dmin = f16_to_f32(rd16(blk + 82));
+            float *y = dst + b * 256;
+            for (int sb = 0; sb < 16; sb++) { /* sub-block of 16: half sb / 8, shift (sb / 2) % 4 */
+                float dl = d * (float)(scales[sb] & 0x0f), ml = dmin * (float)(scales[sb] >> 4);
+                const uint8_t *q = qs + 32 * (sb / 8) + 16 * (sb % 2);
+                int shift = 2 * ((sb / 2) % 4);
+                for (int l = 0; l < 16; l++) y[16 * sb + l] = dl * (float)((q[l] >> shift) & 3) - ml;
+            }
+        }
+        break;
+    case KS_DTYPE_Q3_K:
+        for (size_t b = 0; b < n / 256; b++) {
+            const uint8_t *blk = s + b * 110;
+            const uint8_t *hmask = blk, *qs = blk + 32, *sc = blk + 96;
+            float d = f16_to_f32(rd16(blk + 108));
+            float *y = dst + b * 256;
+            for (int sb = 0; sb < 16; sb++) {
+                int lo = sb < 8 ? sc[sb] & 0x0f : sc[sb - 8] >> 4;
+                int hi = (sc[8 + sb % 4] >> (2 * (sb / 4))) & 3;
+                float dl = d * (float)((lo | hi << 4) - 32);
+                const uint8_t *q = qs + 32 * (sb / 8) + 16 * (sb % 2);
+                const uint8_t *hm = hmask + 16 * (sb % 2);
+                int shift = 2 * ((sb / 2) % 4), hbit = sb / 2; /* element 16 sb + l: hmask bit e / 32 */
+                for (int l = 0; l < 16; l++) {
+                    int q3 = ((q[l] >> shift) & 3) - (((hm[l] >> hbit) & 1) ? 0 : 4);
+                    y[16 * sb + l] = dl * (float)q3;
+                }
+            }
+        }
+        break;
+    case KS_DTYPE_Q5_K:
+        for (size_t b = 0; b < n / 256; b++) {
+            const uint8_t *blk = s + b * 176;
+            float d = f16_to_f32(rd16(blk)), dmin = f16_to_f32(rd16(blk + 2));
+            const uint8_t *scales = blk + 4, *qh = blk + 16, *qs = blk + 48;
+            float *y = dst + b * 256;
+            for (int pair = 0; pair < 4; pair++) {
+                uint8_t sc0, m0, sc1, m1;
+                q4k_scale_min(2 * pair, scales, &sc0, &m0);
+                q4k_scale_min(2 * pair + 1, scales, &sc1, &m1);
+                float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+                const uint8_t *q = qs + 32 * pair;
+                int h0 = 2 * pair, h1 = 2 * pair + 1; /* sub-block s takes bit s of qh */
+                for (int l = 0; l < 32; l++)
+                    y[64 * pair + l] = d0 * (float)((q[l] & 0x0f) | ((qh[l] >> h0) & 1) << 4) - mm0;
+                for (int l = 0; l < 32; l++)
+                    y[64 * pair + 32 + l] = d1 * (float)((q[l] >> 4) | ((qh[l] >> h1) & 1) << 4) - mm1;
+            }
+        }
+        break;
+    case KS_DTYPE_Q6_K:
+        for (size_t b = 0; b < n / 256; b++) {
+            const uint8_t *blk = s + b * 210;
+            const uint8_t *ql = blk, *qh = blk + 128;
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            float d = f16_to_f32(rd16(blk + 208));
+            float *y = dst + b * 256;
+            for (int sb = 0; sb < 16; sb++) { /* element e = 16 sb + l; r = e % 128 in its half */
+                float dl = d * (float)sc[sb];
+                int half = sb / 8, r0 = 16 * (sb % 8);
+                const uint8_t *lo = ql + 64 * half + r0 % 64, *hi = qh + 32 * half + r0 % 32;
+                int lshift = 4 * (r0 / 64), hshift = 2 * (r0 / 32);
+                for (int l = 0; l < 16; l++) {
+                    int q6 = (int)(((lo[l] >> lshift) & 0x0f) | ((hi[l] >> hshift) & 3) << 4) - 32;
+                    y[16 * sb + l] = dl * (float)q6;
+                }
             }
         }
         break;

@@ -390,6 +390,13 @@ static int ggml_to_dtype(uint32_t t) {
     case 8: return KS_DTYPE_Q8_0;
     case 2: return KS_DTYPE_Q4_0;
     case 12: return KS_DTYPE_Q4_K;
+    case 3: return KS_DTYPE_Q4_1;
+    case 6: return KS_DTYPE_Q5_0;
+    case 7: return KS_DTYPE_Q5_1;
+    case 10: return KS_DTYPE_Q2_K;
+    case 11: return KS_DTYPE_Q3_K;
+    case 13: return KS_DTYPE_Q5_K;
+    case 14: return KS_DTYPE_Q6_K;
     default: return -1;
     }
 }
@@ -434,7 +441,8 @@ static ks_status gguf_tensors(const gguf_ctx *g, uint32_t alignment, ks_tensor_t
         int dt = ggml_to_dtype(type);
         if (dt < 0)
             return ks_error_set(err, KS_ERR_UNSUPPORTED, "%s: tensor '%.*s': ggml type %u is not "
-                                "supported (F32, F16, BF16, Q8_0, Q4_0, Q4_K)", g->source, TNAME, type);
+                                "supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
+                                "Q5_K, Q6_K)", g->source, TNAME, type);
         if (ne[0] % (uint64_t)ks_dtype_block_elems((ks_dtype)dt) != 0)
             return ks_error_set(err, KS_ERR_FORMAT, "%s: tensor '%.*s': row length ne[0] = %llu is "
                                 "not a multiple of the %s block size %d", g->source, TNAME,

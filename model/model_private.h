@@ -18,14 +18,22 @@
 #define KS_VECTOR_CLONES
 #endif
 
-/* Storage dtypes a checkpoint may hold. X(enum, name, block elements, block bytes). */
-#define KS_DTYPE_LIST(X)              \
-    X(KS_DTYPE_F32, "f32", 1, 4)      \
-    X(KS_DTYPE_F16, "f16", 1, 2)      \
-    X(KS_DTYPE_BF16, "bf16", 1, 2)    \
-    X(KS_DTYPE_Q8_0, "q8_0", 32, 34)  \
-    X(KS_DTYPE_Q4_0, "q4_0", 32, 18)  \
-    X(KS_DTYPE_Q4_K, "q4_k", 256, 144)
+/* Storage dtypes a checkpoint may hold. X(enum, name, block elements, block bytes).
+ * Append only: the values are never renumbered. */
+#define KS_DTYPE_LIST(X)               \
+    X(KS_DTYPE_F32, "f32", 1, 4)       \
+    X(KS_DTYPE_F16, "f16", 1, 2)       \
+    X(KS_DTYPE_BF16, "bf16", 1, 2)     \
+    X(KS_DTYPE_Q8_0, "q8_0", 32, 34)   \
+    X(KS_DTYPE_Q4_0, "q4_0", 32, 18)   \
+    X(KS_DTYPE_Q4_K, "q4_k", 256, 144) \
+    X(KS_DTYPE_Q4_1, "q4_1", 32, 20)   \
+    X(KS_DTYPE_Q5_0, "q5_0", 32, 22)   \
+    X(KS_DTYPE_Q5_1, "q5_1", 32, 24)   \
+    X(KS_DTYPE_Q2_K, "q2_k", 256, 84)  \
+    X(KS_DTYPE_Q3_K, "q3_k", 256, 110) \
+    X(KS_DTYPE_Q5_K, "q5_k", 256, 176) \
+    X(KS_DTYPE_Q6_K, "q6_k", 256, 210)
 
 typedef enum {
 #define KS_X(e, s, be, bb) e,

@@ -282,6 +282,10 @@ def make_gguf():
     t[3][2] = 99
     put("gguf_bad_dtype.gguf", gguf(tensors=t), "KS_ERR_UNSUPPORTED", "ggml type 99")
     t = gguf_tensors()
+    t[3][2] = 14  # Q6_K: rows of DIM = 8 elements are not whole 256-element blocks
+    put("gguf_partial_block_row.gguf", gguf(tensors=t), "KS_ERR_FORMAT",
+        "not a multiple of the q6_k block size 256")
+    t = gguf_tensors()
     t[-1][1] = [1 << 40, 1 << 40]
     put("gguf_dims_overflow.gguf", gguf(tensors=t), "KS_ERR_FORMAT", "blk.0.ffn_up.weight")
     put("gguf_offset_past_eof.gguf", gguf(offsets={10: 1 << 20}), "KS_ERR_FORMAT",
