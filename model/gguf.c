@@ -595,6 +595,11 @@ ks_status ks_gguf_load_mem(ks_model *m, const uint8_t *data, size_t len, const c
                          "per-frequency RoPE factors) is not supported", source);
         goto out;
     }
+    if (tab.n == 0) {
+        s = ks_error_set(err, KS_ERR_FORMAT, "%s: the file holds no tensors (a vocabulary-only "
+                         "GGUF): it can serve as a tokenizer (--tokenizer), not as a model", source);
+        goto out;
+    }
     if ((s = ks_model_bind_table(m, &tab, KS_NAMING_GGUF, err))) goto out;
 
     m->format = "gguf";

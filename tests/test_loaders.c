@@ -573,7 +573,7 @@ static void test_vocab_only_gguf(void) {
     ks_tokenizer_free(tok);
     ks_model *m = NULL;
     s = ks_model_open(p, NULL, &m, &e);
-    tap_ok(s == KS_ERR_FORMAT && strstr(e.msg, "token_embd.weight"),
+    tap_ok(s == KS_ERR_FORMAT && strstr(e.msg, "no tensors") && strstr(e.msg, "tokenizer"),
            "as a model it is refused: %s", e.msg);
     ks_model_close(m);
 }

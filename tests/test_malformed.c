@@ -42,7 +42,7 @@ static void controls(const char *dir) {
     /* the model loader, on the other hand, refuses it: no tensors */
     ks_model *m = NULL;
     s = ks_model_open(p, NULL, &m, &e);
-    tap_ok(s == KS_ERR_FORMAT && strstr(e.msg, "token_embd.weight"),
+    tap_ok(s == KS_ERR_FORMAT && strstr(e.msg, "no tensors") && strstr(e.msg, "tokenizer"),
            "vocab-only GGUF is not a model: %s", e.msg);
     ks_model_close(m);
 }
