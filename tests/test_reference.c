@@ -5,11 +5,11 @@
  * tests/reference/fixtures/ (see the README there). Each prompt is run alone (batch 1, no
  * padding); expected.safetensors holds per prompt p: tokens.p, logits.p [T, V],
  * hidden_states.p [L+1, T, D] and attentions.p [L, H, T, T]. For GGUF files stored in F16,
- * Q8_0, Q4_0 or Q4_K the oracle is the same HF model with its weights replaced by exactly what
- * the GGUF stores (f16-rounded, or gguf-py's dequantize() of the stored blocks: so gguf-py's
- * decoder, not ours, defines the quantised weights). The quantised Q4 files are opened twice:
- * weights kept in their stored dtype (rows converted on the fly by the forward) and with
- * ks_model_options.f32_weights (converted once at load).
+ * Q8_0, Q4_0, Q4_K or Q4_K_M (Q4_K + Q6_K) the oracle is the same HF model with its weights
+ * replaced by exactly what the GGUF stores (f16-rounded, or gguf-py's dequantize() of the
+ * stored blocks: so gguf-py's decoder, not ours, defines the quantised weights). The quantised
+ * Q4 files are opened twice: weights kept in their stored dtype (rows converted on the fly by
+ * the forward) and with ks_model_options.f32_weights (converted once at load).
  *
  * What is compared, all in f32, as max absolute error over every element:
  *   logits.p                                  vs KS_LOGITS_ALL output       tol 1e-4
@@ -296,7 +296,7 @@ static const fixture fixtures[] = {
     {FX "hf/bf16_mha", FX "hf/bf16_mha/expected.safetensors", false},
     {FX "hf/sharded", FX "hf/sharded/expected.safetensors", false},
     {FX "hf/head_dim", FX "hf/head_dim/expected.safetensors", false},
-    /* GGUF: F32 files share the HF oracle (same math); F16/Q8_0/Q4_0/Q4_K have their own */
+    /* GGUF: F32 files share the HF oracle (same math); F16/Q8_0/Q4_0/Q4_K/Q4_K_M their own */
     {FX "gguf/gqa_untied.f32.gguf", FX "hf/gqa_untied/expected.safetensors", false},
     {FX "gguf/rope_linear.f32.gguf", FX "hf/rope_linear/expected.safetensors", false},
     {FX "gguf/mha_tied.f16.gguf", FX "gguf/mha_tied.f16.expected.safetensors", false},
@@ -307,6 +307,10 @@ static const fixture fixtures[] = {
     {FX "gguf/gqa_untied.q4_0.gguf", FX "gguf/gqa_untied.q4_0.expected.safetensors", true},
     {FX "gguf/gqa_256.q4_k.gguf", FX "gguf/gqa_256.q4_k.expected.safetensors", false},
     {FX "gguf/gqa_256.q4_k.gguf", FX "gguf/gqa_256.q4_k.expected.safetensors", true},
+    /* Q4_K_M as downloaded: Q4_K embeddings and layer matrices, Q6_K attn_v, ffn_down and
+     * output; kept quantised, then converted at load */
+    {FX "gguf/gqa_256.q4_k_m.gguf", FX "gguf/gqa_256.q4_k_m.expected.safetensors", false},
+    {FX "gguf/gqa_256.q4_k_m.gguf", FX "gguf/gqa_256.q4_k_m.expected.safetensors", true},
 };
 
 typedef struct {

@@ -112,6 +112,7 @@ GGUFS = [
     ("rope_linear", "f32"),
     ("gqa_untied", "q4_0"),
     ("gqa_256", "q4_k"),
+    ("gqa_256", "q4_k_m"),
 ]
 
 # Models exported to GGUF only: their HF checkpoint is built in a temporary directory and not
@@ -127,9 +128,14 @@ GGUF_ONLY_MODELS = [
 # What each GGUF storage does with the 2-D tensors (1-D norms are always F32, as llama.cpp
 # stores them): one GGML type for every matrix, or "q4_k", llama.cpp's Q4_K_S/Q4_K_M idea of
 # Q4_K everywhere (token_embd included) but a wider type for output.weight (llama.cpp uses
-# Q6_K there, which koalascope does not read; Q8_0 stands in).
+# Q6_K there; Q8_0 stands in), or "q4_k_m", shaped like the Q4_K_M files people download:
+# Q4_K everywhere (token_embd included) except attn_v, ffn_down and output.weight, Q6_K.
 STORAGE_FTYPE = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0",
-                 "q4_0": "MOSTLY_Q4_0", "q4_k": "MOSTLY_Q4_K_S"}
+                 "q4_0": "MOSTLY_Q4_0", "q4_k": "MOSTLY_Q4_K_S", "q4_k_m": "MOSTLY_Q4_K_M"}
+
+# The q4_k_m tensors kept at Q6_K (by GGUF name, without the blk.N. prefix). llama.cpp's
+# Q4_K_M picks attn_v and ffn_down layers by a use_more_bits rule; here every layer's are Q6_K.
+Q4_K_M_Q6_K = ("attn_v.weight", "ffn_down.weight", "output.weight")
 
 DEFAULT_PROMPT_LENS = (5, 11, 19)
 
@@ -372,6 +378,77 @@ def quantize_q4_k(a):
     return blocks.reshape(rows, cols // 256 * 144)
 
 
+def quantize_q6_k(a):
+    """Q6_K blocks for the rows of a (rows, cols), cols a multiple of 256: gguf-py 0.19.0 can
+    dequantise Q6_K but not quantise it, so this is a small, plain quantiser of our own (not
+    llama.cpp's error-minimising search). As for Q4_K, only the bytes matter: the oracle runs
+    on gguf.quants.dequantize() of the bytes returned here.
+
+    A block is 256 elements, 16 sub-blocks of 16, in 210 bytes:
+      ql      128 bytes: the low 4 bits of the 6-bit q; element e = 128h + 64s + i (h, s in
+              0..1, i in 0..63) is nibble s (0 low, 1 high) of byte 64h + i
+      qh      64 bytes: the high 2 bits; element e = 128h + 32k + i (k in 0..3, i in 0..31) is
+              bits 2k..2k+1 of byte 32h + i
+      scales  16 int8: scale sc_j of sub-block j (elements 16j..16j+15), signed
+      d       f16
+    and decodes as x = d * sc_j * (q - 32), q in 0..63.
+    The choice: m_j is the element of sub-block j with the largest magnitude and its signed
+    step is -m_j / 32, so that m_j lands on q - 32 = -32 (the negative end, whatever its
+    sign: sub-blocks led by a positive value get a negative scale); d is the block's largest
+    |step| / 127 rounded UP to f16 (at these weights' size often an f16 subnormal);
+    sc_j = sign(step_j) * ceil(|step_j| / d), clipped to -127..127, so |d*sc_j| >= |step_j|
+    and nothing but the +32 end clips; q = x / (d*sc_j) rounded to nearest, + 32, clipped to
+    0..63. Scales of both signs and of magnitude 127, q = 0 and q = 63 thus all occur."""
+    import numpy as np
+
+    rows, cols = a.shape
+    if cols % 256:
+        raise ValueError(f"Q6_K rows must be whole 256-element blocks, not {cols}")
+    x = a.astype(np.float32).reshape(-1, 16, 16)
+    nb = x.shape[0]
+    lead = np.take_along_axis(x, np.abs(x).argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    step = -lead / np.float32(32)
+    dwant = np.abs(step).max(axis=-1) / np.float32(127)
+    d = dwant.astype("<f2")
+    # round up, not to nearest: with weights ~0.3, d ~ 4e-5 is an f16 subnormal (spacing
+    # 6e-8), and a d rounded down would push |step| / d past 127
+    d = np.where(d.astype(np.float32) < dwant, np.nextafter(d, np.float16(np.inf)), d)
+    d = d.astype("<f2")
+    d32 = d.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(d32 > 0, np.ceil(np.abs(step) / d32), 0).clip(0, 127)
+        sc = (np.sign(step) * mag).astype(np.int8)
+        dl = (d32 * sc.astype(np.float32))[..., None]  # as the decoder forms them
+        q = (np.where(dl != 0, np.rint(x / dl), 0) + 32).clip(0, 63).astype(np.uint8)
+    qf = q.reshape(nb, 256)
+    lo4, hi2 = qf & 15, qf >> 4
+    lo4 = lo4.reshape(nb, 2, 2, 64)  # [h, s, i]
+    ql = (lo4[:, :, 0, :] | (lo4[:, :, 1, :] << 4)).reshape(nb, 128)
+    hi2 = hi2.reshape(nb, 2, 4, 32)  # [h, k, i]
+    qh = (hi2[:, :, 0, :] | (hi2[:, :, 1, :] << 2) | (hi2[:, :, 2, :] << 4)
+          | (hi2[:, :, 3, :] << 6)).reshape(nb, 64)
+    blocks = np.concatenate([ql, qh, sc.view(np.uint8), d.view(np.uint8).reshape(nb, 2)],
+                            axis=1)
+    assert blocks.shape == (nb, 210)
+
+    # Sanity, with gguf-py as the decoder: the bytes decode to the input within one step of
+    # the sub-block (half a step from rounding, a whole one only where +32 clips to +31); a
+    # mis-packed nibble or 2-bit pair would be off by several steps, a wrong scale sign by up
+    # to 64. And the fields the C decoder has to get right are all exercised: both scale
+    # signs, |scale| 127, q 0 and 63, every value of the 2-bit high parts.
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    back = dequantize(blocks, GGMLQuantizationType.Q6_K).reshape(nb, 16, 16)
+    bound = np.abs(dl) * np.float32(1.001) + np.float32(1e-30)
+    if not (np.abs(back - x) <= bound).all():
+        raise AssertionError("Q6_K: gguf-py decodes our blocks far from the input")
+    if not ((sc < 0).any() and (sc > 0).any() and (np.abs(sc.astype(int)) == 127).any()
+            and (q == 0).any() and (q == 63).any()
+            and all((hi2 == v).any() for v in range(4))):
+        raise AssertionError("Q6_K: the blocks do not exercise every bit of the packing")
+    return blocks.reshape(rows, cols // 256 * 210)
+
 def write_gguf(path, model_dir, name, storage):
     """Write the HF checkpoint at model_dir as a llama GGUF, laid out as llama.cpp's
     convert_hf_to_gguf lays out a llama model. Returns {hf tensor name: f32 array as stored
@@ -443,10 +520,18 @@ def write_gguf(path, model_dir, name, storage):
             data = a.astype(np.float16)
             back = data.astype(np.float32)
         else:
-            qt = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_k": Q.Q4_K}[storage]
+            qt = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_k": Q.Q4_K, "q4_k_m": Q.Q4_K}[storage]
             if storage == "q4_k" and gname == "output.weight":
                 qt = Q.Q8_0  # llama.cpp keeps the output wider (Q6_K) in its Q4_K files
-            data = quantize_q4_k(a) if qt == Q.Q4_K else quantize(a, qt)
+            base = gname.split(".", 2)[2] if gname.startswith("blk.") else gname
+            if storage == "q4_k_m" and base in Q4_K_M_Q6_K:
+                qt = Q.Q6_K
+            if qt == Q.Q4_K:
+                data = quantize_q4_k(a)
+            elif qt == Q.Q6_K:
+                data = quantize_q6_k(a)
+            else:
+                data = quantize(a, qt)
             back = dequantize(data, qt).astype(np.float32).reshape(a.shape)
         w.add_tensor(gname, np.ascontiguousarray(data),
                      raw_dtype=qt if data.dtype == np.uint8 else None)
@@ -550,7 +635,12 @@ def main():
                 "q4_k": "token_embd and every layer matrix replaced by gguf.quants "
                         "dequantize(w_q, Q4_K) of the Q4_K blocks stored (made by "
                         "make_hf_fixtures.quantize_q4_k), output.weight by gguf.quants "
-                        "dequantize(quantize(w, Q8_0))"}[storage]
+                        "dequantize(quantize(w, Q8_0))",
+                "q4_k_m": "attn_v, ffn_down and output.weight replaced by gguf.quants "
+                          "dequantize(w_q, Q6_K) of the Q6_K blocks stored (made by "
+                          "make_hf_fixtures.quantize_q6_k), token_embd and every other layer "
+                          "matrix by gguf.quants dequantize(w_q, Q4_K) of the Q4_K blocks "
+                          "stored (made by make_hf_fixtures.quantize_q4_k)"}[storage]
         exp = run_oracle(lambda: oracle_from_stored(d, stored), prompts[name])
         write_expected(os.path.join(gguf_root, f"{name}.{storage}.expected.safetensors"), exp,
                        len(prompts[name]),
