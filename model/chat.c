@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ks_model.h"
+#include "model_private.h"
 
 /* Published prompt-format constants of the model families (facts of their interfaces). */
 #define VICUNA_SYSTEM                                                                        \
@@ -29,12 +29,11 @@ enum { SEG_TEXT, SEG_BOS, SEG_EOS };
 
 typedef struct {
     int kind;
-    size_t off, len; /* text segments: bytes of buf */
+    size_t off, len; /* text segments: bytes of render.text */
 } seg;
 
 typedef struct {
-    char *buf;
-    size_t len, cap;
+    ks_strbuf text; /* the bytes of every text segment */
     seg *segs;
     int n, cap_s;
     bool oom;
@@ -60,22 +59,13 @@ static void r_seg(render *r, int kind, size_t off, size_t len) {
 }
 
 static void r_text(render *r, const char *s) {
-    size_t n = strlen(s);
+    size_t n = strlen(s), at = r->text.len;
     if (r->oom || n == 0) return;
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 256;
-        while (cap < r->len + n + 1) cap *= 2;
-        char *p = realloc(r->buf, cap);
-        if (!p) {
-            r->oom = true;
-            return;
-        }
-        r->buf = p;
-        r->cap = cap;
+    if (!ks_strbuf_append(&r->text, s, n)) {
+        r->oom = true;
+        return;
     }
-    memcpy(r->buf + r->len, s, n + 1);
-    r_seg(r, SEG_TEXT, r->len, n);
-    r->len += n;
+    r_seg(r, SEG_TEXT, at, n);
 }
 
 static void r_special(render *r, int kind) { r_seg(r, kind, 0, 0); }
@@ -187,7 +177,7 @@ static ks_status do_render(ks_chat_template t, const ks_chat_message *msgs, int 
 static void fix_after_eos(render *r) {
     for (int i = 1; i < r->n; i++)
         if (r->segs[i - 1].kind == SEG_EOS && r->segs[i].kind == SEG_TEXT && r->segs[i].len > 0 &&
-            r->buf[r->segs[i].off] == ' ') {
+            r->text.p[r->segs[i].off] == ' ') {
             r->segs[i].off++;
             r->segs[i].len--;
         }
@@ -237,7 +227,7 @@ ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_
         } else {
             for (int i = 0; i < r.n; i++) {
                 if (r.segs[i].kind == SEG_TEXT) {
-                    memcpy(p, r.buf + r.segs[i].off, r.segs[i].len);
+                    memcpy(p, r.text.p + r.segs[i].off, r.segs[i].len);
                     p += r.segs[i].len;
                 } else {
                     const char *tag = r.segs[i].kind == SEG_BOS ? "<s>" : "</s>";
@@ -249,7 +239,7 @@ ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_
             *out = s;
         }
     }
-    free(r.buf);
+    free(r.text.p);
     free(r.segs);
     return st;
 }
@@ -270,7 +260,7 @@ ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_c
             /* the dummy-prefix space belongs to the start of the text only, as when the
              * whole prompt is encoded at once */
             bool start = i == 0 || (i == 1 && r.segs[0].kind == SEG_BOS);
-            if ((st = ks_tokenizer_encode_ex(tok, r.buf + r.segs[i].off, r.segs[i].len, false,
+            if ((st = ks_tokenizer_encode_ex(tok, r.text.p + r.segs[i].off, r.segs[i].len, false,
                                              start, &piece, &np, err)))
                 goto out;
         } else {
@@ -300,7 +290,7 @@ ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_c
     all = NULL;
 out:
     free(all);
-    free(r.buf);
+    free(r.text.p);
     free(r.segs);
     return st;
 }

@@ -6,26 +6,6 @@
 
 #include "model_private.h"
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} strbuf;
-
-static bool sb_append(strbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) return false;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return true;
-}
-
 /* Longest suffix of text[0..len) that is a proper prefix of some stop string: that many
  * bytes must be held back from the stream until we know whether a stop string follows. */
 static size_t stop_holdback(const char *text, size_t len, const char *const *stops) {
@@ -68,7 +48,7 @@ ks_status ks_generate(ks_session *s, const int *prompt, int n_prompt, const ks_g
     ks_sampler *smp = NULL;
     float *logits = malloc((size_t)vocab * sizeof(float));
     int *ids = malloc((size_t)(gp->max_new_tokens > 0 ? gp->max_new_tokens : 1) * sizeof(int));
-    strbuf text = {0};
+    ks_strbuf text = {0};
     int n = 0;
     size_t emitted = 0;
     if (!logits || !ids) {
@@ -93,7 +73,7 @@ ks_status ks_generate(ks_session *s, const int *prompt, int n_prompt, const ks_g
             char piece[256];
             size_t pl = ks_tokenizer_token_text(tok, prev, next, piece, sizeof piece);
             size_t before = text.len;
-            if (!sb_append(&text, piece, pl)) {
+            if (!ks_strbuf_append(&text, piece, pl)) {
                 st = ks_error_set(err, KS_ERR_NOMEM, "generate: out of memory");
                 goto out;
             }
@@ -128,7 +108,7 @@ ks_status ks_generate(ks_session *s, const int *prompt, int n_prompt, const ks_g
     }
     if (n_out) *n_out = n;
     if (out_text) {
-        if (!text.p && !sb_append(&text, "", 0)) {
+        if (!text.p && !ks_strbuf_append(&text, "", 0)) {
             st = ks_error_set(err, KS_ERR_NOMEM, "generate: out of memory");
             goto out;
         }

@@ -18,6 +18,14 @@
 #define KS_VECTOR_CLONES
 #endif
 
+/* A growable byte string, NUL-terminated once anything was appended; free(p) releases it.
+ * ks_strbuf_append returns false when memory runs out (or the size would overflow). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} ks_strbuf;
+bool ks_strbuf_append(ks_strbuf *b, const void *s, size_t n);
+
 /* Storage dtypes a checkpoint may hold. X(enum, name, block elements, block bytes).
  * Append only: the values are never renumbered. */
 #define KS_DTYPE_LIST(X)               \

@@ -447,27 +447,6 @@ static size_t utf8_char_len(const uint8_t *s, size_t n) {
 /* ---------------------------------------------------------------- growable buffers */
 
 typedef struct {
-    char *p;
-    size_t n, cap;
-} tok_buf;
-
-static bool buf_put(tok_buf *b, const void *s, size_t n) {
-    if (n > SIZE_MAX - b->n - 1) return false;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap = cap > SIZE_MAX / 2 ? b->n + n + 1 : cap * 2;
-        char *np = realloc(b->p, cap);
-        if (!np) return false;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return true;
-}
-
-typedef struct {
     int *v;
     size_t n, cap;
 } tok_ids;
@@ -808,7 +787,7 @@ ks_status ks_tokenizer_encode(const ks_tokenizer *t, const char *text, size_t le
 /* ---------------------------------------------------------------- decoding */
 
 /* Append piece text with U+2581 turned into ' ', dropping one leading U+2581 if strip. */
-static bool put_piece(tok_buf *b, const char *s, size_t n, bool strip) {
+static bool put_piece(ks_strbuf *b, const char *s, size_t n, bool strip) {
     if (strip && n >= KS_SPACE_SYMBOL_LEN && memcmp(s, KS_SPACE_SYMBOL, KS_SPACE_SYMBOL_LEN) == 0) {
         s += KS_SPACE_SYMBOL_LEN;
         n -= KS_SPACE_SYMBOL_LEN;
@@ -816,26 +795,26 @@ static bool put_piece(tok_buf *b, const char *s, size_t n, bool strip) {
     size_t i = 0, run = 0;
     while (i < n) {
         if (n - i >= KS_SPACE_SYMBOL_LEN && memcmp(s + i, KS_SPACE_SYMBOL, KS_SPACE_SYMBOL_LEN) == 0) {
-            if (!buf_put(b, s + run, i - run) || !buf_put(b, " ", 1)) return false;
+            if (!ks_strbuf_append(b, s + run, i - run) || !ks_strbuf_append(b, " ", 1)) return false;
             i += KS_SPACE_SYMBOL_LEN;
             run = i;
         } else {
             i++;
         }
     }
-    return buf_put(b, s + run, n - run);
+    return ks_strbuf_append(b, s + run, n - run);
 }
 
 /* Bytes of a run of byte pieces, as SentencePiece turns them into text. */
-static bool put_bytes(tok_buf *b, const uint8_t *s, size_t n) {
+static bool put_bytes(ks_strbuf *b, const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         size_t cl = utf8_char_len(s + i, n - i);
         if (cl == 0) {
-            if (!buf_put(b, KS_REPLACEMENT, 3)) return false;
+            if (!ks_strbuf_append(b, KS_REPLACEMENT, 3)) return false;
             i++;
         } else {
-            if (!buf_put(b, s + i, cl)) return false;
+            if (!ks_strbuf_append(b, s + i, cl)) return false;
             i += cl;
         }
     }
@@ -848,10 +827,10 @@ ks_status ks_tokenizer_decode(const ks_tokenizer *t, const int *ids, int n_ids, 
         return ks_error_set(err, KS_ERR_ARG, "ks_tokenizer_decode: invalid argument");
     *text = NULL;
     if (len) *len = 0;
-    tok_buf b = {0};
-    tok_buf bytes = {0};
+    ks_strbuf b = {0};
+    ks_strbuf bytes = {0};
     bool bos_ws = true;
-    if (!buf_put(&b, "", 0)) goto nomem;
+    if (!ks_strbuf_append(&b, "", 0)) goto nomem;
     for (int i = 0; i < n_ids; i++) {
         int id = ids[i];
         if (id < 0 || id >= t->n_vocab) {
@@ -863,26 +842,26 @@ ks_status ks_tokenizer_decode(const ks_tokenizer *t, const int *ids, int n_ids, 
         int ty = t->types[id];
         if (ty == KS_TOKEN_BYTE) {
             char v = (char)tok_byte_value(tok_piece_ptr(t, id), t->len[id]);
-            if (!buf_put(&bytes, &v, 1)) goto nomem;
+            if (!ks_strbuf_append(&bytes, &v, 1)) goto nomem;
             bos_ws = false;
             continue;
         }
-        if (bytes.n > 0) {
-            if (!put_bytes(&b, (const uint8_t *)bytes.p, bytes.n)) goto nomem;
-            bytes.n = 0;
+        if (bytes.len > 0) {
+            if (!put_bytes(&b, (const uint8_t *)bytes.p, bytes.len)) goto nomem;
+            bytes.len = 0;
         }
         if (ty == KS_TOKEN_CONTROL) continue;
         if (ty == KS_TOKEN_UNKNOWN) {
-            if (!buf_put(&b, t->unk_surface, t->unk_surface_len)) goto nomem;
+            if (!ks_strbuf_append(&b, t->unk_surface, t->unk_surface_len)) goto nomem;
         } else if (!put_piece(&b, tok_piece_ptr(t, id), t->len[id], bos_ws)) {
             goto nomem;
         }
         bos_ws = false;
     }
-    if (bytes.n > 0 && !put_bytes(&b, (const uint8_t *)bytes.p, bytes.n)) goto nomem;
+    if (bytes.len > 0 && !put_bytes(&b, (const uint8_t *)bytes.p, bytes.len)) goto nomem;
     free(bytes.p);
     *text = b.p;
-    if (len) *len = b.n;
+    if (len) *len = b.len;
     return KS_OK;
 nomem:
     free(b.p);
