@@ -14,9 +14,8 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "ks_model.h"
-
-#define EXIT_USAGE 1
 
 static const char *prog = "koalascope";
 
@@ -60,6 +59,7 @@ enum {
 };
 
 static const struct option long_opts[] = {
+    {"model", required_argument, 0, 'm'},
     {"tokenizer", required_argument, 0, OPT_TOKENIZER},
     {"prompt", required_argument, 0, OPT_PROMPT},
     {"text", required_argument, 0, OPT_PROMPT},
@@ -684,6 +684,8 @@ static const char *help_main =
     "  generate   continue a prompt (greedy or sampled), streaming the text\n"
     "  score      per-token log-probabilities of a text (TSV)\n"
     "  chat       interactive chat with a chat template\n"
+    "  record     run prompts and stream chosen hook points into an HDF5 dump\n"
+    "  dump-info  what a dump holds: prompts, hooks, sizes, completeness\n"
     "  version    print the version\n\n"
     "MODEL is an HF directory (config.json + *.safetensors), a .gguf file, or a llama2.c .bin\n"
     "checkpoint (with --tokenizer FILE). PyTorch pickles are refused: convert them to\n"
@@ -701,7 +703,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"info", cmd_info},   {"tokenize", cmd_tokenize}, {"generate", cmd_generate},
-                {"score", cmd_score}, {"chat", cmd_chat}};
+                {"score", cmd_score}, {"chat", cmd_chat}, {"record", cmd_record},
+                {"dump-info", cmd_dump_info}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

@@ -1,0 +1,54 @@
+/* dump_private.h — what the writer (record.c) and the reader (dump_read.c) of activations/
+ * share: HDF5 error mapping, the float types, dataset names. Not installed, not public. */
+#ifndef KS_DUMP_PRIVATE_H
+#define KS_DUMP_PRIVATE_H
+
+#include <hdf5.h>
+
+#include "ks_dump.h"
+
+/* Dataset paths (docs/FORMAT.md). */
+#define KS_DS_PROMPT_OFFSETS "prompt_offsets"
+#define KS_DS_ROW_OFFSETS "row_offsets"
+#define KS_DS_ATTN_OFFSETS "attn_offsets"
+#define KS_DS_PROMPTS "prompts"
+#define KS_DS_PROMPT_IDS "prompt_ids"
+#define KS_DS_PROMPT_LENGTHS "prompt_lengths"
+#define KS_DS_GENERATIONS "generations"
+#define KS_DS_TOKENS "tokens"
+#define KS_DS_TOKEN_STRINGS "token_strings"
+#define KS_DS_ROW_POSITIONS "row_positions"
+#define KS_DS_ATTN_ROW_STARTS "attn_row_starts"
+#define KS_GROUP_ACTIVATIONS "activations"
+#define KS_GROUP_LOGITS "logits"
+#define KS_DS_TOPK_IDS "logits/topk_ids"
+#define KS_DS_TOPK_LOGPROBS "logits/topk_logprobs"
+#define KS_DS_NEXT_LOGPROB "logits/next_logprob"
+#define KS_DS_FULL_LOGITS "logits/full"
+
+/* HDF5 filter id of LZ4 (registered with The HDF Group; hdf5-filter-plugin provides it). */
+#define KS_H5Z_FILTER_LZ4 32004
+
+/* Silence HDF5's own error printing for the whole process (once); errors are read from the
+ * stack by ks_h5_error instead. */
+void ks_h5_init(void);
+
+/* Record an HDF5 failure in err: what we were doing (printf-style, should name the file and
+ * object) followed by the innermost message of HDF5's error stack, e.g. the errno text of a
+ * failed write ("No space left on device"). Returns code. */
+ks_status ks_h5_error(ks_error *err, ks_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* File float type of a storage dtype (caller closes with H5Tclose). f16 is IEEE half, bf16 a
+ * custom 1-8-7 float with bias 127, f32 IEEE single. */
+hid_t ks_h5_float_type(ks_dump_dtype t);
+/* Which storage dtype an HDF5 float type is; false when it is none of the three. */
+bool ks_h5_float_type_kind(hid_t type, ks_dump_dtype *out);
+/* Variable-length UTF-8 string type (caller closes). */
+hid_t ks_h5_str_type(void);
+
+/* Round-to-nearest-even conversions used by the writer (n values). */
+void ks_f32_to_f16(const float *in, uint16_t *out, size_t n);
+void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n);
+
+#endif

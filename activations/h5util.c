@@ -1,0 +1,169 @@
+/* h5util.c — HDF5 plumbing shared by the dump writer and reader: one place that silences
+ * HDF5's error printing and turns its error stack into our messages (netCDF-C style), the
+ * float types of the format, and the f32 → f16/bf16 rounding the writer uses. */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dump_private.h"
+
+static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
+
+static void h5_init_once(void) {
+    H5open();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void ks_h5_init(void) { pthread_once(&h5_once, h5_init_once); }
+
+/* The innermost (deepest) entry of the error stack says what actually failed: the errno text
+ * of a write, "truncated file", "bad object header version"... */
+typedef struct {
+    char msg[256];
+} h5_walk;
+
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *user) {
+    h5_walk *w = user;
+    if (n == 0 && e->desc) snprintf(w->msg, sizeof w->msg, "%s", e->desc);
+    return 0;
+}
+
+ks_status ks_h5_error(ks_error *err, ks_status code, const char *fmt, ...) {
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    h5_walk w = {{0}};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w);
+    H5Eclear2(H5E_DEFAULT);
+    if (w.msg[0]) return ks_error_set(err, code, "%s: %s", what, w.msg);
+    return ks_error_set(err, code, "%s", what);
+}
+
+hid_t ks_h5_float_type(ks_dump_dtype t) {
+    hid_t ty = H5Tcopy(H5T_IEEE_F32LE);
+    if (ty < 0) return ty;
+    if (t == KS_DUMP_F32) return ty;
+    /* shrink a copy of IEEE single: fields first (they must fit the precision being set), then
+     * precision and size; the order matters to HDF5's checks */
+    int ok;
+    if (t == KS_DUMP_F16)
+        ok = H5Tset_fields(ty, 15, 10, 5, 0, 10) >= 0 && H5Tset_precision(ty, 16) >= 0 &&
+             H5Tset_size(ty, 2) >= 0 && H5Tset_ebias(ty, 15) >= 0;
+    else
+        ok = H5Tset_fields(ty, 15, 7, 8, 0, 7) >= 0 && H5Tset_precision(ty, 16) >= 0 &&
+             H5Tset_size(ty, 2) >= 0 && H5Tset_ebias(ty, 127) >= 0;
+    if (!ok) {
+        H5Tclose(ty);
+        return -1;
+    }
+    return ty;
+}
+
+bool ks_h5_float_type_kind(hid_t type, ks_dump_dtype *out) {
+    if (H5Tget_class(type) != H5T_FLOAT || H5Tget_order(type) != H5T_ORDER_LE) return false;
+    size_t spos, epos, esize, mpos, msize;
+    if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+    size_t size = H5Tget_size(type);
+    size_t bias = H5Tget_ebias(type);
+    if (size == 4 && spos == 31 && epos == 23 && esize == 8 && mpos == 0 && msize == 23 && bias == 127)
+        *out = KS_DUMP_F32;
+    else if (size == 2 && spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10 && bias == 15)
+        *out = KS_DUMP_F16;
+    else if (size == 2 && spos == 15 && epos == 7 && esize == 8 && mpos == 0 && msize == 7 && bias == 127)
+        *out = KS_DUMP_BF16;
+    else
+        return false;
+    return true;
+}
+
+hid_t ks_h5_str_type(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return t;
+    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* IEEE half, round to nearest even, overflow to inf, NaN kept NaN (quiet). */
+static uint16_t f16_one(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
+    if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal half */
+        if (ax < 0x33000000u) return sign;                     /* below 2^-25: rounds to 0 */
+        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+        int shift = 113 - (int)(ax >> 23) + 13; /* 126 - exp + ... : bits dropped */
+        uint32_t half = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1u))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = ((ax - 0x38000000u) >> 13); /* rebias 127 -> 15 */
+    uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+void ks_f32_to_f16(const float *in, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = f16_one(in[i]);
+}
+
+void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = f32_bits(in[i]);
+        if ((x & 0x7fffffffu) > 0x7f800000u) {
+            out[i] = (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+            continue;
+        }
+        x += 0x7fffu + ((x >> 16) & 1u);
+        out[i] = (uint16_t)(x >> 16);
+    }
+}
+
+const char *ks_dump_dtype_name(ks_dump_dtype t) {
+    switch (t) {
+    case KS_DUMP_F32: return "f32";
+    case KS_DUMP_F16: return "f16";
+    case KS_DUMP_BF16: return "bf16";
+    }
+    return "?";
+}
+
+ks_status ks_dump_dtype_parse(const char *s, ks_dump_dtype *out, ks_error *err) {
+    if (s && strcmp(s, "f32") == 0) *out = KS_DUMP_F32;
+    else if (s && strcmp(s, "f16") == 0) *out = KS_DUMP_F16;
+    else if (s && strcmp(s, "bf16") == 0) *out = KS_DUMP_BF16;
+    else return ks_error_set(err, KS_ERR_ARG, "unknown storage dtype '%s' (f32, f16 or bf16)", s ? s : "");
+    return KS_OK;
+}
+
+const char *ks_dump_compression_name(ks_dump_compression c) {
+    switch (c) {
+    case KS_DUMP_COMPRESS_NONE: return "none";
+    case KS_DUMP_COMPRESS_DEFLATE: return "deflate";
+    case KS_DUMP_COMPRESS_LZ4: return "lz4";
+    }
+    return "?";
+}
+
+ks_status ks_dump_compression_parse(const char *s, ks_dump_compression *out, ks_error *err) {
+    if (s && strcmp(s, "none") == 0) *out = KS_DUMP_COMPRESS_NONE;
+    else if (s && strcmp(s, "deflate") == 0) *out = KS_DUMP_COMPRESS_DEFLATE;
+    else if (s && strcmp(s, "lz4") == 0) *out = KS_DUMP_COMPRESS_LZ4;
+    else return ks_error_set(err, KS_ERR_ARG, "unknown compression '%s' (none, deflate or lz4)", s ? s : "");
+    return KS_OK;
+}

@@ -1,0 +1,1560 @@
+/* record.c — the recorder: a hook on the forward copies the selected rows of the selected
+ * hook points into messages; a writer thread drains them into the HDF5 dump of
+ * docs/FORMAT.md. The queue between the two is bounded in bytes, so memory does not grow
+ * with the number of prompts, and computing overlaps writing.
+ *
+ * Crash safety: the file is in HDF5's SWMR mode while recording, so whatever HDF5 has put on
+ * disk is a consistent file at every instant. Which prompts count is decided by
+ * /prompt_offsets alone, and it is extended only at a commit, after every other dataset has
+ * been flushed (and fsync'd), so a dump killed at any moment holds exactly the prompts of the
+ * last commit. Data past the committed offsets is garbage that readers never look at and
+ * --resume cuts away.
+ *
+ * Threads: the caller's thread runs the forward and the hook and only enqueues; every HDF5
+ * call after creation happens on the writer thread; create/resume/finish run HDF5 while the
+ * writer is not running. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "dump_private.h"
+
+/* ------------------------------------------------------------------ messages */
+
+typedef enum {
+    MSG_ROWS,   /* payload rows of one activation dataset */
+    MSG_PROMPT, /* everything per prompt, then maybe a commit */
+    MSG_COMMIT, /* commit now (end of run) */
+} msg_kind;
+
+typedef struct msg {
+    struct msg *next;
+    msg_kind kind;
+    size_t bytes; /* counted against the buffer budget */
+    /* MSG_ROWS */
+    int ds;         /* activation dataset index; -1: /logits/full */
+    int64_t start;  /* first row (token kind) or first key column (attention) */
+    int64_t count;  /* rows or columns */
+    float *data;    /* [count, row_elems] or [heads, count] */
+    /* MSG_PROMPT */
+    char *text, *id, *gen;
+    int n_tok, n_prompt, n_rows;
+    int32_t *tokens;      /* [n_tok] */
+    char **tok_str;       /* [n_tok] */
+    int32_t *row_pos;     /* [n_rows] */
+    int64_t *attn_start;  /* [n_rows] */
+    int32_t *topk_ids;    /* [n_rows, k] */
+    float *topk_lp;       /* [n_rows, k] */
+    float *next_lp;       /* [n_rows] */
+    int64_t end_tok, end_row, end_attn; /* cumulative offsets after this prompt */
+} msg;
+
+/* One activation dataset. */
+typedef struct {
+    char name[96];
+    ks_hook_point point;
+    int layer;
+    ks_dump_kind kind;
+    int ndim;          /* dims after the row axis (token kind) */
+    int64_t dims[2];   /* token kind: row dims; attention: {heads} */
+    int64_t row_elems; /* floats per row (token) or heads (attention) */
+    bool head_axis;    /* has a query-head axis that the head selection filters */
+    int src_heads;     /* heads in the hook tensor (query heads) */
+    hid_t d;
+    int64_t extent;    /* current size of the growing axis */
+} rec_ds;
+
+struct ks_recorder {
+    char *path;
+    const ks_model *m;
+    ks_config cfg;
+    ks_record_options o;
+    char *positions, *heads_spec;
+    hid_t file;
+    hid_t t_store;     /* file float type */
+    hid_t t_str;
+    int n_ds;
+    rec_ds *ds;
+    int *slot;         /* [KS_HOOK_COUNT * (n_layers + 1)] -> dataset index or -1 */
+    int *heads;        /* selected query heads */
+    int n_heads;
+    /* the other datasets */
+    hid_t d_poff, d_roff, d_aoff, d_prompts, d_ids, d_plen, d_gen, d_tokens, d_tokstr, d_rowpos,
+        d_astart, d_topk_ids, d_topk_lp, d_next, d_full;
+    int64_t full_extent;
+    /* producer state: totals including what is queued */
+    int64_t n_prompts, n_tok, n_rows, n_attn;
+    int64_t run_prompts, run_tokens;
+    /* current prompt, during the forward */
+    int cur_n;
+    int *row_of;        /* [cur_n]: row index inside the prompt or -1 */
+    int64_t *cur_astart; /* [n_rows_cur] absolute */
+    int cur_rows;
+    bool hook_failed;
+    ks_error hook_err;
+    float *logits;
+    size_t logits_cap;
+    /* queue */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_space, cv_work, cv_idle;
+    msg *head, *tail;
+    size_t queued, budget, peak;
+    bool stop, writer_busy, writer_running;
+    pthread_t writer;
+    /* writer state */
+    bool failed;
+    ks_error werr;
+    int64_t committed; /* prompts committed in the file */
+    int64_t w_prompts; /* prompts written (maybe not committed) */
+    int64_t pend_cap, pend_n;
+    int64_t *pend;     /* [pend_n][3]: end tok, row, attn of written, uncommitted prompts */
+    double last_commit;
+    void *conv;
+    size_t conv_cap;
+    _Atomic int64_t bytes_written;
+    _Atomic int64_t committed_pub;
+    void (*progress)(const ks_record_progress *, void *);
+    void *progress_user;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
+
+static void msg_free(msg *q) {
+    if (!q) return;
+    free(q->data);
+    free(q->text);
+    free(q->id);
+    free(q->gen);
+    free(q->tokens);
+    if (q->tok_str)
+        for (int i = 0; i < q->n_tok; i++) free(q->tok_str[i]);
+    free(q->tok_str);
+    free(q->row_pos);
+    free(q->attn_start);
+    free(q->topk_ids);
+    free(q->topk_lp);
+    free(q->next_lp);
+    free(q);
+}
+
+/* ------------------------------------------------------------------ sha256 */
+
+static ks_status sha256_file(const char *path, char hex[65], ks_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ks_error_set(err, KS_ERR_IO, "%s: cannot read to hash it: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char *buf = malloc(1 << 20);
+    ks_status st = KS_OK;
+    if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        st = ks_error_set(err, KS_ERR_NOMEM, "sha256: out of memory");
+        goto out;
+    }
+    size_t n;
+    while ((n = fread(buf, 1, 1 << 20, f)) > 0) EVP_DigestUpdate(ctx, buf, n);
+    if (ferror(f)) {
+        st = ks_error_set(err, KS_ERR_IO, "%s: read error while hashing", path);
+        goto out;
+    }
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+out:
+    free(buf);
+    EVP_MD_CTX_free(ctx);
+    fclose(f);
+    return st;
+}
+
+static bool is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* What identifies the model: the single weights file, or the index of a sharded HF
+ * checkpoint (which names the shards; hashing 26 GB of shards at every run would cost
+ * a minute). Directories with one safetensors file hash that file. */
+static ks_status model_identity(const char *path, char hex[65], const char **of, char *tokfile,
+                                size_t tokcap, ks_error *err) {
+    struct stat st;
+    tokfile[0] = 0;
+    if (stat(path, &st) != 0) return ks_error_set(err, KS_ERR_IO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        *of = "weights";
+        snprintf(tokfile, tokcap, "%s", path);
+        return sha256_file(path, hex, err);
+    }
+    char p[4096];
+    static const char *toks[] = {"tokenizer.model", "tokenizer.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", path, toks[i]);
+        if (is_file(p)) {
+            snprintf(tokfile, tokcap, "%s", p);
+            break;
+        }
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
+    if (is_file(p)) {
+        *of = "index";
+        return sha256_file(p, hex, err);
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", path);
+    *of = "weights";
+    return sha256_file(p, hex, err);
+}
+
+/* ------------------------------------------------------------------ HDF5 helpers */
+
+#define KS_H5_TRY(call, ...)                                                                  \
+    do {                                                                                    \
+        if ((call) < 0) {                                                                   \
+            st = ks_h5_error(err, KS_ERR_IO, __VA_ARGS__);                                  \
+            goto out;                                                                       \
+        }                                                                                   \
+    } while (0)
+
+static ks_status attr_write(hid_t loc, const char *name, hid_t type, const void *val,
+                            const char *path, ks_error *err) {
+    ks_status st = KS_OK;
+    hid_t sp = -1, a = -1;
+    if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
+    KS_H5_TRY(sp = H5Screate(H5S_SCALAR), "%s: attribute %s", path, name);
+    KS_H5_TRY(a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT), "%s: cannot create attribute %s", path, name);
+    KS_H5_TRY(H5Awrite(a, type, val), "%s: cannot write attribute %s", path, name);
+out:
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return st;
+}
+
+static ks_status attr_str(hid_t loc, const char *name, const char *v, const char *path, ks_error *err) {
+    hid_t t = ks_h5_str_type();
+    const char *s = v ? v : "";
+    ks_status st = attr_write(loc, name, t, &s, path, err);
+    H5Tclose(t);
+    return st;
+}
+
+/* Attributes are written from an int64 through HDF5's conversion: memory type native
+ * int64, file type as asked. */
+static ks_status attr_num(hid_t loc, const char *name, hid_t ftype, int64_t v, const char *path,
+                          ks_error *err) {
+    ks_status st = KS_OK;
+    hid_t sp = -1, a = -1;
+    if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
+    KS_H5_TRY(sp = H5Screate(H5S_SCALAR), "%s: attribute %s", path, name);
+    KS_H5_TRY(a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT), "%s: cannot create attribute %s", path, name);
+    KS_H5_TRY(H5Awrite(a, H5T_NATIVE_INT64, &v), "%s: cannot write attribute %s", path, name);
+out:
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return st;
+}
+
+/* Read a string attribute (malloc'd) or NULL. */
+static char *attr_read_str(hid_t loc, const char *name) {
+    if (H5Aexists(loc, name) <= 0) return NULL;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    hid_t ft = H5Aget_type(a);
+    char *res = NULL;
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0) {
+        hid_t t = ks_h5_str_type();
+        char *s = NULL;
+        if (H5Aread(a, t, &s) >= 0 && s) {
+            res = strdup(s);
+            H5free_memory(s);
+        }
+        H5Tclose(t);
+    }
+    if (ft >= 0) H5Tclose(ft);
+    H5Aclose(a);
+    return res;
+}
+
+static bool attr_read_i64(hid_t loc, const char *name, int64_t *v) {
+    if (H5Aexists(loc, name) <= 0) return false;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return false;
+    hid_t ft = H5Aget_type(a);
+    bool ok = ft >= 0 && H5Tget_class(ft) == H5T_INTEGER && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
+    if (ft >= 0) H5Tclose(ft);
+    H5Aclose(a);
+    return ok;
+}
+
+/* A chunked dataset growing along axis `grow` (0 or 1) from size 0. */
+static hid_t make_ds(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *fixed,
+                     int grow, const hsize_t *chunk, ks_dump_compression comp, size_t chunk_bytes) {
+    hsize_t dims[3], maxd[3];
+    for (int i = 0; i < rank; i++) {
+        dims[i] = i == grow ? 0 : fixed[i];
+        maxd[i] = i == grow ? H5S_UNLIMITED : fixed[i];
+    }
+    hid_t sp = H5Screate_simple(rank, dims, maxd);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t d = -1;
+    if (sp < 0 || dcpl < 0 || dapl < 0 || lcpl < 0) goto out;
+    H5Pset_create_intermediate_group(lcpl, 1);
+    if (H5Pset_chunk(dcpl, rank, chunk) < 0) goto out;
+    if (comp == KS_DUMP_COMPRESS_DEFLATE) {
+        if (H5Pset_shuffle(dcpl) < 0 || H5Pset_deflate(dcpl, 1) < 0) goto out;
+    } else if (comp == KS_DUMP_COMPRESS_LZ4) {
+        if (H5Pset_filter(dcpl, KS_H5Z_FILTER_LZ4, H5Z_FLAG_MANDATORY, 0, NULL) < 0) goto out;
+    }
+    /* room for two chunks per dataset: a prompt's rows usually straddle one chunk boundary;
+     * w0 = 1 evicts fully written chunks first */
+    size_t cache = 2 * chunk_bytes + (1 << 16);
+    H5Pset_chunk_cache(dapl, 521, cache, 1.0);
+    d = H5Dcreate2(loc, name, type, sp, lcpl, dcpl, dapl);
+out:
+    if (sp >= 0) H5Sclose(sp);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (dapl >= 0) H5Pclose(dapl);
+    if (lcpl >= 0) H5Pclose(lcpl);
+    return d;
+}
+
+static hid_t open_ds(hid_t f, const char *name, size_t chunk_bytes) {
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    H5Pset_chunk_cache(dapl, 521, 2 * chunk_bytes + (1 << 16), 1.0);
+    hid_t d = H5Dopen2(f, name, dapl);
+    H5Pclose(dapl);
+    return d;
+}
+
+static size_t elem_size(ks_dump_dtype t) { return t == KS_DUMP_F32 ? 4 : 2; }
+
+/* Rows per chunk that fill about 1 MiB, fewer when the whole run is expected to need fewer
+ * (HDF5 allocates whole chunks, so a 10-token dump would otherwise take 1 MiB per hook). */
+static hsize_t chunk_rows_for(size_t row_bytes, int64_t expect) {
+    size_t r = (1u << 20) / (row_bytes ? row_bytes : 1);
+    if (r < 1) r = 1;
+    if (r > 65536) r = 65536;
+    if (expect > 0) {
+        size_t want = 16;
+        while (want < (size_t)expect && want < r) want *= 2;
+        if (want < r) r = want;
+    }
+    return r;
+}
+
+#define ATTN_CHUNK_MAX 262144
+static hsize_t attn_chunk(int64_t expect) {
+    hsize_t c = 1024;
+    while (expect > 0 && c < (hsize_t)expect && c < ATTN_CHUNK_MAX) c *= 2;
+    return expect > 0 ? c : ATTN_CHUNK_MAX;
+}
+
+/* Write `count` elements (of a 1-D or row-major N-D dataset along axis 0) at start. The
+ * dataset is extended first when needed. mtype describes buf. */
+static herr_t write_rows(hid_t d, hid_t mtype, int64_t start, int64_t count, const void *buf) {
+    if (count <= 0) return 0;
+    hid_t fs = H5Dget_space(d);
+    if (fs < 0) return -1;
+    int rank = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[3], st[3] = {0, 0, 0}, cnt[3];
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    herr_t rc = -1;
+    hid_t ms = -1;
+    if ((hsize_t)(start + count) > dims[0]) {
+        H5Sclose(fs);
+        dims[0] = (hsize_t)(start + count);
+        if (H5Dset_extent(d, dims) < 0) return -1;
+        fs = H5Dget_space(d);
+        if (fs < 0) return -1;
+    }
+    for (int i = 0; i < rank; i++) cnt[i] = dims[i];
+    st[0] = (hsize_t)start;
+    cnt[0] = (hsize_t)count;
+    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, cnt, NULL) < 0) goto out;
+    ms = H5Screate_simple(rank, cnt, NULL);
+    if (ms < 0) goto out;
+    rc = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
+out:
+    if (ms >= 0) H5Sclose(ms);
+    H5Sclose(fs);
+    return rc;
+}
+
+/* Attention datasets grow along axis 1: [heads, K]. */
+static herr_t write_cols(hid_t d, hid_t mtype, int64_t heads, int64_t start, int64_t count,
+                         const void *buf) {
+    if (count <= 0) return 0;
+    hsize_t dims[2];
+    hid_t fs = H5Dget_space(d);
+    if (fs < 0) return -1;
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    if ((hsize_t)(start + count) > dims[1]) {
+        H5Sclose(fs);
+        dims[1] = (hsize_t)(start + count);
+        if (H5Dset_extent(d, dims) < 0) return -1;
+        fs = H5Dget_space(d);
+        if (fs < 0) return -1;
+    }
+    hsize_t st[2] = {0, (hsize_t)start}, cnt[2] = {(hsize_t)heads, (hsize_t)count};
+    herr_t rc = -1;
+    hid_t ms = -1;
+    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, cnt, NULL) < 0) goto out;
+    ms = H5Screate_simple(2, cnt, NULL);
+    if (ms < 0) goto out;
+    rc = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
+out:
+    if (ms >= 0) H5Sclose(ms);
+    H5Sclose(fs);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ selection -> datasets */
+
+/* Shape of a hook point's rows in the model (token kind) or its head count (attention). */
+static void hook_shape(const ks_config *c, ks_hook_point p, rec_ds *s) {
+    s->kind = KS_DUMP_KIND_TOKEN;
+    s->ndim = 1;
+    s->head_axis = false;
+    switch (p) {
+    case KS_HOOK_ATTN_Q:
+    case KS_HOOK_ATTN_ROT_Q:
+    case KS_HOOK_ATTN_Z:
+        s->ndim = 2;
+        s->dims[0] = c->n_heads;
+        s->dims[1] = c->head_dim;
+        s->head_axis = true;
+        s->src_heads = c->n_heads;
+        break;
+    case KS_HOOK_ATTN_K:
+    case KS_HOOK_ATTN_V:
+    case KS_HOOK_ATTN_ROT_K:
+        s->ndim = 2;
+        s->dims[0] = c->n_kv_heads;
+        s->dims[1] = c->head_dim;
+        break;
+    case KS_HOOK_ATTN_SCORES:
+    case KS_HOOK_ATTN_PATTERN:
+        s->kind = KS_DUMP_KIND_ATTENTION;
+        s->dims[0] = c->n_heads;
+        s->head_axis = true;
+        s->src_heads = c->n_heads;
+        break;
+    case KS_HOOK_MLP_PRE:
+    case KS_HOOK_MLP_PRE_LINEAR:
+    case KS_HOOK_MLP_POST:
+        s->dims[0] = c->hidden_dim;
+        break;
+    case KS_HOOK_LOGITS:
+        s->dims[0] = c->vocab_size;
+        break;
+    default:
+        s->dims[0] = c->dim;
+        break;
+    }
+}
+
+static const char *axes_of(const rec_ds *s) {
+    if (s->kind == KS_DUMP_KIND_ATTENTION) return "head,key";
+    switch (s->point) {
+    case KS_HOOK_ATTN_Q:
+    case KS_HOOK_ATTN_ROT_Q:
+    case KS_HOOK_ATTN_Z: return "row,head,d_head";
+    case KS_HOOK_ATTN_K:
+    case KS_HOOK_ATTN_V:
+    case KS_HOOK_ATTN_ROT_K: return "row,kv_head,d_head";
+    case KS_HOOK_MLP_PRE:
+    case KS_HOOK_MLP_PRE_LINEAR:
+    case KS_HOOK_MLP_POST: return "row,d_mlp";
+    case KS_HOOK_LOGITS: return "row,vocab";
+    default: return "row,d_model";
+    }
+}
+
+static ks_status build_selection(ks_recorder *r, ks_error *err) {
+    const ks_config *c = &r->cfg;
+    size_t nslot = (size_t)KS_HOOK_COUNT * (size_t)(c->n_layers + 1);
+    bool *sel = calloc(nslot, 1);
+    r->slot = malloc(nslot * sizeof *r->slot);
+    r->heads = malloc((size_t)c->n_heads * sizeof *r->heads);
+    if (!sel || !r->slot || !r->heads) {
+        free(sel);
+        return ks_error_set(err, KS_ERR_NOMEM, "selection: out of memory");
+    }
+    ks_status st = ks_select_hooks(r->o.hooks, c, sel, err);
+    if (!st) st = ks_select_heads(r->heads_spec, c->n_heads, r->heads, &r->n_heads, err);
+    if (st) {
+        free(sel);
+        return st;
+    }
+    int n = 0;
+    for (size_t i = 0; i < nslot; i++) n += sel[i];
+    r->ds = calloc((size_t)n, sizeof *r->ds);
+    if (!r->ds) {
+        free(sel);
+        return ks_error_set(err, KS_ERR_NOMEM, "selection: out of memory");
+    }
+    /* forward order: embed, then block by block in the order of KS_HOOK_LIST, then final */
+    for (size_t i = 0; i < nslot; i++) r->slot[i] = -1;
+    for (int pass = 0; pass < 3; pass++)
+        for (int l = (pass == 1 ? 0 : -1); l <= (pass == 1 ? c->n_layers - 1 : -1); l++)
+            for (int h = 0; h < KS_HOOK_COUNT; h++) {
+                size_t idx = (size_t)h * (size_t)(c->n_layers + 1) + (size_t)(l + 1);
+                if (!sel[idx]) continue;
+                bool final_pt = h == KS_HOOK_LN_FINAL_NORMALIZED || h == KS_HOOK_LOGITS;
+                if (pass == 0 && (l != -1 || final_pt)) continue;
+                if (pass == 2 && !final_pt) continue;
+                rec_ds *s = &r->ds[r->n_ds];
+                s->point = (ks_hook_point)h;
+                s->layer = l;
+                s->d = -1;
+                ks_hook_name(s->point, l, s->name, sizeof s->name);
+                hook_shape(c, s->point, s);
+                if (s->head_axis) s->dims[0] = r->n_heads;
+                s->row_elems = s->ndim == 2 ? s->dims[0] * s->dims[1] : s->dims[0];
+                r->slot[idx] = r->n_ds++;
+            }
+    free(sel);
+    return KS_OK;
+}
+
+/* ------------------------------------------------------------------ root attributes */
+
+static char *config_json(const ks_config *c) {
+    static const char *styles[] = {"interleaved", "half"};
+    static const char *scal[] = {"none", "linear", "dynamic", "llama3"};
+    json_t *j = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s,s:s,s:f,s:b,s:i,s:i}",
+                          "dim", c->dim, "hidden_dim", c->hidden_dim, "n_layers", c->n_layers,
+                          "n_heads", c->n_heads, "n_kv_heads", c->n_kv_heads, "head_dim",
+                          c->head_dim, "vocab_size", c->vocab_size, "max_seq_len", c->max_seq_len,
+                          "rms_eps", (double)c->rms_eps, "rope_theta", (double)c->rope_theta,
+                          "rope_style", styles[c->rope_style & 1], "rope_scaling",
+                          scal[c->rope_scaling & 3], "rope_factor", (double)c->rope_factor,
+                          "tie_embeddings", c->tie_embeddings, "bos_id", c->bos_id, "eos_id",
+                          c->eos_id);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    return s;
+}
+
+static char *sampling_json(const ks_sampler_params *p) {
+    json_t *j = json_pack("{s:f,s:i,s:f,s:I}", "temperature", (double)p->temperature, "top_k",
+                          p->top_k, "top_p", (double)p->top_p, "seed", (json_int_t)p->seed);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    return s;
+}
+
+/* The attributes that must agree for --resume to continue a dump, with their values now. */
+typedef struct {
+    const char *name;
+    char *value;
+} ident;
+#define N_IDENT 15
+
+static ks_status identity(ks_recorder *r, ident *id, ks_error *err) {
+    char hex[65] = {0}, tokhex[65] = {0}, tokfile[4096];
+    const char *of = "weights";
+    ks_status st = KS_OK;
+    if (r->o.model_path) st = model_identity(r->o.model_path, hex, &of, tokfile, sizeof tokfile, err);
+    if (st) return st;
+    if (r->o.tokenizer_path) st = sha256_file(r->o.tokenizer_path, tokhex, err);
+    else if (tokfile[0] && strcmp(tokfile, r->o.model_path ? r->o.model_path : "") != 0)
+        st = sha256_file(tokfile, tokhex, err);
+    else
+        memcpy(tokhex, hex, sizeof hex);
+    if (st) return st;
+    char num[64];
+    int i = 0;
+    id[i++] = (ident){"model_sha256", strdup(hex)};
+    id[i++] = (ident){"model_sha256_of", strdup(of)};
+    id[i++] = (ident){"model_config", config_json(&r->cfg)};
+    id[i++] = (ident){"tokenizer_sha256", strdup(tokhex)};
+    id[i++] = (ident){"chat_template", strdup(r->o.chat_template ? r->o.chat_template : "none")};
+    id[i++] = (ident){"system_prompt", dup_or_empty(r->o.system_prompt)};
+    id[i++] = (ident){"storage_dtype", strdup(ks_dump_dtype_name(r->o.dtype))};
+    id[i++] = (ident){"compression", strdup(ks_dump_compression_name(r->o.compression))};
+    id[i++] = (ident){"hooks", dup_or_empty(r->o.hooks)};
+    id[i++] = (ident){"positions", strdup(r->positions)};
+    id[i++] = (ident){"heads", strdup(r->heads_spec)};
+    snprintf(num, sizeof num, "%d", r->o.logits_topk);
+    id[i++] = (ident){"logits_topk", strdup(num)};
+    id[i++] = (ident){"prompts_sha256", dup_or_empty(r->o.prompts_sha256)};
+    snprintf(num, sizeof num, "%d", r->o.generate_max_tokens);
+    id[i++] = (ident){"generate_max_tokens", strdup(num)};
+    id[i++] = (ident){"sampling", sampling_json(&r->o.sampling)};
+    for (int k = 0; k < i; k++)
+        if (!id[k].value) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
+    return KS_OK;
+}
+
+static void ident_free(ident *id) {
+    for (int k = 0; k < N_IDENT; k++) free(id[k].value);
+}
+
+static bool ident_is_int(const char *name) {
+    return strcmp(name, "logits_topk") == 0 || strcmp(name, "generate_max_tokens") == 0;
+}
+
+static ks_status write_root_attrs(ks_recorder *r, ident *id, ks_error *err) {
+    hid_t f = r->file;
+    const char *P = r->path;
+    char created[64];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    ks_status st;
+#define A_STR(n, v) if ((st = attr_str(f, n, v, P, err))) return st
+#define A_NUM(n, ty, v) if ((st = attr_num(f, n, ty, v, P, err))) return st
+    A_STR("format", KS_DUMP_FORMAT);
+    A_NUM("format_version", H5T_STD_I32LE, KS_DUMP_FORMAT_VERSION);
+    A_STR("koalascope_version", ks_version());
+    A_STR("created", created);
+    A_STR("command_line", r->o.command_line);
+    A_NUM("complete", H5T_STD_I8LE, 0);
+    A_NUM("n_prompts_planned", H5T_STD_I64LE, r->o.n_prompts_planned);
+    A_NUM("resume_count", H5T_STD_I32LE, 0);
+    A_STR("model_path", r->o.model_path);
+    A_STR("model_format", ks_model_format(r->m));
+    A_STR("model_weight_dtype", ks_model_weight_dtype(r->m));
+    A_STR("tokenizer_source", r->o.tokenizer_path ? r->o.tokenizer_path : "model");
+    const ks_tokenizer *tok = ks_model_tokenizer(r->m);
+    A_NUM("tokenizer_vocab_size", H5T_STD_I32LE, tok ? ks_tokenizer_vocab_size(tok) : 0);
+    A_STR("backend", r->o.backend ? r->o.backend : "cpu");
+    A_STR("compute_dtype", "f32");
+    A_NUM("logits_full", H5T_STD_I8LE, r->o.logits_full);
+    A_STR("prompts_source", r->o.prompts_source);
+    for (int k = 0; k < N_IDENT; k++) {
+        if (ident_is_int(id[k].name)) {
+            A_NUM(id[k].name, H5T_STD_I32LE, strtoll(id[k].value, NULL, 10));
+        } else {
+            A_STR(id[k].name, id[k].value);
+        }
+    }
+#undef A_STR
+#undef A_NUM
+    return KS_OK;
+}
+
+/* ------------------------------------------------------------------ datasets */
+
+static ks_status create_datasets(ks_recorder *r, ks_error *err) {
+    ks_status st = KS_OK;
+    hid_t f = r->file;
+    const char *P = r->path;
+    hsize_t none[1] = {0}, c1024[1] = {1024}, c64k[1] = {chunk_rows_for(1, r->o.expected_tokens)};
+#define MK1(var, name, type, chunk)                                                           \
+    KS_H5_TRY(var = make_ds(f, name, type, 1, none, 0, chunk, KS_DUMP_COMPRESS_NONE, 1 << 16), \
+            "%s: cannot create dataset %s", P, name)
+    MK1(r->d_poff, KS_DS_PROMPT_OFFSETS, H5T_STD_I64LE, c1024);
+    MK1(r->d_roff, KS_DS_ROW_OFFSETS, H5T_STD_I64LE, c1024);
+    MK1(r->d_aoff, KS_DS_ATTN_OFFSETS, H5T_STD_I64LE, c1024);
+    MK1(r->d_prompts, KS_DS_PROMPTS, r->t_str, c1024);
+    MK1(r->d_ids, KS_DS_PROMPT_IDS, r->t_str, c1024);
+    MK1(r->d_plen, KS_DS_PROMPT_LENGTHS, H5T_STD_I32LE, c1024);
+    MK1(r->d_gen, KS_DS_GENERATIONS, r->t_str, c1024);
+    MK1(r->d_tokens, KS_DS_TOKENS, H5T_STD_I32LE, c64k);
+    MK1(r->d_tokstr, KS_DS_TOKEN_STRINGS, r->t_str, c1024);
+    MK1(r->d_rowpos, KS_DS_ROW_POSITIONS, H5T_STD_I32LE, c64k);
+    MK1(r->d_astart, KS_DS_ATTN_ROW_STARTS, H5T_STD_I64LE, c64k);
+#undef MK1
+    /* offsets start as [0] */
+    int64_t zero = 0;
+    KS_H5_TRY(write_rows(r->d_poff, H5T_NATIVE_INT64, 0, 1, &zero), "%s: %s", P, KS_DS_PROMPT_OFFSETS);
+    KS_H5_TRY(write_rows(r->d_roff, H5T_NATIVE_INT64, 0, 1, &zero), "%s: %s", P, KS_DS_ROW_OFFSETS);
+    KS_H5_TRY(write_rows(r->d_aoff, H5T_NATIVE_INT64, 0, 1, &zero), "%s: %s", P, KS_DS_ATTN_OFFSETS);
+    size_t es = elem_size(r->o.dtype);
+    const hsize_t ACH = attn_chunk(r->o.expected_attn);
+    if (r->o.logits_topk > 0) {
+        hsize_t fixed[2] = {0, (hsize_t)r->o.logits_topk};
+        hsize_t ch[2] = {chunk_rows_for((size_t)r->o.logits_topk * 4, r->o.expected_tokens), (hsize_t)r->o.logits_topk};
+        KS_H5_TRY(r->d_topk_ids = make_ds(f, KS_DS_TOPK_IDS, H5T_STD_I32LE, 2, fixed, 0, ch, KS_DUMP_COMPRESS_NONE, 1 << 20),
+                "%s: cannot create %s", P, KS_DS_TOPK_IDS);
+        KS_H5_TRY(r->d_topk_lp = make_ds(f, KS_DS_TOPK_LOGPROBS, H5T_IEEE_F32LE, 2, fixed, 0, ch, KS_DUMP_COMPRESS_NONE, 1 << 20),
+                "%s: cannot create %s", P, KS_DS_TOPK_LOGPROBS);
+        KS_H5_TRY(r->d_next = make_ds(f, KS_DS_NEXT_LOGPROB, H5T_IEEE_F32LE, 1, fixed, 0, c64k, KS_DUMP_COMPRESS_NONE, 1 << 18),
+                "%s: cannot create %s", P, KS_DS_NEXT_LOGPROB);
+    }
+    if (r->o.logits_full) {
+        hsize_t fixed[2] = {0, (hsize_t)r->cfg.vocab_size};
+        hsize_t ch[2] = {chunk_rows_for((size_t)r->cfg.vocab_size * es, r->o.expected_tokens), (hsize_t)r->cfg.vocab_size};
+        KS_H5_TRY(r->d_full = make_ds(f, KS_DS_FULL_LOGITS, r->t_store, 2, fixed, 0, ch, r->o.compression,
+                                    ch[0] * ch[1] * es),
+                "%s: cannot create %s", P, KS_DS_FULL_LOGITS);
+    }
+    for (int i = 0; i < r->n_ds; i++) {
+        rec_ds *s = &r->ds[i];
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", KS_GROUP_ACTIVATIONS, s->name);
+        if (s->kind == KS_DUMP_KIND_ATTENTION) {
+            hsize_t fixed[2] = {(hsize_t)s->dims[0], 0}, ch[2] = {1, ACH};
+            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 2, fixed, 1, ch, r->o.compression, ACH * es),
+                    "%s: cannot create dataset %s", P, path);
+        } else {
+            hsize_t fixed[3] = {0, (hsize_t)s->dims[0], (hsize_t)s->dims[1]};
+            hsize_t ch[3] = {chunk_rows_for((size_t)s->row_elems * es, r->o.expected_tokens), fixed[1], fixed[2]};
+            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 1 + s->ndim, fixed, 0, ch, r->o.compression,
+                                   ch[0] * (size_t)s->row_elems * es),
+                    "%s: cannot create dataset %s", P, path);
+        }
+        if ((st = attr_str(s->d, "hook", s->name, P, err))) goto out;
+        if ((st = attr_num(s->d, "layer", H5T_STD_I32LE, s->layer, P, err))) goto out;
+        if ((st = attr_str(s->d, "kind", s->kind == KS_DUMP_KIND_ATTENTION ? "attention" : "token", P, err)))
+            goto out;
+        if ((st = attr_str(s->d, "axes", axes_of(s), P, err))) goto out;
+        if (s->head_axis) {
+            hsize_t nh = (hsize_t)r->n_heads;
+            hid_t sp = H5Screate_simple(1, &nh, NULL), a = -1;
+            if (sp >= 0) a = H5Acreate2(s->d, "heads", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+            herr_t wr = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT, r->heads) : -1;
+            if (a >= 0) H5Aclose(a);
+            if (sp >= 0) H5Sclose(sp);
+            KS_H5_TRY(wr, "%s: %s: cannot write attribute heads", P, path);
+        }
+    }
+out:
+    return st;
+}
+
+/* Reopen every dataset of a dump being resumed, checking that the activation datasets are
+ * exactly the ones the selection asks for. */
+static ks_status open_datasets(ks_recorder *r, ks_error *err) {
+    ks_status st = KS_OK;
+    hid_t f = r->file;
+    const char *P = r->path;
+#define OP(var, name, cb)                                                                    \
+    KS_H5_TRY(var = open_ds(f, name, cb), "%s: cannot open dataset %s (is it a koalascope dump?)", P, name)
+    OP(r->d_poff, KS_DS_PROMPT_OFFSETS, 1 << 16);
+    OP(r->d_roff, KS_DS_ROW_OFFSETS, 1 << 16);
+    OP(r->d_aoff, KS_DS_ATTN_OFFSETS, 1 << 16);
+    OP(r->d_prompts, KS_DS_PROMPTS, 1 << 16);
+    OP(r->d_ids, KS_DS_PROMPT_IDS, 1 << 16);
+    OP(r->d_plen, KS_DS_PROMPT_LENGTHS, 1 << 16);
+    OP(r->d_gen, KS_DS_GENERATIONS, 1 << 16);
+    OP(r->d_tokens, KS_DS_TOKENS, 1 << 18);
+    OP(r->d_tokstr, KS_DS_TOKEN_STRINGS, 1 << 16);
+    OP(r->d_rowpos, KS_DS_ROW_POSITIONS, 1 << 18);
+    OP(r->d_astart, KS_DS_ATTN_ROW_STARTS, 1 << 19);
+    if (r->o.logits_topk > 0) {
+        OP(r->d_topk_ids, KS_DS_TOPK_IDS, 1 << 20);
+        OP(r->d_topk_lp, KS_DS_TOPK_LOGPROBS, 1 << 20);
+        OP(r->d_next, KS_DS_NEXT_LOGPROB, 1 << 18);
+    }
+    size_t es = elem_size(r->o.dtype);
+    if (r->o.logits_full) OP(r->d_full, KS_DS_FULL_LOGITS, 2u << 20);
+    hsize_t n_links = 0;
+    hid_t g = H5Gopen2(f, KS_GROUP_ACTIVATIONS, H5P_DEFAULT);
+    if (g >= 0) {
+        H5G_info_t gi;
+        if (H5Gget_info(g, &gi) >= 0) n_links = gi.nlinks;
+        H5Gclose(g);
+    }
+    if (n_links != (hsize_t)r->n_ds)
+        return ks_error_set(err, KS_ERR_ARG, "%s: holds %llu activation datasets, the selection asks for %d",
+                            P, (unsigned long long)n_links, r->n_ds);
+    for (int i = 0; i < r->n_ds; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", KS_GROUP_ACTIVATIONS, r->ds[i].name);
+        OP(r->ds[i].d, path, r->ds[i].kind == KS_DUMP_KIND_ATTENTION ? ATTN_CHUNK_MAX * es : (2u << 20));
+    }
+#undef OP
+out:
+    return st;
+}
+
+static void close_datasets(ks_recorder *r) {
+    hid_t *all[] = {&r->d_poff,   &r->d_roff,   &r->d_aoff,  &r->d_prompts,  &r->d_ids,
+                    &r->d_plen,   &r->d_gen,    &r->d_tokens, &r->d_tokstr,  &r->d_rowpos,
+                    &r->d_astart, &r->d_topk_ids, &r->d_topk_lp, &r->d_next, &r->d_full};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (*all[i] >= 0) H5Dclose(*all[i]);
+        *all[i] = -1;
+    }
+    for (int i = 0; i < r->n_ds; i++) {
+        if (r->ds[i].d >= 0) H5Dclose(r->ds[i].d);
+        r->ds[i].d = -1;
+    }
+}
+
+/* ------------------------------------------------------------------ writer thread */
+
+static void *conv_buf(ks_recorder *r, size_t bytes) {
+    if (bytes > r->conv_cap) {
+        void *p = realloc(r->conv, bytes);
+        if (!p) return NULL;
+        r->conv = p;
+        r->conv_cap = bytes;
+    }
+    return r->conv;
+}
+
+/* f32 payload -> storage dtype; returns the buffer to hand HDF5 and its memory type. */
+static const void *to_store(ks_recorder *r, const float *src, size_t n, hid_t *mtype) {
+    if (r->o.dtype == KS_DUMP_F32) {
+        *mtype = H5T_NATIVE_FLOAT;
+        return src;
+    }
+    uint16_t *dst = conv_buf(r, n * 2);
+    if (!dst) return NULL;
+    if (r->o.dtype == KS_DUMP_F16) ks_f32_to_f16(src, dst, n);
+    else ks_f32_to_bf16(src, dst, n);
+    *mtype = r->t_store;
+    return dst;
+}
+
+static int fd_of(hid_t f) {
+    void *h = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) return -1;
+    return *(int *)h;
+}
+
+/* Flush every dataset, then extend the offsets: the commit point (see the top comment). */
+static ks_status commit(ks_recorder *r, ks_error *err) {
+    ks_status st = KS_OK;
+    if (r->pend_n == 0) return KS_OK;
+    const char *P = r->path;
+    KS_H5_TRY(H5Fflush(r->file, H5F_SCOPE_LOCAL), "%s: cannot flush", P);
+    int fd = fd_of(r->file);
+    if (!r->o.no_fsync && fd >= 0 && fsync(fd) != 0) {
+        st = ks_error_set(err, KS_ERR_IO, "%s: fsync: %s", P, strerror(errno));
+        goto out;
+    }
+    int64_t *buf = malloc((size_t)r->pend_n * sizeof *buf);
+    if (!buf) {
+        st = ks_error_set(err, KS_ERR_NOMEM, "commit: out of memory");
+        goto out;
+    }
+    hid_t ds[3] = {r->d_roff, r->d_aoff, r->d_poff}; /* prompt_offsets last */
+    int col[3] = {1, 2, 0};
+    for (int k = 0; k < 3; k++) {
+        for (int64_t i = 0; i < r->pend_n; i++) buf[i] = r->pend[3 * i + col[k]];
+        if (write_rows(ds[k], H5T_NATIVE_INT64, r->committed + 1, r->pend_n, buf) < 0 ||
+            H5Dflush(ds[k]) < 0) {
+            free(buf);
+            st = ks_h5_error(err, KS_ERR_IO, "%s: cannot write the offsets", P);
+            goto out;
+        }
+    }
+    free(buf);
+    if (!r->o.no_fsync && fd >= 0 && fsync(fd) != 0) {
+        st = ks_error_set(err, KS_ERR_IO, "%s: fsync: %s", P, strerror(errno));
+        goto out;
+    }
+    r->committed += r->pend_n;
+    r->pend_n = 0;
+    atomic_store(&r->committed_pub, r->committed);
+    r->last_commit = now_s();
+out:
+    return st;
+}
+
+static ks_status write_strs(hid_t d, hid_t t, int64_t start, int64_t n, const char *const *s) {
+    return write_rows(d, t, start, n, s) < 0 ? KS_ERR_IO : KS_OK;
+}
+
+static ks_status handle(ks_recorder *r, msg *q, ks_error *err) {
+    ks_status st = KS_OK;
+    const char *P = r->path;
+    hid_t mt;
+    if (q->kind == MSG_ROWS) {
+        bool full = q->ds < 0;
+        rec_ds *s = full ? NULL : &r->ds[q->ds];
+        int64_t per = full ? r->cfg.vocab_size : (s->kind == KS_DUMP_KIND_ATTENTION ? s->dims[0] : s->row_elems);
+        size_t n = (size_t)q->count * (size_t)per;
+        const void *buf = to_store(r, q->data, n, &mt);
+        if (!buf) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
+        herr_t rc;
+        if (s && s->kind == KS_DUMP_KIND_ATTENTION)
+            rc = write_cols(s->d, mt, s->dims[0], q->start, q->count, buf);
+        else
+            rc = write_rows(full ? r->d_full : s->d, mt, q->start, q->count, buf);
+        KS_H5_TRY(rc, "%s: cannot write %s", P, full ? KS_DS_FULL_LOGITS : s->name);
+        atomic_fetch_add(&r->bytes_written, (int64_t)(n * elem_size(r->o.dtype)));
+        return KS_OK;
+    }
+    if (q->kind == MSG_COMMIT) return commit(r, err);
+    /* MSG_PROMPT */
+    int64_t p = r->w_prompts;
+    int64_t t0 = q->end_tok - q->n_tok, r0 = q->end_row - q->n_rows;
+    const char *s3[3] = {q->text, q->id, q->gen};
+    int32_t plen = q->n_prompt;
+    if (write_strs(r->d_prompts, r->t_str, p, 1, &s3[0]) || write_strs(r->d_ids, r->t_str, p, 1, &s3[1]) ||
+        write_strs(r->d_gen, r->t_str, p, 1, &s3[2]) ||
+        write_rows(r->d_plen, H5T_NATIVE_INT32, p, 1, &plen) < 0 ||
+        write_rows(r->d_tokens, H5T_NATIVE_INT32, t0, q->n_tok, q->tokens) < 0 ||
+        write_strs(r->d_tokstr, r->t_str, t0, q->n_tok, (const char *const *)q->tok_str) ||
+        write_rows(r->d_rowpos, H5T_NATIVE_INT32, r0, q->n_rows, q->row_pos) < 0 ||
+        write_rows(r->d_astart, H5T_NATIVE_INT64, r0, q->n_rows, q->attn_start) < 0) {
+        st = ks_h5_error(err, KS_ERR_IO, "%s: cannot write prompt %lld", P, (long long)p);
+        goto out;
+    }
+    if (r->o.logits_topk > 0 &&
+        (write_rows(r->d_topk_ids, H5T_NATIVE_INT32, r0, q->n_rows, q->topk_ids) < 0 ||
+         write_rows(r->d_topk_lp, H5T_NATIVE_FLOAT, r0, q->n_rows, q->topk_lp) < 0 ||
+         write_rows(r->d_next, H5T_NATIVE_FLOAT, r0, q->n_rows, q->next_lp) < 0)) {
+        st = ks_h5_error(err, KS_ERR_IO, "%s: cannot write the logits of prompt %lld", P, (long long)p);
+        goto out;
+    }
+    if (r->pend_n == r->pend_cap) {
+        int64_t nc = r->pend_cap ? 2 * r->pend_cap : 64;
+        int64_t *np = realloc(r->pend, (size_t)nc * 3 * sizeof *np);
+        if (!np) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
+        r->pend = np;
+        r->pend_cap = nc;
+    }
+    r->pend[3 * r->pend_n] = q->end_tok;
+    r->pend[3 * r->pend_n + 1] = q->end_row;
+    r->pend[3 * r->pend_n + 2] = q->end_attn;
+    r->pend_n++;
+    r->w_prompts++;
+    if (now_s() - r->last_commit >= r->o.flush_seconds) st = commit(r, err);
+out:
+    return st;
+}
+
+static void *writer_main(void *arg) {
+    ks_recorder *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (!r->head && !r->stop) pthread_cond_wait(&r->cv_work, &r->mu);
+        if (!r->head && r->stop) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        msg *q = r->head;
+        r->head = q->next;
+        if (!r->head) r->tail = NULL;
+        r->writer_busy = true;
+        bool failed = r->failed;
+        pthread_mutex_unlock(&r->mu);
+
+        ks_error e = {0};
+        ks_status st = failed ? KS_OK : handle(r, q, &e);
+        size_t bytes = q->bytes;
+        msg_free(q);
+
+        pthread_mutex_lock(&r->mu);
+        r->queued -= bytes;
+        r->writer_busy = false;
+        if (st && !r->failed) {
+            r->failed = true;
+            r->werr = e;
+        }
+        pthread_cond_broadcast(&r->cv_space);
+        if (!r->head) pthread_cond_broadcast(&r->cv_idle);
+        pthread_mutex_unlock(&r->mu);
+    }
+    return NULL;
+}
+
+/* Hand a message to the writer, waiting while the buffer is over budget (a message larger
+ * than the whole budget still goes through once the queue is empty, so nothing deadlocks). */
+static ks_status enqueue(ks_recorder *r, msg *q, ks_error *err) {
+    pthread_mutex_lock(&r->mu);
+    while (!r->failed && r->queued > 0 && r->queued + q->bytes > r->budget)
+        pthread_cond_wait(&r->cv_space, &r->mu);
+    if (r->failed) {
+        ks_error e = r->werr;
+        pthread_mutex_unlock(&r->mu);
+        msg_free(q);
+        if (err) *err = e;
+        return e.code ? e.code : KS_ERR_IO;
+    }
+    q->next = NULL;
+    if (r->tail) r->tail->next = q;
+    else r->head = q;
+    r->tail = q;
+    r->queued += q->bytes;
+    if (r->queued > r->peak) r->peak = r->queued;
+    pthread_cond_signal(&r->cv_work);
+    pthread_mutex_unlock(&r->mu);
+    return KS_OK;
+}
+
+/* Wait until the writer has drained the queue; report its error if it failed. */
+static ks_status drain(ks_recorder *r, ks_error *err) {
+    pthread_mutex_lock(&r->mu);
+    while ((r->head || r->writer_busy) && !r->failed) pthread_cond_wait(&r->cv_idle, &r->mu);
+    ks_status st = KS_OK;
+    if (r->failed) {
+        if (err) *err = r->werr;
+        st = r->werr.code ? r->werr.code : KS_ERR_IO;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return st;
+}
+
+static ks_status start_writer(ks_recorder *r, ks_error *err) {
+    if (pthread_create(&r->writer, NULL, writer_main, r) != 0)
+        return ks_error_set(err, KS_ERR_INTERNAL, "cannot start the writer thread");
+    r->writer_running = true;
+    return KS_OK;
+}
+
+static void stop_writer(ks_recorder *r) {
+    if (!r->writer_running) return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_broadcast(&r->cv_work);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->writer, NULL);
+    r->writer_running = false;
+}
+
+/* ------------------------------------------------------------------ create / resume */
+
+static ks_status recorder_new(const char *path, const ks_model *m, const ks_record_options *o,
+                              ks_recorder **out, ks_error *err) {
+    ks_h5_init();
+    *out = NULL;
+    if (!path || !m || !o) return ks_error_set(err, KS_ERR_ARG, "ks_recorder: invalid arguments");
+    if (o->logits_topk < 0 || o->logits_topk > ks_model_config(m)->vocab_size)
+        return ks_error_set(err, KS_ERR_ARG, "--topk %d: must be 0..%d (the vocabulary)", o->logits_topk,
+                            ks_model_config(m)->vocab_size);
+    ks_recorder *r = calloc(1, sizeof *r);
+    if (!r) return ks_error_set(err, KS_ERR_NOMEM, "recorder: out of memory");
+    r->file = r->t_store = r->t_str = -1;
+    r->d_poff = r->d_roff = r->d_aoff = r->d_prompts = r->d_ids = r->d_plen = r->d_gen = r->d_tokens =
+        r->d_tokstr = r->d_rowpos = r->d_astart = r->d_topk_ids = r->d_topk_lp = r->d_next = r->d_full = -1;
+    r->m = m;
+    r->cfg = *ks_model_config(m);
+    r->o = *o;
+    r->path = strdup(path);
+    r->positions = strdup(o->positions ? o->positions : "all");
+    r->heads_spec = strdup(o->heads ? o->heads : "all");
+    r->budget = o->buffer_bytes ? o->buffer_bytes : (size_t)256 << 20;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv_space, NULL);
+    pthread_cond_init(&r->cv_work, NULL);
+    pthread_cond_init(&r->cv_idle, NULL);
+    *out = r;
+    if (!r->path || !r->positions || !r->heads_spec) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
+    /* the position selection is checked once here on a long prompt; per prompt later */
+    if (strcmp(r->positions, "all") && strcmp(r->positions, "last") && strcmp(r->positions, "first")) {
+        bool keep[64];
+        int nk;
+        ks_status st = ks_select_positions(r->positions, 64, keep, &nk, err);
+        if (st && st != KS_ERR_RANGE) return st;
+    }
+    ks_status st = build_selection(r, err);
+    if (st) return st;
+    r->t_store = ks_h5_float_type(o->dtype);
+    r->t_str = ks_h5_str_type();
+    if (r->t_store < 0 || r->t_str < 0) return ks_h5_error(err, KS_ERR_INTERNAL, "HDF5 types");
+    if (o->compression == KS_DUMP_COMPRESS_LZ4 && H5Zfilter_avail(KS_H5Z_FILTER_LZ4) <= 0)
+        return ks_error_set(err, KS_ERR_UNSUPPORTED,
+                            "--compression lz4: HDF5's LZ4 filter (32004) is not installed "
+                            "(Debian: apt-get install hdf5-filter-plugin)");
+    return KS_OK;
+}
+
+static hid_t latest_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    return fapl;
+}
+
+ks_status ks_recorder_create(const char *path, const ks_model *m, const ks_record_options *o,
+                             bool overwrite, ks_recorder **out, ks_error *err) {
+    ks_recorder *r = NULL;
+    ks_status st = recorder_new(path, m, o, &r, err);
+    ident id[N_IDENT] = {{0}};
+    hid_t fapl = -1;
+    if (st) goto out;
+    if (!overwrite && access(path, F_OK) == 0) {
+        st = ks_error_set(err, KS_ERR_ARG, "%s exists; give --resume to continue it or --overwrite to replace it", path);
+        goto out;
+    }
+    if ((st = identity(r, id, err))) goto out;
+    fapl = latest_fapl();
+    KS_H5_TRY(r->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "%s: cannot create the dump", path);
+    if ((st = write_root_attrs(r, id, err))) goto out;
+    if ((st = create_datasets(r, err))) goto out;
+    /* from here on the file is crash-consistent (no new objects may be created) */
+    KS_H5_TRY(H5Fstart_swmr_write(r->file), "%s: cannot start SWMR writing", path);
+    r->last_commit = now_s();
+    st = start_writer(r, err);
+out:
+    if (fapl >= 0) H5Pclose(fapl);
+    ident_free(id);
+    if (st) {
+        ks_recorder_free(r);
+        r = NULL;
+    }
+    *out = r;
+    return st;
+}
+
+static bool read_last_i64(hid_t d, int64_t len, int64_t *v) {
+    if (len < 1) return false;
+    hid_t fs = H5Dget_space(d);
+    hsize_t st = (hsize_t)(len - 1), c = 1;
+    hid_t ms = H5Screate_simple(1, &c, NULL);
+    bool ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &st, NULL, &c, NULL) >= 0 &&
+              H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, v) >= 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return ok;
+}
+
+ks_status ks_recorder_resume(const char *path, const ks_model *m, const ks_record_options *o,
+                             ks_recorder **out, int64_t *n_committed, ks_error *err) {
+    ks_recorder *r = NULL;
+    ident id[N_IDENT] = {{0}};
+    hid_t fapl = -1;
+    int64_t P = 0;
+    ks_status st = recorder_new(path, m, o, &r, err);
+    if (st) goto out;
+    /* make it a cleanly closed file cut to its committed prompts, then reopen for writing */
+    if ((st = ks_dump_repair(path, &P, err))) goto out;
+    if ((st = identity(r, id, err))) goto out;
+    fapl = latest_fapl();
+    KS_H5_TRY(r->file = H5Fopen(path, H5F_ACC_RDWR, fapl), "%s: cannot open the dump for writing", path);
+    for (int k = 0; k < N_IDENT; k++) {
+        char *have = NULL;
+        char num[32];
+        int64_t v;
+        if (ident_is_int(id[k].name)) {
+            if (attr_read_i64(r->file, id[k].name, &v)) {
+                snprintf(num, sizeof num, "%lld", (long long)v);
+                have = strdup(num);
+            }
+        } else {
+            have = attr_read_str(r->file, id[k].name);
+        }
+        bool same = have && strcmp(have, id[k].value) == 0;
+        if (!same) {
+            st = ks_error_set(err, KS_ERR_ARG,
+                              "%s: cannot resume: its %s is '%.200s' but this run's is '%.200s' "
+                              "(resume with the same model, prompts and options)",
+                              path, id[k].name, have ? have : "(missing)", id[k].value);
+            free(have);
+            goto out;
+        }
+        free(have);
+    }
+    if ((st = open_datasets(r, err))) goto out;
+    int64_t v = 0;
+    if (!read_last_i64(r->d_poff, P + 1, &v)) {
+        st = ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot read %s", path, KS_DS_PROMPT_OFFSETS);
+        goto out;
+    }
+    r->n_tok = v;
+    if (!read_last_i64(r->d_roff, P + 1, &r->n_rows) || !read_last_i64(r->d_aoff, P + 1, &r->n_attn)) {
+        st = ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot read the offsets", path);
+        goto out;
+    }
+    r->n_prompts = r->w_prompts = r->committed = P;
+    atomic_store(&r->committed_pub, P);
+    int64_t rc = 0;
+    attr_read_i64(r->file, "resume_count", &rc);
+    if ((st = attr_num(r->file, "resume_count", H5T_STD_I32LE, rc + 1, path, err))) goto out;
+    if ((st = attr_num(r->file, "complete", H5T_STD_I8LE, 0, path, err))) goto out;
+    KS_H5_TRY(H5Fstart_swmr_write(r->file), "%s: cannot start SWMR writing", path);
+    r->last_commit = now_s();
+    st = start_writer(r, err);
+out:
+    if (fapl >= 0) H5Pclose(fapl);
+    ident_free(id);
+    if (st) {
+        ks_recorder_free(r);
+        r = NULL;
+    }
+    *out = r;
+    if (n_committed) *n_committed = st ? 0 : P;
+    return st;
+}
+
+void ks_recorder_set_progress(ks_recorder *r, void (*fn)(const ks_record_progress *, void *),
+                              void *user) {
+    if (!r) return;
+    r->progress = fn;
+    r->progress_user = user;
+}
+
+size_t ks_recorder_peak_buffer(const ks_recorder *r) { return r ? r->peak : 0; }
+
+/* ------------------------------------------------------------------ the hook */
+
+static msg *msg_rows(int ds, int64_t start, int64_t count, size_t floats) {
+    msg *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    q->kind = MSG_ROWS;
+    q->ds = ds;
+    q->start = start;
+    q->count = count;
+    q->data = malloc(floats ? floats * sizeof(float) : 1);
+    if (!q->data) {
+        free(q);
+        return NULL;
+    }
+    q->bytes = sizeof *q + floats * sizeof(float);
+    return q;
+}
+
+static bool rec_hook(const ks_hook_tensor *t, bool ask, void *user) {
+    ks_recorder *r = user;
+    size_t idx = (size_t)t->point * (size_t)(r->cfg.n_layers + 1) + (size_t)(t->layer + 1);
+    int k = r->slot[idx];
+    if (ask) return k >= 0 && !r->hook_failed;
+    if (k < 0 || r->hook_failed) return false;
+    rec_ds *s = &r->ds[k];
+    int B = (int)(s->kind == KS_DUMP_KIND_ATTENTION ? t->shape[1] : t->shape[0]);
+    /* selected rows in this call: they are contiguous in row order */
+    int first = -1, last = -1;
+    for (int i = 0; i < B; i++) {
+        int pos = t->pos0 + i;
+        if (pos < 0 || pos >= r->cur_n || r->row_of[pos] < 0) continue;
+        if (first < 0) first = i;
+        last = i;
+    }
+    if (first < 0) return false;
+    int row0 = r->row_of[t->pos0 + first], row1 = r->row_of[t->pos0 + last] + 1;
+    msg *q;
+    ks_error e = {0};
+    if (s->kind == KS_DUMP_KIND_ATTENTION) {
+        int H = (int)t->shape[0], L = (int)t->shape[2];
+        int64_t c0 = r->cur_astart[row0], c1 = r->cur_astart[row1 - 1] + (t->pos0 + last) + 1;
+        int64_t cols = c1 - c0;
+        q = msg_rows(k, c0, cols, (size_t)r->n_heads * (size_t)cols);
+        if (!q) goto nomem;
+        for (int hs = 0; hs < r->n_heads; hs++) {
+            int h = r->heads[hs];
+            if (h >= H) continue;
+            float *dst = q->data + (size_t)hs * (size_t)cols;
+            for (int i = first; i <= last; i++) {
+                int pos = t->pos0 + i;
+                int row = r->row_of[pos];
+                if (row < 0) continue;
+                const float *src = t->data + ((size_t)h * B + i) * (size_t)L;
+                memcpy(dst + (r->cur_astart[row] - c0), src, (size_t)(pos + 1) * sizeof(float));
+            }
+        }
+    } else {
+        int64_t per = s->row_elems;
+        int64_t src_row = t->shape[1] * (t->ndim > 2 ? t->shape[2] : 1);
+        q = msg_rows(k, r->n_rows + row0, row1 - row0, (size_t)(row1 - row0) * (size_t)per);
+        if (!q) goto nomem;
+        float *dst = q->data;
+        for (int i = first; i <= last; i++) {
+            if (r->row_of[t->pos0 + i] < 0) continue;
+            const float *src = t->data + (size_t)i * (size_t)src_row;
+            if (s->head_axis && r->n_heads != s->src_heads) {
+                int64_t hd = s->dims[1];
+                for (int hs = 0; hs < r->n_heads; hs++)
+                    memcpy(dst + hs * hd, src + (size_t)r->heads[hs] * hd, (size_t)hd * sizeof(float));
+            } else {
+                memcpy(dst, src, (size_t)per * sizeof(float));
+            }
+            dst += per;
+        }
+    }
+    if (enqueue(r, q, &e)) {
+        r->hook_failed = true;
+        r->hook_err = e;
+    }
+    return false;
+nomem:
+    r->hook_failed = true;
+    ks_error_set(&r->hook_err, KS_ERR_NOMEM, "recording %s: out of memory", s->name);
+    return false;
+}
+
+/* ------------------------------------------------------------------ per prompt */
+
+/* Text of each token in context; byte pieces and anything that is not valid UTF-8 on its own
+ * are shown as their piece ("<0xE2>"), so every string is valid UTF-8. */
+static bool valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!k || i + k > n) return false;
+        for (size_t j = 1; j < k; j++)
+            if ((s[i + j] & 0xc0) != 0x80) return false;
+        i += k;
+    }
+    return true;
+}
+
+static char *token_string(const ks_tokenizer *tok, int prev, int id) {
+    if (!tok) {
+        char b[24];
+        snprintf(b, sizeof b, "<%d>", id);
+        return strdup(b);
+    }
+    ks_token_type ty = ks_tokenizer_type(tok, id);
+    const char *piece = ks_tokenizer_piece(tok, id);
+    if (ty == KS_TOKEN_BYTE || ty == KS_TOKEN_CONTROL || ty == KS_TOKEN_UNKNOWN)
+        return strdup(piece ? piece : "");
+    char buf[512];
+    size_t n = ks_tokenizer_token_text(tok, prev, id, buf, sizeof buf);
+    if (!valid_utf8((const unsigned char *)buf, n)) return strdup(piece ? piece : "");
+    return strdup(buf);
+}
+
+static int cmp_desc(const void *a, const void *b, void *lg) {
+    const float *l = lg;
+    float x = l[*(const int *)a], y = l[*(const int *)b];
+    return x < y ? 1 : x > y ? -1 : (*(const int *)a - *(const int *)b);
+}
+
+/* top-k of one row of logits: a partial selection then a sort of the k */
+static void topk_row(const float *lg, int V, int k, int32_t *ids, float *lp, int *scratch) {
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+    double sum = 0;
+    for (int v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
+    float lse = mx + (float)log(sum);
+    int n = 0;
+    for (int v = 0; v < V; v++) {
+        if (n < k) {
+            scratch[n++] = v;
+            if (n == k) qsort_r(scratch, (size_t)n, sizeof(int), cmp_desc, (void *)lg);
+            continue;
+        }
+        if (lg[v] <= lg[scratch[k - 1]]) continue;
+        int j = k - 1;
+        while (j > 0 && lg[scratch[j - 1]] < lg[v]) {
+            scratch[j] = scratch[j - 1];
+            j--;
+        }
+        scratch[j] = v;
+    }
+    if (n < k) qsort_r(scratch, (size_t)n, sizeof(int), cmp_desc, (void *)lg);
+    for (int i = 0; i < k; i++) {
+        ids[i] = scratch[i];
+        lp[i] = lg[scratch[i]] - lse;
+    }
+}
+
+static float logprob_of(const float *lg, int V, int id) {
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+    double sum = 0;
+    for (int v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
+    return lg[id] - mx - (float)log(sum);
+}
+
+ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, int n, int n_prompt,
+                             const char *text, const char *id, const char *generation,
+                             ks_error *err) {
+    if (!r || !s || !tokens || n <= 0 || n_prompt < 0 || n_prompt > n)
+        return ks_error_set(err, KS_ERR_ARG, "ks_recorder_record: invalid arguments");
+    if (n > ks_session_max_seq(s))
+        return ks_error_set(err, KS_ERR_RANGE,
+                            "prompt %s: %d tokens exceed the context length %d (raise --ctx up to "
+                            "the model's %d, or shorten the prompt)",
+                            id ? id : "?", n, ks_session_max_seq(s), r->cfg.max_seq_len);
+    ks_status st = KS_OK;
+    bool *keep = malloc((size_t)n * sizeof *keep);
+    int *row_of = malloc((size_t)n * sizeof *row_of);
+    int64_t *astart = malloc((size_t)n * sizeof *astart);
+    msg *q = calloc(1, sizeof *q);
+    const int V = r->cfg.vocab_size, K = r->o.logits_topk;
+    int n_keep = 0;
+    if (!keep || !row_of || !astart || !q) {
+        st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
+        goto out;
+    }
+    if ((st = ks_select_positions(r->positions, n, keep, &n_keep, err))) goto out;
+    int64_t k0 = r->n_attn;
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        row_of[i] = keep[i] ? rows : -1;
+        if (keep[i]) {
+            astart[rows] = k0;
+            k0 += i + 1;
+            rows++;
+        }
+    }
+    r->cur_n = n;
+    r->row_of = row_of;
+    r->cur_astart = astart;
+    r->cur_rows = rows;
+    r->hook_failed = false;
+    size_t lslot = (size_t)KS_HOOK_LOGITS * (size_t)(r->cfg.n_layers + 1);
+    bool want_logits = K > 0 || r->o.logits_full || r->slot[lslot] >= 0;
+    if (want_logits && (size_t)n * (size_t)V > r->logits_cap) {
+        float *lg = realloc(r->logits, (size_t)n * (size_t)V * sizeof(float));
+        if (!lg) {
+            st = ks_error_set(err, KS_ERR_NOMEM, "logits of %d tokens: out of memory", n);
+            goto out;
+        }
+        r->logits = lg;
+        r->logits_cap = (size_t)n * (size_t)V;
+    }
+    ks_session_reset(s);
+    ks_session_set_hook(s, rec_hook, r);
+    st = ks_session_forward(s, tokens, n, want_logits ? KS_LOGITS_ALL : KS_LOGITS_NONE,
+                            want_logits ? r->logits : NULL, err);
+    ks_session_set_hook(s, NULL, NULL);
+    r->row_of = NULL;
+    r->cur_astart = NULL;
+    if (st) goto out;
+    if (r->hook_failed) {
+        st = r->hook_err.code ? r->hook_err.code : KS_ERR_IO;
+        if (err) *err = r->hook_err;
+        goto out;
+    }
+    /* the per-prompt message */
+    q->kind = MSG_PROMPT;
+    q->n_tok = n;
+    q->n_prompt = n_prompt;
+    q->n_rows = rows;
+    q->text = dup_or_empty(text);
+    q->id = dup_or_empty(id);
+    q->gen = dup_or_empty(generation);
+    q->tokens = malloc((size_t)n * sizeof(int32_t));
+    q->tok_str = calloc((size_t)n, sizeof(char *));
+    q->row_pos = malloc((size_t)(rows ? rows : 1) * sizeof(int32_t));
+    q->attn_start = malloc((size_t)(rows ? rows : 1) * sizeof(int64_t));
+    if (!q->text || !q->id || !q->gen || !q->tokens || !q->tok_str || !q->row_pos || !q->attn_start) {
+        st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
+        goto out;
+    }
+    size_t bytes = sizeof *q + (size_t)n * 40 + (size_t)rows * 12;
+    const ks_tokenizer *tok = ks_model_tokenizer(r->m);
+    for (int i = 0; i < n; i++) {
+        q->tokens[i] = tokens[i];
+        q->tok_str[i] = token_string(tok, i ? tokens[i - 1] : -1, tokens[i]);
+        if (!q->tok_str[i]) {
+            st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
+            goto out;
+        }
+    }
+    for (int i = 0, j = 0; i < n; i++)
+        if (keep[i]) q->row_pos[j++] = i;
+    memcpy(q->attn_start, astart, (size_t)rows * sizeof(int64_t));
+    if (K > 0) {
+        q->topk_ids = malloc((size_t)(rows ? rows : 1) * (size_t)K * sizeof(int32_t));
+        q->topk_lp = malloc((size_t)(rows ? rows : 1) * (size_t)K * sizeof(float));
+        q->next_lp = malloc((size_t)(rows ? rows : 1) * sizeof(float));
+        int *scratch = malloc((size_t)K * sizeof(int));
+        if (!q->topk_ids || !q->topk_lp || !q->next_lp || !scratch) {
+            free(scratch);
+            st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
+            goto out;
+        }
+        for (int j = 0; j < rows; j++) {
+            int pos = q->row_pos[j];
+            const float *lg = r->logits + (size_t)pos * V;
+            topk_row(lg, V, K, q->topk_ids + (size_t)j * K, q->topk_lp + (size_t)j * K, scratch);
+            q->next_lp[j] = pos + 1 < n ? logprob_of(lg, V, tokens[pos + 1]) : NAN;
+        }
+        free(scratch);
+        bytes += (size_t)rows * (size_t)K * 8;
+    }
+    if (r->o.logits_full && rows > 0) {
+        msg *fq = msg_rows(-1, r->n_rows, rows, (size_t)rows * (size_t)V);
+        if (!fq) {
+            st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
+            goto out;
+        }
+        for (int j = 0; j < rows; j++)
+            memcpy(fq->data + (size_t)j * V, r->logits + (size_t)q->row_pos[j] * V, (size_t)V * sizeof(float));
+        if ((st = enqueue(r, fq, err))) goto out;
+    }
+    q->end_tok = r->n_tok + n;
+    q->end_row = r->n_rows + rows;
+    q->end_attn = k0;
+    q->bytes = bytes;
+    msg *qq = q;
+    q = NULL;
+    if ((st = enqueue(r, qq, err))) goto out;
+    r->n_tok += n;
+    r->n_rows += rows;
+    r->n_attn = k0;
+    r->n_prompts++;
+    r->run_prompts++;
+    r->run_tokens += n;
+    if (r->progress) {
+        ks_record_progress pr = {r->run_prompts, atomic_load(&r->committed_pub), r->run_tokens,
+                                 atomic_load(&r->bytes_written), 0};
+        pthread_mutex_lock(&r->mu);
+        pr.buffer_bytes = r->queued;
+        pthread_mutex_unlock(&r->mu);
+        r->progress(&pr, r->progress_user);
+    }
+out:
+    msg_free(q);
+    free(keep);
+    free(row_of);
+    free(astart);
+    return st;
+}
+
+/* ------------------------------------------------------------------ finish */
+
+ks_status ks_recorder_finish(ks_recorder *r, ks_error *err) {
+    if (!r) return ks_error_set(err, KS_ERR_ARG, "ks_recorder_finish: NULL");
+    msg *q = calloc(1, sizeof *q);
+    if (!q) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
+    q->kind = MSG_COMMIT;
+    q->bytes = sizeof *q;
+    ks_status st = enqueue(r, q, err);
+    if (!st) st = drain(r, err);
+    stop_writer(r);
+    if (st) return st;
+    int64_t committed = r->committed;
+    close_datasets(r);
+    hid_t f = r->file;
+    r->file = -1;
+    if (H5Fclose(f) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot close", r->path);
+    bool all = r->o.n_prompts_planned < 0 || committed >= r->o.n_prompts_planned;
+    if (!all) return KS_OK;
+    /* mark complete: a plain (non-SWMR) open, one attribute; if this is interrupted the dump
+     * holds every prompt and `--resume` marks it */
+    hid_t fapl = latest_fapl();
+    f = H5Fopen(r->path, H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
+    if (f < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot reopen to mark it complete", r->path);
+    st = attr_num(f, "complete", H5T_STD_I8LE, 1, r->path, err);
+    if (H5Fclose(f) < 0 && !st) st = ks_h5_error(err, KS_ERR_IO, "%s: cannot close", r->path);
+    return st;
+}
+
+void ks_recorder_free(ks_recorder *r) {
+    if (!r) return;
+    stop_writer(r);
+    for (msg *q = r->head; q;) {
+        msg *nx = q->next;
+        msg_free(q);
+        q = nx;
+    }
+    close_datasets(r);
+    if (r->file >= 0) H5Fclose(r->file);
+    if (r->t_store >= 0) H5Tclose(r->t_store);
+    if (r->t_str >= 0) H5Tclose(r->t_str);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv_space);
+    pthread_cond_destroy(&r->cv_work);
+    pthread_cond_destroy(&r->cv_idle);
+    free(r->path);
+    free(r->positions);
+    free(r->heads_spec);
+    free(r->ds);
+    free(r->slot);
+    free(r->heads);
+    free(r->logits);
+    free(r->pend);
+    free(r->conv);
+    free(r);
+}
+/* TEMP-WEAK */ __attribute__((weak)) ks_status ks_dump_repair(const char *path, int64_t *n, ks_error *err) { (void)path; (void)n; return ks_error_set(err, KS_ERR_INTERNAL, "TEMP"); }

@@ -1,0 +1,13 @@
+/* cli.h — what the command files of cli/ share with main.c. Only cli/ talks to the user:
+ * results on stdout, diagnostics and progress on stderr, exit 1 on bad usage or input. */
+#ifndef KS_CLI_H
+#define KS_CLI_H
+
+#define EXIT_USAGE 1
+
+/* koalascope record … (cli/record.c) */
+int cmd_record(int argc, char **argv);
+/* koalascope dump-info … (cli/dump_info.c) */
+int cmd_dump_info(int argc, char **argv);
+
+#endif
