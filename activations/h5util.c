@@ -12,11 +12,18 @@
 static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
 
 static void h5_init_once(void) {
+    /* No flush at exit: a dump whose writer failed (disk full) is deliberately left unclosed,
+     * in its last consistent SWMR state; closing it at exit would write metadata that points
+     * past what reached the disk (and HDF5 1.10 crashes closing such a file). */
+    H5dont_atexit();
     H5open();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-void ks_h5_init(void) { pthread_once(&h5_once, h5_init_once); }
+void ks_h5_init(void) {
+    pthread_once(&h5_once, h5_init_once);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* the error stack is per thread */
+}
 
 /* The innermost (deepest) entry of the error stack says what actually failed: the errno text
  * of a write, "truncated file", "bad object header version"... */
@@ -26,7 +33,17 @@ typedef struct {
 
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *user) {
     h5_walk *w = user;
-    if (n == 0 && e->desc) snprintf(w->msg, sizeof w->msg, "%s", e->desc);
+    if (n != 0 || !e->desc) return 0;
+    /* the file drivers put the errno text inside a long line: keep just that */
+    const char *em = strstr(e->desc, "error message = '");
+    if (em) {
+        em += strlen("error message = '");
+        const char *end = strchr(em, '\'');
+        int len = end ? (int)(end - em) : (int)strlen(em);
+        snprintf(w->msg, sizeof w->msg, "%.*s", len, em);
+    } else {
+        snprintf(w->msg, sizeof w->msg, "%s", e->desc);
+    }
     return 0;
 }
 

@@ -213,6 +213,8 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
 ks_status ks_recorder_finish(ks_recorder *r, ks_error *err);
 /* Stop without marking complete (what is committed stays). NULL-safe. */
 void ks_recorder_free(ks_recorder *r);
+/* Prompts committed in the file so far (all runs). */
+int64_t ks_recorder_committed(const ks_recorder *r);
 /* Peak of bytes queued so far. */
 size_t ks_recorder_peak_buffer(const ks_recorder *r);
 

@@ -126,6 +126,7 @@ struct ks_recorder {
     _Atomic int64_t committed_pub;
     void (*progress)(const ks_record_progress *, void *);
     void *progress_user;
+    int trace_fd; /* KS_RECORD_TRACE=FILE: one line per commit, written right after it */
 };
 
 static double now_s(void) {
@@ -365,6 +366,15 @@ static hsize_t attn_chunk(int64_t expect) {
     return expect > 0 ? c : ATTN_CHUNK_MAX;
 }
 
+/* Close dataspaces without losing the error stack of a failed call before them (every
+ * successful HDF5 call clears the stack, and the stack says why: "No space left on device"). */
+static void keep_error_close(herr_t rc, hid_t ms, hid_t fs) {
+    hid_t es = rc < 0 ? H5Eget_current_stack() : -1;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (es >= 0) H5Eset_current_stack(es);
+}
+
 /* Write `count` elements (of a 1-D or row-major N-D dataset along axis 0) at start. The
  * dataset is extended first when needed. mtype describes buf. */
 static herr_t write_rows(hid_t d, hid_t mtype, int64_t start, int64_t count, const void *buf) {
@@ -391,8 +401,7 @@ static herr_t write_rows(hid_t d, hid_t mtype, int64_t start, int64_t count, con
     if (ms < 0) goto out;
     rc = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
 out:
-    if (ms >= 0) H5Sclose(ms);
-    H5Sclose(fs);
+    keep_error_close(rc, ms, fs);
     return rc;
 }
 
@@ -419,8 +428,7 @@ static herr_t write_cols(hid_t d, hid_t mtype, int64_t heads, int64_t start, int
     if (ms < 0) goto out;
     rc = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
 out:
-    if (ms >= 0) H5Sclose(ms);
-    H5Sclose(fs);
+    keep_error_close(rc, ms, fs);
     return rc;
 }
 
@@ -859,6 +867,12 @@ static ks_status commit(ks_recorder *r, ks_error *err) {
     r->committed += r->pend_n;
     r->pend_n = 0;
     atomic_store(&r->committed_pub, r->committed);
+    if (r->trace_fd >= 0) { /* for the crash test: what was committed when the kill came */
+        char line[48];
+        int len = snprintf(line, sizeof line, "commit %lld\n", (long long)r->committed);
+        if (write(r->trace_fd, line, (size_t)len) != len) { /* a test aid; nothing to do */
+        }
+    }
     r->last_commit = now_s();
 out:
     return st;
@@ -930,6 +944,7 @@ out:
 
 static void *writer_main(void *arg) {
     ks_recorder *r = arg;
+    ks_h5_init();
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->head && !r->stop) pthread_cond_wait(&r->cv_work, &r->mu);
@@ -1034,6 +1049,8 @@ static ks_status recorder_new(const char *path, const ks_model *m, const ks_reco
         r->d_tokstr = r->d_rowpos = r->d_astart = r->d_topk_ids = r->d_topk_lp = r->d_next = r->d_full = -1;
     r->m = m;
     r->cfg = *ks_model_config(m);
+    const char *trace = getenv("KS_RECORD_TRACE");
+    r->trace_fd = trace && *trace ? open(trace, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
     r->o = *o;
     r->path = strdup(path);
     r->positions = strdup(o->positions ? o->positions : "all");
@@ -1189,6 +1206,8 @@ void ks_recorder_set_progress(ks_recorder *r, void (*fn)(const ks_record_progres
 }
 
 size_t ks_recorder_peak_buffer(const ks_recorder *r) { return r ? r->peak : 0; }
+
+int64_t ks_recorder_committed(const ks_recorder *r) { return r ? atomic_load(&r->committed_pub) : 0; }
 
 /* ------------------------------------------------------------------ the hook */
 
@@ -1538,8 +1557,14 @@ void ks_recorder_free(ks_recorder *r) {
         msg_free(q);
         q = nx;
     }
-    close_datasets(r);
-    if (r->file >= 0) H5Fclose(r->file);
+    /* After a failed write (disk full) the file is abandoned, not closed: closing would flush
+     * metadata that points at data that never reached the disk, leaving a file nothing opens.
+     * Unclosed, it stays as a killed writer leaves it: its last commit, readable, resumable.
+     * The HDF5 handles leak until exit (ks_h5_init turns off HDF5's flush at exit). */
+    if (!r->failed) {
+        close_datasets(r);
+        if (r->file >= 0) H5Fclose(r->file);
+    }
     if (r->t_store >= 0) H5Tclose(r->t_store);
     if (r->t_str >= 0) H5Tclose(r->t_str);
     pthread_mutex_destroy(&r->mu);
@@ -1555,6 +1580,7 @@ void ks_recorder_free(ks_recorder *r) {
     free(r->logits);
     free(r->pend);
     free(r->conv);
+    if (r->trace_fd >= 0) close(r->trace_fd);
     free(r);
 }
 /* TEMP-WEAK */ __attribute__((weak)) ks_status ks_dump_repair(const char *path, int64_t *n, ks_error *err) { (void)path; (void)n; return ks_error_set(err, KS_ERR_INTERNAL, "TEMP"); }

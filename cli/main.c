@@ -118,7 +118,7 @@ static int parse_opts(const char *cmd, const char *help, int argc, char **argv, 
         case 'p':
         case OPT_PROMPT: o->prompt = optarg; break;
         case OPT_FILE: o->prompt_file = optarg; break;
-        case OPT_TEMPLATE: o->template_name = optarg; break;
+        case OPT_TEMPLATE: o->template_name = strcmp(optarg, "none") == 0 ? NULL : optarg; break;
         case OPT_SYSTEM: o->system = optarg; break;
         case OPT_THREADS:
             if (!parse_int(optarg, 1, 1024, &v)) return usage_error(cmd, "--threads: '%s' is not a count 1..1024", optarg);

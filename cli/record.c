@@ -33,6 +33,7 @@ static const char *help_record =
     "                        or \"tokens\" (token ids), or \"messages\" ([{role, content}], needs\n"
     "                        --template); optional \"id\". Any other file: one prompt per line.\n"
     "  --template NAME       wrap each prompt as a user turn: koala, vicuna, alpaca, llama2, plain\n"
+    "                        (none, the default: raw text with BOS)\n"
     "  --system TEXT         system prompt for the template\n"
     "  --no-bos              do not prepend BOS to raw text\n"
     "  --skip-long           skip prompts longer than the context (default: stop with an error)\n"
@@ -56,7 +57,7 @@ static const char *help_record =
     "  --no-fsync            do not fsync at commits (faster; safe against crashes, not power loss)\n"
     "  --buffer-mb N         memory between the model and the writer (default 256)\n"
     "Engine\n"
-    "  --ctx N               context length (default: longest prompt + --generate)\n"
+    "  --ctx N               longest prompt + --generate allowed (default: the model's context)\n"
     "  --threads N           worker threads (default: all cores)\n"
     "  --tokenizer FILE      tokenizer (needed by llama2.c checkpoints)\n"
     "  --f32-weights         convert weights to f32 at load\n"
@@ -224,7 +225,7 @@ static int parse_args(int argc, char **argv, rec_args *a) {
             break;
         case O_TOKENIZER: a->tokenizer = optarg; break;
         case O_F32: a->f32 = true; break;
-        case O_TEMPLATE: a->template_name = optarg; break;
+        case O_TEMPLATE: a->template_name = strcmp(optarg, "none") == 0 ? NULL : optarg; break;
         case O_SYSTEM: a->system = optarg; break;
         case O_NOBOS: a->no_bos = true; break;
         case O_SKIPLONG: a->skip_long = true; break;
@@ -681,10 +682,10 @@ int cmd_record(int argc, char **argv) {
 fail:
     if (isatty(2) && !a.quiet) fputs("\n", stderr);
     err_msg(&e);
-    if (r) {
-        fprintf(stderr, "koalascope record: %s keeps the prompts committed before the error; fix the cause "
-                "and continue with --resume.\n", a.output);
-    }
+    if (r)
+        fprintf(stderr, "koalascope record: %s keeps the %lld prompts committed before the error; fix the "
+                "cause and continue with the same command and --resume.\n", a.output,
+                (long long)ks_recorder_committed(r));
 out:
     ks_recorder_free(r);
     iter_close(&it);
