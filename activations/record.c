@@ -1583,4 +1583,3 @@ void ks_recorder_free(ks_recorder *r) {
     if (r->trace_fd >= 0) close(r->trace_fd);
     free(r);
 }
-/* TEMP-WEAK */ __attribute__((weak)) ks_status ks_dump_repair(const char *path, int64_t *n, ks_error *err) { (void)path; (void)n; return ks_error_set(err, KS_ERR_INTERNAL, "TEMP"); }

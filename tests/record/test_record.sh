@@ -22,8 +22,8 @@ if [ $have_h5py = 0 ] && [ "${CI:-}" = true ]; then
   ok 1 "python3-h5py is missing (CI=true requires it; scripts/install-deps installs it)"
 fi
 
-# 1,500 prompts of 4..40 random token ids (vocab 320), deterministic
-awk 'BEGIN{srand(7); for(i=0;i<1500;i++){n=4+int(rand()*37); s=""; for(j=0;j<n;j++) s=s (j?",":"") int(rand()*320); printf "{\"id\": \"q%d\", \"tokens\": [%s]}\n", i, s}}' > "$tmp/p.jsonl"
+# 800 prompts of 4..40 random token ids (vocab 320), deterministic
+awk 'BEGIN{srand(7); for(i=0;i<800;i++){n=4+int(rand()*37); s=""; for(j=0;j<n;j++) s=s (j?",":"") int(rand()*320); printf "{\"id\": \"q%d\", \"tokens\": [%s]}\n", i, s}}' > "$tmp/p.jsonl"
 REC=(record "$MODEL" --prompts "$tmp/p.jsonl" --hooks 'blocks.*.hook_resid_post,blocks.*.attn.hook_pattern,blocks.1.attn.hook_z'
      --heads 1,3-5 --dtype bf16 --topk 4 -q)
 
@@ -70,7 +70,7 @@ done
 
 # ---- a full disk (a file size limit: writes fail with EFBIG as they would with ENOSPC) ----
 rm -f "$tmp/full.h5"
-( trap '' XFSZ; ulimit -f 20000; exec "$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/full.h5" ) 2>"$tmp/err"; rc=$?
+( trap '' XFSZ; ulimit -f 12000; exec "$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/full.h5" ) 2>"$tmp/err"; rc=$?
 [ $rc = 1 ]; ok $? "disk full: exit status 1 (got $rc), no crash"
 grep -q "File too large" "$tmp/err"; ok $? "disk full: the error says why: $(head -1 "$tmp/err" | cut -c1-160)"
 grep -q -- "--resume" "$tmp/err"; ok $? "disk full: the error says how to continue"
