@@ -102,6 +102,10 @@ int ks_dump_n_hooks(const ks_dump *d);
 const ks_dump_hook *ks_dump_hook_at(const ks_dump *d, int i);
 /* NULL when the dump did not record that hook. */
 const ks_dump_hook *ks_dump_find_hook(const ks_dump *d, const char *name);
+/* Bytes that hook h's dataset (h from this d) takes in the file: the chunks allocated, after
+ * compression, as HDF5's H5Dget_storage_size counts them. -1 when HDF5 cannot tell or h is not
+ * one of d's hooks. Nothing to free. */
+int64_t ks_dump_hook_storage_bytes(const ks_dump *d, const ks_dump_hook *h);
 
 /* Offsets of prompt p (0 <= p < n_prompts), validated. */
 ks_status ks_dump_prompt_info(const ks_dump *d, int64_t p, ks_dump_prompt *out, ks_error *err);
@@ -139,7 +143,9 @@ ks_status ks_dump_read_topk(const ks_dump *d, int64_t p, int32_t *ids, float *lo
                             float *next, size_t cap_rows, ks_error *err);
 
 /* Clear the "open for writing" flag of an interrupted dump and cut every dataset back to its
- * committed length, so plain HDF5 readers open it. *n_prompts gets the committed count. */
+ * committed length, so plain HDF5 readers open it. *n_prompts gets the committed count.
+ * Do not run it on a dump that a recorder is still writing (HDF5's SWMR writer drops its file
+ * lock, so this cannot be detected). */
 ks_status ks_dump_repair(const char *path, int64_t *n_prompts, ks_error *err);
 
 /* ================================================================ recording */
@@ -173,6 +179,8 @@ typedef struct {
      * do not waste space on small dumps: tokens, and sum over tokens of (position + 1) */
     int64_t expected_tokens;
     int64_t expected_attn;
+    /* width of /prompts: the longest prompt text in bytes (0: 4096); a longer text is refused */
+    int64_t max_text_bytes;
     /* provenance, stored as root attributes (any may be NULL) */
     const char *model_path;
     const char *tokenizer_path; /* NULL: the model's own */

@@ -83,7 +83,7 @@ struct ks_recorder {
     char *positions, *heads_spec;
     hid_t file;
     hid_t t_store;     /* file float type */
-    hid_t t_str;
+    size_t w_text, w_id, w_gen, w_tok; /* widths of the fixed-length string datasets */
     int n_ds;
     rec_ds *ds;
     int *slot;         /* [KS_HOOK_COUNT * (n_layers + 1)] -> dataset index or -1 */
@@ -245,10 +245,26 @@ out:
     return st;
 }
 
+/* Fixed-length UTF-8 string type of `width` bytes. The format has no variable-length data at
+ * all: it lives in HDF5's global heap, which has no checksum, and libhdf5 1.10 crashes on a
+ * corrupted heap (found by fuzzing the reader); fixed-length strings sit in checksummed object
+ * headers (attributes) or in plain chunks (datasets). */
+static hid_t fixed_str_type(size_t width, H5T_str_t pad) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return t;
+    if (H5Tset_size(t, width ? width : 1) < 0 || H5Tset_strpad(t, pad) < 0 ||
+        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
 static ks_status attr_str(hid_t loc, const char *name, const char *v, const char *path, ks_error *err) {
-    hid_t t = ks_h5_str_type();
     const char *s = v ? v : "";
-    ks_status st = attr_write(loc, name, t, &s, path, err);
+    hid_t t = fixed_str_type(strlen(s) + 1, H5T_STR_NULLTERM);
+    if (t < 0) return ks_h5_error(err, KS_ERR_INTERNAL, "%s: string type for %s", path, name);
+    ks_status st = attr_write(loc, name, t, s, path, err);
     H5Tclose(t);
     return st;
 }
@@ -276,14 +292,14 @@ static char *attr_read_str(hid_t loc, const char *name) {
     if (a < 0) return NULL;
     hid_t ft = H5Aget_type(a);
     char *res = NULL;
-    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0) {
-        hid_t t = ks_h5_str_type();
-        char *s = NULL;
-        if (H5Aread(a, t, &s) >= 0 && s) {
-            res = strdup(s);
-            H5free_memory(s);
-        }
-        H5Tclose(t);
+    size_t w = ft >= 0 ? H5Tget_size(ft) : 0;
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) == 0 && w > 0 &&
+        w < (16u << 20)) {
+        hid_t t = fixed_str_type(w + 1, H5T_STR_NULLTERM);
+        char *s = calloc(1, w + 1);
+        if (t >= 0 && s && H5Aread(a, t, s) >= 0) res = s;
+        else free(s);
+        if (t >= 0) H5Tclose(t);
     }
     if (ft >= 0) H5Tclose(ft);
     H5Aclose(a);
@@ -662,8 +678,15 @@ static ks_status write_root_attrs(ks_recorder *r, ident *id, ks_error *err) {
 
 /* ------------------------------------------------------------------ datasets */
 
+/* Entries per chunk of a fixed-length string dataset: about 256 KiB, at most 1,024. */
+static hsize_t str_chunk(size_t width) {
+    size_t c = (256u << 10) / (width ? width : 1);
+    return c < 1 ? 1 : c > 1024 ? 1024 : c;
+}
+
 static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     ks_status st = KS_OK;
+    hid_t ty_text = -1, ty_id = -1, ty_gen = -1, ty_tok = -1;
     hid_t f = r->file;
     const char *P = r->path;
     hsize_t none[1] = {0}, c1024[1] = {1024}, c64k[1] = {chunk_rows_for(1, r->o.expected_tokens)};
@@ -673,12 +696,25 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     MK1(r->d_poff, KS_DS_PROMPT_OFFSETS, H5T_STD_I64LE, c1024);
     MK1(r->d_roff, KS_DS_ROW_OFFSETS, H5T_STD_I64LE, c1024);
     MK1(r->d_aoff, KS_DS_ATTN_OFFSETS, H5T_STD_I64LE, c1024);
-    MK1(r->d_prompts, KS_DS_PROMPTS, r->t_str, c1024);
-    MK1(r->d_ids, KS_DS_PROMPT_IDS, r->t_str, c1024);
+    ty_text = fixed_str_type(r->w_text, H5T_STR_NULLPAD);
+    ty_id = fixed_str_type(r->w_id, H5T_STR_NULLPAD);
+    ty_gen = fixed_str_type(r->w_gen, H5T_STR_NULLPAD);
+    ty_tok = fixed_str_type(r->w_tok, H5T_STR_NULLPAD);
+    hsize_t c_text[1] = {str_chunk(r->w_text)}, c_gen[1] = {str_chunk(r->w_gen)}, c_tok[1] = {str_chunk(r->w_tok)};
+    if (ty_text < 0 || ty_id < 0 || ty_gen < 0 || ty_tok < 0) {
+        st = ks_h5_error(err, KS_ERR_INTERNAL, "%s: string types", P);
+        goto out;
+    }
+    /* prompts and generations are mostly padding: deflate (zlib) squeezes it out */
+    KS_H5_TRY(r->d_prompts = make_ds(f, KS_DS_PROMPTS, ty_text, 1, none, 0, c_text, KS_DUMP_COMPRESS_DEFLATE, c_text[0] * r->w_text),
+              "%s: cannot create dataset %s", P, KS_DS_PROMPTS);
+    MK1(r->d_ids, KS_DS_PROMPT_IDS, ty_id, c1024);
     MK1(r->d_plen, KS_DS_PROMPT_LENGTHS, H5T_STD_I32LE, c1024);
-    MK1(r->d_gen, KS_DS_GENERATIONS, r->t_str, c1024);
+    KS_H5_TRY(r->d_gen = make_ds(f, KS_DS_GENERATIONS, ty_gen, 1, none, 0, c_gen, KS_DUMP_COMPRESS_DEFLATE, c_gen[0] * r->w_gen),
+              "%s: cannot create dataset %s", P, KS_DS_GENERATIONS);
     MK1(r->d_tokens, KS_DS_TOKENS, H5T_STD_I32LE, c64k);
-    MK1(r->d_tokstr, KS_DS_TOKEN_STRINGS, r->t_str, c1024);
+    KS_H5_TRY(r->d_tokstr = make_ds(f, KS_DS_TOKEN_STRINGS, ty_tok, 1, none, 0, c_tok, KS_DUMP_COMPRESS_NONE, c_tok[0] * r->w_tok),
+              "%s: cannot create dataset %s", P, KS_DS_TOKEN_STRINGS);
     MK1(r->d_rowpos, KS_DS_ROW_POSITIONS, H5T_STD_I32LE, c64k);
     MK1(r->d_astart, KS_DS_ATTN_ROW_STARTS, H5T_STD_I64LE, c64k);
 #undef MK1
@@ -737,6 +773,10 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
         }
     }
 out:
+    if (ty_text >= 0) H5Tclose(ty_text);
+    if (ty_id >= 0) H5Tclose(ty_id);
+    if (ty_gen >= 0) H5Tclose(ty_gen);
+    if (ty_tok >= 0) H5Tclose(ty_tok);
     return st;
 }
 
@@ -878,8 +918,32 @@ out:
     return st;
 }
 
-static ks_status write_strs(hid_t d, hid_t t, int64_t start, int64_t n, const char *const *s) {
-    return write_rows(d, t, start, n, s) < 0 ? KS_ERR_IO : KS_OK;
+/* n strings into a fixed-width dataset; the memory type is the dataset's own. A string longer
+ * than the width is an internal error (the widths are computed to fit, see recorder_new). */
+static ks_status write_strs(ks_recorder *r, hid_t d, int64_t start, int64_t n, const char *const *s,
+                            ks_error *err) {
+    hid_t t = H5Dget_type(d);
+    size_t w = t >= 0 ? H5Tget_size(t) : 0;
+    ks_status st = KS_OK;
+    char *buf = w ? conv_buf(r, (size_t)n * w) : NULL;
+    if (!buf) {
+        st = ks_error_set(err, KS_ERR_NOMEM, "%s: string buffer: out of memory", r->path);
+        goto out;
+    }
+    memset(buf, 0, (size_t)n * w);
+    for (int64_t i = 0; i < n; i++) {
+        size_t len = strlen(s[i]);
+        if (len > w) {
+            st = ks_error_set(err, KS_ERR_INTERNAL, "%s: a string of %zu bytes does not fit its dataset's %zu",
+                              r->path, len, w);
+            goto out;
+        }
+        memcpy(buf + (size_t)i * w, s[i], len);
+    }
+    if (write_rows(d, t, start, n, buf) < 0) st = ks_h5_error(err, KS_ERR_IO, "%s: cannot write strings", r->path);
+out:
+    if (t >= 0) H5Tclose(t);
+    return st;
 }
 
 static ks_status handle(ks_recorder *r, msg *q, ks_error *err) {
@@ -908,11 +972,12 @@ static ks_status handle(ks_recorder *r, msg *q, ks_error *err) {
     int64_t t0 = q->end_tok - q->n_tok, r0 = q->end_row - q->n_rows;
     const char *s3[3] = {q->text, q->id, q->gen};
     int32_t plen = q->n_prompt;
-    if (write_strs(r->d_prompts, r->t_str, p, 1, &s3[0]) || write_strs(r->d_ids, r->t_str, p, 1, &s3[1]) ||
-        write_strs(r->d_gen, r->t_str, p, 1, &s3[2]) ||
-        write_rows(r->d_plen, H5T_NATIVE_INT32, p, 1, &plen) < 0 ||
+    if ((st = write_strs(r, r->d_prompts, p, 1, &s3[0], err)) || (st = write_strs(r, r->d_ids, p, 1, &s3[1], err)) ||
+        (st = write_strs(r, r->d_gen, p, 1, &s3[2], err)) ||
+        (st = write_strs(r, r->d_tokstr, t0, q->n_tok, (const char *const *)q->tok_str, err)))
+        goto out;
+    if (write_rows(r->d_plen, H5T_NATIVE_INT32, p, 1, &plen) < 0 ||
         write_rows(r->d_tokens, H5T_NATIVE_INT32, t0, q->n_tok, q->tokens) < 0 ||
-        write_strs(r->d_tokstr, r->t_str, t0, q->n_tok, (const char *const *)q->tok_str) ||
         write_rows(r->d_rowpos, H5T_NATIVE_INT32, r0, q->n_rows, q->row_pos) < 0 ||
         write_rows(r->d_astart, H5T_NATIVE_INT64, r0, q->n_rows, q->attn_start) < 0) {
         st = ks_h5_error(err, KS_ERR_IO, "%s: cannot write prompt %lld", P, (long long)p);
@@ -1044,7 +1109,7 @@ static ks_status recorder_new(const char *path, const ks_model *m, const ks_reco
                             ks_model_config(m)->vocab_size);
     ks_recorder *r = calloc(1, sizeof *r);
     if (!r) return ks_error_set(err, KS_ERR_NOMEM, "recorder: out of memory");
-    r->file = r->t_store = r->t_str = -1;
+    r->file = r->t_store = -1;
     r->d_poff = r->d_roff = r->d_aoff = r->d_prompts = r->d_ids = r->d_plen = r->d_gen = r->d_tokens =
         r->d_tokstr = r->d_rowpos = r->d_astart = r->d_topk_ids = r->d_topk_lp = r->d_next = r->d_full = -1;
     r->m = m;
@@ -1072,8 +1137,20 @@ static ks_status recorder_new(const char *path, const ks_model *m, const ks_reco
     ks_status st = build_selection(r, err);
     if (st) return st;
     r->t_store = ks_h5_float_type(o->dtype);
-    r->t_str = ks_h5_str_type();
-    if (r->t_store < 0 || r->t_str < 0) return ks_h5_error(err, KS_ERR_INTERNAL, "HDF5 types");
+    if (r->t_store < 0) return ks_h5_error(err, KS_ERR_INTERNAL, "HDF5 types");
+    /* string widths: the longest token text (a piece's bytes bound its text, +1 for the
+     * space a dummy prefix may add), prompt ids of 63 bytes, and what the caller says of the
+     * prompts; generations are at most max_new_tokens such tokens */
+    const ks_tokenizer *tok = ks_model_tokenizer(m);
+    r->w_tok = 12;
+    for (int i = 0; tok && i < ks_tokenizer_vocab_size(tok); i++) {
+        const char *pc = ks_tokenizer_piece(tok, i);
+        size_t len = pc ? strlen(pc) + 1 : 0;
+        if (len > r->w_tok) r->w_tok = len;
+    }
+    r->w_id = 64;
+    r->w_text = o->max_text_bytes > 0 ? (size_t)o->max_text_bytes : 4096;
+    r->w_gen = o->generate_max_tokens > 0 ? (size_t)o->generate_max_tokens * r->w_tok : 1;
     if (o->compression == KS_DUMP_COMPRESS_LZ4 && H5Zfilter_avail(KS_H5Z_FILTER_LZ4) <= 0)
         return ks_error_set(err, KS_ERR_UNSUPPORTED,
                             "--compression lz4: HDF5's LZ4 filter (32004) is not installed "
@@ -1376,6 +1453,14 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
                              ks_error *err) {
     if (!r || !s || !tokens || n <= 0 || n_prompt < 0 || n_prompt > n)
         return ks_error_set(err, KS_ERR_ARG, "ks_recorder_record: invalid arguments");
+    if (text && strlen(text) > r->w_text)
+        return ks_error_set(err, KS_ERR_RANGE, "prompt %s: its text of %zu bytes is longer than the dump's "
+                            "max_text_bytes %zu", id ? id : "?", strlen(text), r->w_text);
+    if (id && strlen(id) >= r->w_id)
+        return ks_error_set(err, KS_ERR_RANGE, "prompt id '%.80s' is longer than %zu bytes", id, r->w_id - 1);
+    if (generation && strlen(generation) > r->w_gen)
+        return ks_error_set(err, KS_ERR_RANGE, "prompt %s: a generation of %zu bytes is longer than "
+                            "generate_max_tokens allows", id ? id : "?", strlen(generation));
     if (n > ks_session_max_seq(s))
         return ks_error_set(err, KS_ERR_RANGE,
                             "prompt %s: %d tokens exceed the context length %d (raise --ctx up to "
@@ -1566,7 +1651,6 @@ void ks_recorder_free(ks_recorder *r) {
         if (r->file >= 0) H5Fclose(r->file);
     }
     if (r->t_store >= 0) H5Tclose(r->t_store);
-    if (r->t_str >= 0) H5Tclose(r->t_str);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv_space);
     pthread_cond_destroy(&r->cv_work);

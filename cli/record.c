@@ -401,7 +401,9 @@ static int iter_next(prompt_iter *it, const ks_tokenizer *tok, const rec_args *a
         }
         int rc = 1;
         json_t *jid = json_object_get(j, "id");
-        if (json_is_string(jid)) snprintf(out->id, sizeof out->id, "%s", json_string_value(jid));
+        if (json_is_string(jid) && strlen(json_string_value(jid)) >= sizeof out->id)
+            rc = (ks_error_set(e, KS_ERR_FORMAT, "%s: \"id\" is longer than %zu bytes", where, sizeof out->id - 1), -1);
+        else if (json_is_string(jid)) snprintf(out->id, sizeof out->id, "%s", json_string_value(jid));
         else if (json_is_integer(jid)) snprintf(out->id, sizeof out->id, "%lld", (long long)json_integer_value(jid));
         else if (jid) rc = (ks_error_set(e, KS_ERR_FORMAT, "%s: \"id\" must be a string or an integer", where), -1);
         else snprintf(out->id, sizeof out->id, "%ld", it->index);
@@ -589,6 +591,7 @@ int cmd_record(int argc, char **argv) {
         n_prompts++;
         a.ro.expected_tokens += need;
         a.ro.expected_attn += (int64_t)need * (need + 1) / 2;
+        if ((int64_t)strlen(item.text) > a.ro.max_text_bytes) a.ro.max_text_bytes = (int64_t)strlen(item.text);
     }
     iter_close(&it);
     if (n_prompts == 0) {
@@ -600,6 +603,7 @@ int cmd_record(int argc, char **argv) {
         fprintf(stderr, "[record] --skip-long: %lld prompts longer than the context %d are skipped\n",
                 (long long)n_skipped, ctx_cap);
 
+    if (a.ro.max_text_bytes < 1) a.ro.max_text_bytes = 1; /* token-id prompts store no text */
     char sha[65];
     if (sha256_of_input(&a, sha, &e)) goto fail;
     a.ro.model_path = a.model;
@@ -663,7 +667,6 @@ int cmd_record(int argc, char **argv) {
     if (interrupted) {
         /* commit what is done, leave the dump resumable */
         if (ks_recorder_finish(r, &e)) goto fail;
-        r = NULL;
         if (ps.tty && !a.quiet) fputs("\n", stderr);
         fprintf(stderr, "koalascope record: interrupted after %lld of %lld prompts; they are committed in %s.\n"
                 "Continue with the same command and --resume.\n", (long long)(eligible - 1), (long long)n_prompts, a.output);
@@ -671,7 +674,6 @@ int cmd_record(int argc, char **argv) {
         goto out;
     }
     if (ks_recorder_finish(r, &e)) goto fail;
-    r = NULL;
     if (!a.quiet) {
         if (ps.tty) fputs("\n", stderr);
         fprintf(stderr, "[record] %s complete: %lld prompts in %.1f s\n", a.output, (long long)n_prompts,

@@ -17,6 +17,7 @@ What is checked:
   3. --positions last, --positions '0,-1' with --heads 1,3: the row and key-axis bookkeeping and
      the values (oracle slices, and the all-heads dump for hook_q / hook_z / hook_k);
   4. stories260K (text prompts): token_strings, and next_logprob against `koalascope score`;
+  (1 and 4 also: no variable-length type anywhere, strings fixed-length as FORMAT.md says;)
   5. --compression deflate / lz4: the same values as --compression none.
 
 Tolerances (the engine's, from tests/test_reference.c; the oracle is HF in f32, which sums in
@@ -175,8 +176,79 @@ def same_bits(a, b):
 
 
 def attr_str(f, name):
+    """A string attribute as str. FORMAT.md's are fixed-length, which h5py gives back as
+    numpy.bytes_ (a bytes subclass) holding the UTF-8 bytes without the terminating NUL."""
     v = f.attrs[name]
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+STR_DATASETS = ("prompts", "prompt_ids", "generations", "token_strings")
+DEFLATED_STR_DATASETS = ("prompts", "generations")
+
+
+def no_vlen_problems(f):
+    """FORMAT.md: no variable-length data anywhere (the global heap it lives in has no
+    checksum). Every string attribute is a fixed-length NULLTERM UTF-8 string of exactly
+    len(value) + 1 bytes; every string dataset fixed-length NULLPAD UTF-8 (/prompts and
+    /generations deflated at level 1), and .asstr() decodes it. Returns what is wrong."""
+    bad = []
+    objs = [("/", f)]
+    f.visititems(lambda n, o: objs.append(("/" + n, o)))
+
+    def vlen_type(t):
+        return isinstance(t, h5py.h5t.TypeVlenID) or (
+            isinstance(t, h5py.h5t.TypeStringID) and t.is_variable_str())
+
+    for path, o in objs:
+        for an in o.attrs:
+            t = o.attrs.get_id(an).get_type()
+            if vlen_type(t):
+                bad.append("%s attribute %s is variable-length" % (path, an))
+            elif isinstance(t, h5py.h5t.TypeStringID):
+                v = o.attrs[an]
+                if not isinstance(v, np.bytes_):
+                    bad.append("%s attribute %s reads as %s" % (path, an, type(v).__name__))
+                    continue
+                if (t.get_strpad() != h5py.h5t.STR_NULLTERM or t.get_cset() != h5py.h5t.CSET_UTF8
+                        or t.get_size() != len(v) + 1):
+                    bad.append("%s attribute %s: strpad %d cset %d size %d for %d bytes"
+                               % (path, an, t.get_strpad(), t.get_cset(), t.get_size(), len(v)))
+        if not isinstance(o, h5py.Dataset):
+            continue
+        t = o.id.get_type()
+        if vlen_type(t) or (o.dtype.kind == "O"):
+            bad.append("%s is variable-length (%s)" % (path, o.dtype))
+            continue
+        if not isinstance(t, h5py.h5t.TypeStringID):
+            if path.lstrip("/") in STR_DATASETS:
+                bad.append("%s is not a string dataset (%s)" % (path, o.dtype))
+            continue
+        info = h5py.check_string_dtype(o.dtype)
+        if info is None or info.length is None or info.encoding != "utf-8":
+            bad.append("%s: string dtype %r" % (path, info))
+        if t.get_strpad() != h5py.h5t.STR_NULLPAD:
+            bad.append("%s: strpad %d, want NULLPAD" % (path, t.get_strpad()))
+        if path.lstrip("/") in DEFLATED_STR_DATASETS and (o.compression != "gzip" or
+                                                          o.compression_opts != 1):
+            bad.append("%s: compression %r level %r, want deflate 1" % (path, o.compression,
+                                                                         o.compression_opts))
+        try:
+            vals = o.asstr()[...].tolist()
+            if any(not isinstance(x, str) for x in vals):
+                bad.append("%s: .asstr() gives %r" % (path, vals[:3]))
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the test
+            bad.append("%s: .asstr() fails: %s" % (path, exc))
+    for n in STR_DATASETS:
+        if n not in f:
+            bad.append("/%s is missing" % n)
+    return bad
+
+
+def check_no_vlen(f, label):
+    bad = no_vlen_problems(f)
+    ok(not bad, "%s: no variable-length type in any dataset or attribute; string attributes "
+       "fixed NULLTERM UTF-8 of len+1 bytes, string datasets fixed NULLPAD UTF-8 (prompts, "
+       "generations deflate 1)%s" % (label, (": " + "; ".join(bad[:5])) if bad else ""))
 
 
 class Dump:
@@ -270,6 +342,7 @@ def check_fixture(ks, name, mdir, tmp):
         bad.append("P=%d (prompt_offsets %s)" % (d.P, d.po.tolist()))
     ok(not bad, "%s: root attributes (format, format_version 1, complete 1, ...) and P = %d%s"
        % (name, d.P, (": " + ", ".join(bad)) if bad else ""))
+    check_no_vlen(f, name)
     if d.P != n_prompts:
         d.close()
         return
@@ -700,6 +773,7 @@ def check_stories(ks, tmp):
         bad.append("P = %d" % d.P)
     if attr_str(f, "chat_template") != "none":
         bad.append("chat_template %r" % attr_str(f, "chat_template"))
+    check_no_vlen(f, "stories260K")
     if f["prompts"].asstr()[...].tolist() != STORY_PROMPTS[:d.P]:
         bad.append("prompts %s" % f["prompts"].asstr()[...].tolist())
     ts_all = f["token_strings"].asstr()[...]

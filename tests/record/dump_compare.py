@@ -74,7 +74,7 @@ def main():
             n = P
         elif name in ("tokens", "token_strings"):
             n = N
-        elif d.attrs.get("kind") == "attention":
+        elif d.attrs.get("kind") in ("attention", b"attention"):
             x, y = d[:, :K], e[:, :K]
             if not prefix and d.shape != e.shape:
                 fail(f"{name}: shape {d.shape} vs {e.shape}")

@@ -22,8 +22,8 @@ if [ $have_h5py = 0 ] && [ "${CI:-}" = true ]; then
   ok 1 "python3-h5py is missing (CI=true requires it; scripts/install-deps installs it)"
 fi
 
-# 800 prompts of 4..40 random token ids (vocab 320), deterministic
-awk 'BEGIN{srand(7); for(i=0;i<800;i++){n=4+int(rand()*37); s=""; for(j=0;j<n;j++) s=s (j?",":"") int(rand()*320); printf "{\"id\": \"q%d\", \"tokens\": [%s]}\n", i, s}}' > "$tmp/p.jsonl"
+# 400 prompts of 4..40 random token ids (vocab 320), deterministic
+awk 'BEGIN{srand(7); for(i=0;i<400;i++){n=4+int(rand()*37); s=""; for(j=0;j<n;j++) s=s (j?",":"") int(rand()*320); printf "{\"id\": \"q%d\", \"tokens\": [%s]}\n", i, s}}' > "$tmp/p.jsonl"
 REC=(record "$MODEL" --prompts "$tmp/p.jsonl" --hooks 'blocks.*.hook_resid_post,blocks.*.attn.hook_pattern,blocks.1.attn.hook_z'
      --heads 1,3-5 --dtype bf16 --topk 4 -q)
 
@@ -37,12 +37,12 @@ compare() { # compare.sh MODE A REF -> prints P, returns status
 }
 
 # ---- kill -9 at random moments ----------------------------------------------------------
-for trial in 1 2 3 4 5 6; do
+for trial in 1 2 3 4; do
   rm -f "$tmp/c.h5" "$tmp/trace"
   delay=$(awk -v s=$trial 'BEGIN{srand(s*31); printf "%.2f", 0.05 + rand()*0.9}')
   extra=(--flush-seconds 0 --no-fsync)
   [ $trial = 3 ] && extra=(--flush-seconds 0)            # with fsync
-  [ $trial = 5 ] && extra=(--flush-seconds 0.05 --no-fsync)  # several prompts per commit
+  [ $trial = 4 ] && extra=(--flush-seconds 0.05 --no-fsync)  # several prompts per commit
   KS_RECORD_TRACE="$tmp/trace" "$KS" "${REC[@]}" "${extra[@]}" -o "$tmp/c.h5" 2>/dev/null &
   pid=$!
   sleep "$delay"; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
@@ -70,7 +70,7 @@ done
 
 # ---- a full disk (a file size limit: writes fail with EFBIG as they would with ENOSPC) ----
 rm -f "$tmp/full.h5"
-( trap '' XFSZ; ulimit -f 12000; exec "$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/full.h5" ) 2>"$tmp/err"; rc=$?
+( trap '' XFSZ; ulimit -f 6000; exec "$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/full.h5" ) 2>"$tmp/err"; rc=$?
 [ $rc = 1 ]; ok $? "disk full: exit status 1 (got $rc), no crash"
 grep -q "File too large" "$tmp/err"; ok $? "disk full: the error says why: $(head -1 "$tmp/err" | cut -c1-160)"
 grep -q -- "--resume" "$tmp/err"; ok $? "disk full: the error says how to continue"
@@ -85,8 +85,9 @@ fi
 
 # ---- Ctrl-C: stop at a prompt boundary, commit, say how to resume -----------------------
 rm -f "$tmp/int.h5"
-"$KS" "${REC[@]}" -o "$tmp/int.h5" 2>"$tmp/err" &
-pid=$!; sleep 0.4; kill -INT $pid; wait $pid; rc=$?
+# (a commit with fsync per prompt slows the run down so that the signal lands inside it)
+"$KS" "${REC[@]}" --flush-seconds 0 -o "$tmp/int.h5" 2>"$tmp/err" &
+pid=$!; sleep 0.3; kill -INT $pid; wait $pid; rc=$?
 if [ $rc = 0 ]; then
   skip "Ctrl-C: the run finished before the signal"
 else
@@ -100,8 +101,10 @@ fi
 
 # ---- repair: an interrupted dump made readable by plain HDF5 readers --------------------
 rm -f "$tmp/r.h5"
-"$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/r.h5" 2>/dev/null & pid=$!; sleep 0.5; kill -9 $pid; wait $pid 2>/dev/null
-if [ -f "$tmp/r.h5" ] && [ $have_h5py = 1 ]; then
+"$KS" "${REC[@]}" --flush-seconds 0 -o "$tmp/r.h5" 2>/dev/null & pid=$!; sleep 0.3; kill -9 $pid; wait $pid 2>/dev/null; rc=$?
+if [ $rc = 0 ]; then
+  skip "repair: the run finished before the kill"
+elif [ -f "$tmp/r.h5" ] && [ $have_h5py = 1 ]; then
   "$PY" -c "import h5py,sys; h5py.File(sys.argv[1],'r')" "$tmp/r.h5" 2>/dev/null; rc=$?
   [ $rc != 0 ]; ok $? "an interrupted dump is flagged open-for-writing (plain h5py refuses it)"
   "$PY" -c "import h5py,sys; h5py.File(sys.argv[1],'r',swmr=True)" "$tmp/r.h5"; ok $? "h5py opens it with swmr=True, as docs/FORMAT.md says"
