@@ -748,8 +748,9 @@ static ks_status load_hook(ks_dump *d, hid_t group, const char *name, dump_hook 
     if (rank != want_rank)
         BAD("%s: %s: rank %d, expected %d (%s)", d->path, label, rank, want_rank,
             w == W_ATTN ? "[head, key]" : want_rank == 3 ? "[row, head, d_head]" : "[row, width]");
+    /* the growing axis (1 for attention, 0 otherwise) is empty before the first prompt */
     for (int i = 1; i < rank; i++)
-        if (dims[i] == 0) BAD("%s: %s: axis %d is empty", d->path, label, i);
+        if (dims[i] == 0 && !(w == W_ATTN && i == 1)) BAD("%s: %s: axis %d is empty", d->path, label, i);
     if (w == W_ATTN) {
         if (dims[0] == 0) BAD("%s: %s: the head axis is empty", d->path, label);
         h->extent = (int64_t)dims[1];

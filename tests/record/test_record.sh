@@ -22,8 +22,8 @@ if [ $have_h5py = 0 ] && [ "${CI:-}" = true ]; then
   ok 1 "python3-h5py is missing (CI=true requires it; scripts/install-deps installs it)"
 fi
 
-# 400 prompts of 4..40 random token ids (vocab 320), deterministic
-awk 'BEGIN{srand(7); for(i=0;i<400;i++){n=4+int(rand()*37); s=""; for(j=0;j<n;j++) s=s (j?",":"") int(rand()*320); printf "{\"id\": \"q%d\", \"tokens\": [%s]}\n", i, s}}' > "$tmp/p.jsonl"
+# 2,000 prompts of 4..60 random token ids (vocab 320), deterministic
+awk 'BEGIN{srand(7); for(i=0;i<2000;i++){n=4+int(rand()*57); s=""; for(j=0;j<n;j++) s=s (j?",":"") int(rand()*320); printf "{\"id\": \"q%d\", \"tokens\": [%s]}\n", i, s}}' > "$tmp/p.jsonl"
 REC=(record "$MODEL" --prompts "$tmp/p.jsonl" --hooks 'blocks.*.hook_resid_post,blocks.*.attn.hook_pattern,blocks.1.attn.hook_z'
      --heads 1,3-5 --dtype bf16 --topk 4 -q)
 
@@ -33,13 +33,15 @@ grep -qi "complete" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "dump-info opens i
 
 compare() { # compare.sh MODE A REF -> prints P, returns status
   if [ $have_h5py = 0 ]; then echo "-1"; return 0; fi
-  "$PY" "$CMP" $1 "$2" "$3"
+  timeout 120 "$PY" "$CMP" $1 "$2" "$3"
 }
+# a hang is a failure, never a stuck suite
+kst() { timeout 120 "$KS" "$@"; }
 
 # ---- kill -9 at random moments ----------------------------------------------------------
 for trial in 1 2 3 4; do
   rm -f "$tmp/c.h5" "$tmp/trace"
-  delay=$(awk -v s=$trial 'BEGIN{srand(s*31); printf "%.2f", 0.05 + rand()*0.9}')
+  delay=$(awk -v s=$trial 'BEGIN{srand(s*31); printf "%.2f", 0.05 + rand()*0.5}')
   extra=(--flush-seconds 0 --no-fsync)
   [ $trial = 3 ] && extra=(--flush-seconds 0)            # with fsync
   [ $trial = 4 ] && extra=(--flush-seconds 0.05 --no-fsync)  # several prompts per commit
@@ -47,9 +49,9 @@ for trial in 1 2 3 4; do
   pid=$!
   sleep "$delay"; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
   traced=$(tail -1 "$tmp/trace" 2>/dev/null | awk '{print $2}'); traced=${traced:-0}
-  "$KS" dump-info "$tmp/c.h5" >"$tmp/info" 2>&1; rc=$?
+  kst dump-info "$tmp/c.h5" >"$tmp/info" 2>&1; rc=$?
   if [ ! -f "$tmp/c.h5" ]; then skip "trial $trial: killed before the file was created"; continue; fi
-  ok $rc "trial $trial (kill -9 after ${delay}s): the dump opens with the koalascope reader"
+  ok $rc "trial $trial (kill -9 after ${delay}s): the dump opens with the koalascope reader $(grep -m1 error "$tmp/info" | cut -c1-200)"
   P=$(compare --prefix "$tmp/c.h5" "$tmp/ref.h5" 2>"$tmp/cerr"); rc=$?
   if [ $have_h5py = 1 ]; then
     ok $rc "trial $trial: its $P committed prompts equal the reference's, bit for bit $(head -c 200 "$tmp/cerr")"
@@ -61,7 +63,7 @@ for trial in 1 2 3 4; do
   else
     skip "trial $trial: python3-h5py missing, contents not compared"
   fi
-  "$KS" "${REC[@]}" --resume -o "$tmp/c.h5" 2>"$tmp/err"; rc=$?
+  kst "${REC[@]}" --resume -o "$tmp/c.h5" 2>"$tmp/err"; rc=$?
   ok $rc "trial $trial: --resume finishes it: $(head -c 200 "$tmp/err")"
   if [ $have_h5py = 1 ]; then
     compare "" "$tmp/c.h5" "$tmp/ref.h5" >/dev/null 2>"$tmp/cerr"; ok $? "trial $trial: the resumed dump is identical to the uninterrupted one $(head -c 300 "$tmp/cerr")"
@@ -70,15 +72,16 @@ done
 
 # ---- a full disk (a file size limit: writes fail with EFBIG as they would with ENOSPC) ----
 rm -f "$tmp/full.h5"
-( trap '' XFSZ; ulimit -f 6000; exec "$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/full.h5" ) 2>"$tmp/err"; rc=$?
-[ $rc = 1 ]; ok $? "disk full: exit status 1 (got $rc), no crash"
+half_kb=$(( $(stat -c %s "$tmp/ref.h5") / 2048 ))   # the disk fills half way through
+( trap '' XFSZ; ulimit -f $half_kb; exec "$KS" "${REC[@]}" --flush-seconds 0 --no-fsync -o "$tmp/full.h5" ) 2>"$tmp/err"; rc=$?
+[ $rc = 1 ]; ok $? "disk full at $half_kb KiB: exit status 1 (got $rc), no crash"
 grep -q "File too large" "$tmp/err"; ok $? "disk full: the error says why: $(head -1 "$tmp/err" | cut -c1-160)"
 grep -q -- "--resume" "$tmp/err"; ok $? "disk full: the error says how to continue"
-"$KS" dump-info "$tmp/full.h5" >/dev/null 2>&1; ok $? "disk full: the dump opens"
+kst dump-info "$tmp/full.h5" >/dev/null 2>&1; ok $? "disk full: the dump opens"
 if [ $have_h5py = 1 ]; then
   P=$(compare --prefix "$tmp/full.h5" "$tmp/ref.h5" 2>"$tmp/cerr"); ok $? "disk full: its $P committed prompts equal the reference's $(head -c 200 "$tmp/cerr")"
 fi
-"$KS" "${REC[@]}" --resume -o "$tmp/full.h5" 2>"$tmp/err"; ok $? "disk full: --resume with space again finishes it"
+kst "${REC[@]}" --resume -o "$tmp/full.h5" 2>"$tmp/err"; ok $? "disk full: --resume with space again finishes it"
 if [ $have_h5py = 1 ]; then
   compare "" "$tmp/full.h5" "$tmp/ref.h5" >/dev/null 2>"$tmp/cerr"; ok $? "disk full: the resumed dump is identical to the uninterrupted one $(head -c 300 "$tmp/cerr")"
 fi
@@ -93,7 +96,7 @@ if [ $rc = 0 ]; then
 else
   [ $rc = 130 ]; ok $? "Ctrl-C: exit status 130 (got $rc)"
   grep -q -- "--resume" "$tmp/err"; ok $? "Ctrl-C: says how to continue: $(grep -m1 interrupted "$tmp/err" | cut -c1-160)"
-  "$KS" "${REC[@]}" --resume -o "$tmp/int.h5" 2>/dev/null; ok $? "Ctrl-C: --resume finishes it"
+  kst "${REC[@]}" --resume -o "$tmp/int.h5" 2>/dev/null; ok $? "Ctrl-C: --resume finishes it"
   if [ $have_h5py = 1 ]; then
     compare "" "$tmp/int.h5" "$tmp/ref.h5" >/dev/null 2>"$tmp/cerr"; ok $? "Ctrl-C: the resumed dump is identical $(head -c 300 "$tmp/cerr")"
   fi
@@ -107,9 +110,9 @@ if [ $rc = 0 ]; then
 elif [ -f "$tmp/r.h5" ] && [ $have_h5py = 1 ]; then
   "$PY" -c "import h5py,sys; h5py.File(sys.argv[1],'r')" "$tmp/r.h5" 2>/dev/null; rc=$?
   [ $rc != 0 ]; ok $? "an interrupted dump is flagged open-for-writing (plain h5py refuses it)"
-  "$PY" -c "import h5py,sys; h5py.File(sys.argv[1],'r',swmr=True)" "$tmp/r.h5"; ok $? "h5py opens it with swmr=True, as docs/FORMAT.md says"
+  timeout 60 "$PY" -c "import h5py,sys; h5py.File(sys.argv[1],'r',swmr=True)" "$tmp/r.h5"; ok $? "h5py opens it with swmr=True, as docs/FORMAT.md says"
   P1=$(compare --prefix "$tmp/r.h5" "$tmp/ref.h5" 2>/dev/null)
-  "$KS" dump-info --repair "$tmp/r.h5" >/dev/null 2>"$tmp/err"; ok $? "dump-info --repair: $(head -c 200 "$tmp/err")"
+  kst dump-info --repair "$tmp/r.h5" >/dev/null 2>"$tmp/err"; ok $? "dump-info --repair: $(head -c 200 "$tmp/err")"
   "$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r'); print(len(f['prompt_offsets'])-1, f['tokens'].shape[0]==f['prompt_offsets'][-1])" "$tmp/r.h5" >"$tmp/out" 2>&1
   [ "$(cat "$tmp/out")" = "$P1 True" ]; ok $? "after --repair plain h5py opens it, $P1 prompts, datasets cut to the committed length ($(cat "$tmp/out"))"
 fi
