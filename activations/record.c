@@ -73,6 +73,10 @@ typedef struct {
     int src_heads;     /* heads in the hook tensor (query heads) */
     hid_t d;
     int64_t extent;    /* current size of the growing axis */
+    /* writer-side staging of one chunk along the growing axis */
+    int64_t chunk_n;   /* chunk length along the growing axis (0: not read yet) */
+    int64_t st_start, st_n;
+    void *stage;       /* [chunk_n, row_elems] or [heads, chunk_n] in storage dtype */
 } rec_ds;
 
 struct ks_recorder {
@@ -421,32 +425,6 @@ out:
     return rc;
 }
 
-/* Attention datasets grow along axis 1: [heads, K]. */
-static herr_t write_cols(hid_t d, hid_t mtype, int64_t heads, int64_t start, int64_t count,
-                         const void *buf) {
-    if (count <= 0) return 0;
-    hsize_t dims[2];
-    hid_t fs = H5Dget_space(d);
-    if (fs < 0) return -1;
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    if ((hsize_t)(start + count) > dims[1]) {
-        H5Sclose(fs);
-        dims[1] = (hsize_t)(start + count);
-        if (H5Dset_extent(d, dims) < 0) return -1;
-        fs = H5Dget_space(d);
-        if (fs < 0) return -1;
-    }
-    hsize_t st[2] = {0, (hsize_t)start}, cnt[2] = {(hsize_t)heads, (hsize_t)count};
-    herr_t rc = -1;
-    hid_t ms = -1;
-    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, cnt, NULL) < 0) goto out;
-    ms = H5Screate_simple(2, cnt, NULL);
-    if (ms < 0) goto out;
-    rc = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
-out:
-    keep_error_close(rc, ms, fs);
-    return rc;
-}
 
 /* ------------------------------------------------------------------ selection -> datasets */
 
@@ -592,7 +570,7 @@ typedef struct {
 #define N_IDENT 15
 
 static ks_status identity(ks_recorder *r, ident *id, ks_error *err) {
-    char hex[65] = {0}, tokhex[65] = {0}, tokfile[4096];
+    char hex[65] = {0}, tokhex[65] = {0}, tokfile[4096] = "";
     const char *of = "weights";
     ks_status st = KS_OK;
     if (r->o.model_path) st = model_identity(r->o.model_path, hex, &of, tokfile, sizeof tokfile, err);
@@ -747,8 +725,10 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
         char path[128];
         snprintf(path, sizeof path, "%s/%s", KS_GROUP_ACTIVATIONS, s->name);
         if (s->kind == KS_DUMP_KIND_ATTENTION) {
-            hsize_t fixed[2] = {(hsize_t)s->dims[0], 0}, ch[2] = {1, ACH};
-            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 2, fixed, 1, ch, r->o.compression, ACH * es),
+            hsize_t ach = ACH; /* heads x chunk <= 2 MiB: the writer stages one chunk per head */
+            while (ach > 1024 && (size_t)s->dims[0] * ach * es > ((size_t)2 << 20)) ach /= 2;
+            hsize_t fixed[2] = {(hsize_t)s->dims[0], 0}, ch[2] = {1, ach};
+            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 2, fixed, 1, ch, r->o.compression, ach * es),
                     "%s: cannot create dataset %s", P, path);
         } else {
             hsize_t fixed[3] = {0, (hsize_t)s->dims[0], (hsize_t)s->dims[1]};
@@ -837,6 +817,9 @@ static void close_datasets(ks_recorder *r) {
     for (int i = 0; i < r->n_ds; i++) {
         if (r->ds[i].d >= 0) H5Dclose(r->ds[i].d);
         r->ds[i].d = -1;
+        free(r->ds[i].stage);
+        r->ds[i].stage = NULL;
+        r->ds[i].st_n = 0;
     }
 }
 
@@ -872,11 +855,109 @@ static int fd_of(hid_t f) {
     return *(int *)h;
 }
 
+/* Staging: rows (or attention columns) of a dataset are gathered in the writer
+ * until a whole chunk along the growing axis is there, then written with one H5Dwrite, so
+ * that HDF5 (which, in SWMR-write mode, writes a chunk out at every H5Dwrite and reads it
+ * back at the next) writes each chunk once. Partial chunks go out at commits. */
+static int64_t ds_chunk_n(rec_ds *s) {
+    if (s->chunk_n) return s->chunk_n;
+    hid_t pl = H5Dget_create_plist(s->d);
+    hsize_t ch[3] = {1, 1, 1};
+    if (pl >= 0) {
+        H5Pget_chunk(pl, 3, ch);
+        H5Pclose(pl);
+    }
+    s->chunk_n = (int64_t)(s->kind == KS_DUMP_KIND_ATTENTION ? ch[1] : ch[0]);
+    if (s->chunk_n < 1) s->chunk_n = 1;
+    return s->chunk_n;
+}
+
+static ks_status stage_flush(ks_recorder *r, rec_ds *s, ks_error *err) {
+    if (s->st_n == 0) return KS_OK;
+    hid_t mt = r->o.dtype == KS_DUMP_F32 ? H5T_NATIVE_FLOAT : r->t_store;
+    herr_t rc;
+    if (s->kind == KS_DUMP_KIND_ATTENTION) {
+        /* stage is [heads, chunk_n]; write [heads, st_n] through a strided memory space */
+        int64_t H = s->dims[0], C = ds_chunk_n(s);
+        hid_t fs = H5Dget_space(s->d);
+        hsize_t dims[2];
+        H5Sget_simple_extent_dims(fs, dims, NULL);
+        if ((hsize_t)(s->st_start + s->st_n) > dims[1]) {
+            H5Sclose(fs);
+            dims[1] = (hsize_t)(s->st_start + s->st_n);
+            if (H5Dset_extent(s->d, dims) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot extend %s", r->path, s->name);
+            fs = H5Dget_space(s->d);
+        }
+        hsize_t fst[2] = {0, (hsize_t)s->st_start}, cnt[2] = {(hsize_t)H, (hsize_t)s->st_n};
+        hsize_t mdim[2] = {(hsize_t)H, (hsize_t)C}, mst[2] = {0, 0};
+        hid_t ms = H5Screate_simple(2, mdim, NULL);
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, fst, NULL, cnt, NULL);
+        H5Sselect_hyperslab(ms, H5S_SELECT_SET, mst, NULL, cnt, NULL);
+        rc = H5Dwrite(s->d, mt, ms, fs, H5P_DEFAULT, s->stage);
+        H5Sclose(ms);
+        H5Sclose(fs);
+    } else {
+        rc = write_rows(s->d, mt, s->st_start, s->st_n, s->stage);
+    }
+    if (rc < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot write %s", r->path, s->name);
+    s->st_start += s->st_n;
+    s->st_n = 0;
+    return KS_OK;
+}
+
+/* Append count rows/columns starting at start (storage dtype, [count, row] or [heads, count]). */
+static ks_status stage_put(ks_recorder *r, rec_ds *s, int64_t start, int64_t count, const void *buf,
+                           ks_error *err) {
+    size_t es = elem_size(r->o.dtype);
+    int64_t C = ds_chunk_n(s);
+    bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
+    int64_t H = attn ? s->dims[0] : 1, row = attn ? 1 : s->row_elems;
+    if (!s->stage) {
+        s->stage = malloc((size_t)(H * C * row) * es);
+        if (!s->stage) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
+        s->st_start = start;
+    }
+    ks_status st;
+    if (s->st_n && start != s->st_start + s->st_n && (st = stage_flush(r, s, err))) return st;
+    if (s->st_n == 0) s->st_start = start;
+    int64_t done = 0;
+    while (done < count) {
+        int64_t pos = s->st_start + s->st_n;
+        int64_t room = C - pos % C; /* to the next chunk boundary */
+        int64_t m = count - done < room ? count - done : room;
+        int64_t off = s->st_n; /* where in the stage */
+        if (off + m > C) { /* stage begins mid-chunk: it never holds more than C */
+            if ((st = stage_flush(r, s, err))) return st;
+            continue;
+        }
+        if (attn) {
+            for (int64_t h = 0; h < H; h++)
+                memcpy((char *)s->stage + ((size_t)(h * C + off)) * es,
+                       (const char *)buf + ((size_t)(h * count + done)) * es, (size_t)m * es);
+        } else {
+            memcpy((char *)s->stage + (size_t)(off * row) * es, (const char *)buf + (size_t)(done * row) * es,
+                   (size_t)(m * row) * es);
+        }
+        s->st_n += m;
+        done += m;
+        if ((s->st_start + s->st_n) % C == 0 && (st = stage_flush(r, s, err))) return st;
+    }
+    return KS_OK;
+}
+
+static ks_status stage_flush_all(ks_recorder *r, ks_error *err) {
+    ks_status st;
+    for (int i = 0; i < r->n_ds; i++)
+        if ((st = stage_flush(r, &r->ds[i], err))) return st;
+    return KS_OK;
+}
+
 /* Flush every dataset, then extend the offsets: the commit point (see the top comment). */
 static ks_status commit(ks_recorder *r, ks_error *err) {
     ks_status st = KS_OK;
     if (r->pend_n == 0) return KS_OK;
     const char *P = r->path;
+    if ((st = stage_flush_all(r, err))) goto out;
     KS_H5_TRY(H5Fflush(r->file, H5F_SCOPE_LOCAL), "%s: cannot flush", P);
     int fd = fd_of(r->file);
     if (!r->o.no_fsync && fd >= 0 && fsync(fd) != 0) {
@@ -958,10 +1039,12 @@ static ks_status handle(ks_recorder *r, msg *q, ks_error *err) {
         const void *buf = to_store(r, q->data, n, &mt);
         if (!buf) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
         herr_t rc;
-        if (s && s->kind == KS_DUMP_KIND_ATTENTION)
-            rc = write_cols(s->d, mt, s->dims[0], q->start, q->count, buf);
-        else
-            rc = write_rows(full ? r->d_full : s->d, mt, q->start, q->count, buf);
+        if (s) {
+            ks_status st2 = stage_put(r, s, q->start, q->count, buf, err);
+            if (st2) return st2;
+            rc = 0;
+        } else
+            rc = write_rows(r->d_full, mt, q->start, q->count, buf);
         KS_H5_TRY(rc, "%s: cannot write %s", P, full ? KS_DS_FULL_LOGITS : s->name);
         atomic_fetch_add(&r->bytes_written, (int64_t)(n * elem_size(r->o.dtype)));
         return KS_OK;
@@ -1412,12 +1495,16 @@ static int cmp_desc(const void *a, const void *b, void *lg) {
 }
 
 /* top-k of one row of logits: a partial selection then a sort of the k */
-static void topk_row(const float *lg, int V, int k, int32_t *ids, float *lp, int *scratch) {
+/* log-sum-exp of one row of logits (once per row: top-k and the next token's log-prob share it) */
+static float row_lse(const float *lg, int V) {
     float mx = -INFINITY;
     for (int v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
     double sum = 0;
     for (int v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
-    float lse = mx + (float)log(sum);
+    return mx + (float)log(sum);
+}
+
+static void topk_row(const float *lg, int V, int k, float lse, int32_t *ids, float *lp, int *scratch) {
     int n = 0;
     for (int v = 0; v < V; v++) {
         if (n < k) {
@@ -1440,13 +1527,6 @@ static void topk_row(const float *lg, int V, int k, int32_t *ids, float *lp, int
     }
 }
 
-static float logprob_of(const float *lg, int V, int id) {
-    float mx = -INFINITY;
-    for (int v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
-    double sum = 0;
-    for (int v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
-    return lg[id] - mx - (float)log(sum);
-}
 
 ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, int n, int n_prompt,
                              const char *text, const char *id, const char *generation,
@@ -1559,8 +1639,9 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
         for (int j = 0; j < rows; j++) {
             int pos = q->row_pos[j];
             const float *lg = r->logits + (size_t)pos * V;
-            topk_row(lg, V, K, q->topk_ids + (size_t)j * K, q->topk_lp + (size_t)j * K, scratch);
-            q->next_lp[j] = pos + 1 < n ? logprob_of(lg, V, tokens[pos + 1]) : NAN;
+            float lse = row_lse(lg, V);
+            topk_row(lg, V, K, lse, q->topk_ids + (size_t)j * K, q->topk_lp + (size_t)j * K, scratch);
+            q->next_lp[j] = pos + 1 < n ? lg[tokens[pos + 1]] - lse : NAN;
         }
         free(scratch);
         bytes += (size_t)rows * (size_t)K * 8;
