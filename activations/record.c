@@ -1247,6 +1247,27 @@ static hid_t latest_fapl(void) {
     return fapl;
 }
 
+/* Switch the file to SWMR writing and start the writer thread. From here on the file is
+ * crash-consistent (and no new HDF5 object may be created). */
+static ks_status go_live(ks_recorder *r, ks_error *err) {
+    if (H5Fstart_swmr_write(r->file) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot start SWMR writing", r->path);
+    r->last_commit = now_s();
+    return start_writer(r, err);
+}
+
+/* The common end of create and resume: release what opening used, hand out the recorder or
+ * free it on failure. */
+static ks_status finish_open(ks_recorder *r, ks_status st, hid_t fapl, ident *id, ks_recorder **out) {
+    if (fapl >= 0) H5Pclose(fapl);
+    ident_free(id);
+    if (st) {
+        ks_recorder_free(r);
+        r = NULL;
+    }
+    *out = r;
+    return st;
+}
+
 ks_status ks_recorder_create(const char *path, const ks_model *m, const ks_record_options *o,
                              bool overwrite, ks_recorder **out, ks_error *err) {
     ks_recorder *r = NULL;
@@ -1263,19 +1284,9 @@ ks_status ks_recorder_create(const char *path, const ks_model *m, const ks_recor
     KS_H5_TRY(r->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "%s: cannot create the dump", path);
     if ((st = write_root_attrs(r, id, err))) goto out;
     if ((st = create_datasets(r, err))) goto out;
-    /* from here on the file is crash-consistent (no new objects may be created) */
-    KS_H5_TRY(H5Fstart_swmr_write(r->file), "%s: cannot start SWMR writing", path);
-    r->last_commit = now_s();
-    st = start_writer(r, err);
+    st = go_live(r, err);
 out:
-    if (fapl >= 0) H5Pclose(fapl);
-    ident_free(id);
-    if (st) {
-        ks_recorder_free(r);
-        r = NULL;
-    }
-    *out = r;
-    return st;
+    return finish_open(r, st, fapl, id, out);
 }
 
 static bool read_last_i64(hid_t d, int64_t len, int64_t *v) {
@@ -1343,17 +1354,9 @@ ks_status ks_recorder_resume(const char *path, const ks_model *m, const ks_recor
     attr_read_i64(r->file, "resume_count", &rc);
     if ((st = attr_num(r->file, "resume_count", H5T_STD_I32LE, rc + 1, path, err))) goto out;
     if ((st = attr_num(r->file, "complete", H5T_STD_I8LE, 0, path, err))) goto out;
-    KS_H5_TRY(H5Fstart_swmr_write(r->file), "%s: cannot start SWMR writing", path);
-    r->last_commit = now_s();
-    st = start_writer(r, err);
+    st = go_live(r, err);
 out:
-    if (fapl >= 0) H5Pclose(fapl);
-    ident_free(id);
-    if (st) {
-        ks_recorder_free(r);
-        r = NULL;
-    }
-    *out = r;
+    finish_open(r, st, fapl, id, out);
     if (n_committed) *n_committed = st ? 0 : P;
     return st;
 }

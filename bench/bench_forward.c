@@ -22,6 +22,7 @@
 #include <omp.h>
 #endif
 
+#include "bench_model.h"
 #include "model_private.h"
 
 typedef struct {
@@ -41,22 +42,6 @@ static double now(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-static void fill_random(float *p, size_t n, uint64_t seed) {
-#pragma omp parallel
-    {
-        uint64_t s = seed;
-#ifdef _OPENMP
-        s += 0x9e3779b97f4a7c15ULL * (uint64_t)(omp_get_thread_num() + 1);
-#endif
-#pragma omp for
-        for (size_t i = 0; i < n; i++) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            p[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 0.04f;
-        }
-    }
-}
 
 /* f32 -> f16, round to nearest even (bench-only: builds weights to time, not to trust) */
 static uint16_t to_f16(float f) {
@@ -118,49 +103,11 @@ static bool decline_all(const ks_hook_tensor *t, bool ask, void *user) {
 }
 
 static ks_model *random_model(const shape *sh, ks_dtype dt, size_t *n_params, double *matrix_bytes) {
-    ks_model *m = NULL;
-    ks_error err = {0};
-    if (ks_model_alloc(&m, &err)) return NULL;
-    ks_config *c = &m->cfg;
-    c->dim = sh->dim;
-    c->hidden_dim = sh->hidden;
-    c->n_layers = sh->layers;
-    c->n_heads = sh->heads;
-    c->n_kv_heads = sh->kv_heads;
-    c->head_dim = sh->dim / sh->heads;
-    c->vocab_size = sh->vocab;
-    c->max_seq_len = 2048;
-    c->rms_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->tie_embeddings = false;
-    if (ks_model_alloc_layers(m, &err)) return NULL;
+    ks_model *m = bench_random_model(sh->dim, sh->hidden, sh->layers, sh->heads, sh->kv_heads, sh->vocab);
+    if (!m) return NULL;
+    const ks_config *c = &m->cfg;
     size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t per_layer = 2 * d + d * d * 2 + 2 * kv * d + 3 * d * h;
-    size_t total = 2 * (size_t)c->vocab_size * d + d + per_layer * c->n_layers;
-    float *w = malloc(total * sizeof(float));
-    if (!w || ks_model_own(m, w, &err)) return NULL;
-    fill_random(w, total, 1234);
-    float *p = w;
-#define TAKE(dst, n) (dst = p, p += (n))
-#define TAKE_W(dst, n) (dst = (ks_weight){p, KS_DTYPE_F32}, p += (n))
-    TAKE_W(m->tok_embeddings, c->vocab_size * d);
-    TAKE_W(m->output, c->vocab_size * d);
-    TAKE(m->final_norm, d);
-    for (int l = 0; l < c->n_layers; l++) {
-        ks_layer_weights *L = &m->layers[l];
-        TAKE(L->attn_norm, d);
-        TAKE(L->ffn_norm, d);
-        TAKE_W(L->wq, d * d);
-        TAKE_W(L->wo, d * d);
-        TAKE_W(L->wk, kv * d);
-        TAKE_W(L->wv, kv * d);
-        TAKE_W(L->w_gate, h * d);
-        TAKE_W(L->w_up, h * d);
-        TAKE_W(L->w_down, d * h);
-    }
-#undef TAKE
-#undef TAKE_W
-    m->n_params = total;
+    size_t total = m->n_params;
     *n_params = total;
     /* every matrix but the input embedding (one row read per token) in the chosen dtype */
     size_t q = (size_t)c->n_heads * c->head_dim;
@@ -241,8 +188,8 @@ static double measure_gemm(int M, int K, int N, int threads) {
 #endif
     float *a = malloc(sizeof(float) * (size_t)M * K), *b = malloc(sizeof(float) * (size_t)N * K),
           *c = malloc(sizeof(float) * (size_t)M * N);
-    fill_random(a, (size_t)M * K, 1);
-    fill_random(b, (size_t)N * K, 2);
+    bench_fill_random(a, (size_t)M * K, 1);
+    bench_fill_random(b, (size_t)N * K, 2);
     double best = 0;
     for (int r = 0; r < 5; r++) {
         double t0 = now();
