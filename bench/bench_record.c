@@ -286,17 +286,25 @@ typedef struct {
     int expect_n; /* prompts whose sizes are passed as expected_tokens/_attn (chunk shapes) */
 } mem_arg;
 
-static void mem_child(const void *argp, child_result *res) {
-    const mem_arg *a = argp;
-    ks_error err = {0};
+/* The model of a child process, its label and size recorded in res; NULL (with res->err) when
+ * it cannot be built. */
+static ks_model *child_model(const shape *sh, child_result *res) {
     const char *label;
-    ks_model *m = get_model(&SH_15M, &label);
+    ks_model *m = get_model(sh, &label);
     if (!m) {
-        set_err(res->err, sizeof res->err, "cannot build the model");
-        return;
+        set_err(res->err, sizeof res->err, "cannot build the model (out of memory?)");
+        return NULL;
     }
     snprintf(res->model_label, sizeof res->model_label, "%s", label);
     res->params = ks_model_param_count(m);
+    return m;
+}
+
+static void mem_child(const void *argp, child_result *res) {
+    const mem_arg *a = argp;
+    ks_error err = {0};
+    ks_model *m = child_model(&SH_15M, res);
+    if (!m) return;
     const ks_config *c = ks_model_config(m);
     int np = a->n > a->expect_n ? a->n : a->expect_n;
     prompt_set ps;
@@ -471,14 +479,8 @@ static double run_speed_cfg(const speed_cfg *sc, ks_model *m, ks_session *s, con
 static void speed_child(const void *argp, child_result *res) {
     (void)argp;
     ks_error err = {0};
-    const char *label;
-    ks_model *m = get_model(&SH_110M, &label);
-    if (!m) {
-        set_err(res->err, sizeof res->err, "cannot build the model (out of memory?)");
-        return;
-    }
-    snprintf(res->model_label, sizeof res->model_label, "%s", label);
-    res->params = ks_model_param_count(m);
+    ks_model *m = child_model(&SH_110M, res);
+    if (!m) return;
     const ks_config *c = ks_model_config(m);
     prompt_set ps;
     if (!make_prompts(&ps, O.speed_n, O.speed_len, O.speed_len, c->vocab_size, c->max_seq_len)) {
@@ -615,14 +617,8 @@ static bool take_all(const ks_hook_tensor *t, bool ask, void *user) {
 static void write_child(const void *argp, child_result *res) {
     (void)argp;
     ks_error err = {0};
-    const char *label;
-    ks_model *m = get_model(&SH_260K, &label);
-    if (!m) {
-        set_err(res->err, sizeof res->err, "cannot build the model");
-        return;
-    }
-    snprintf(res->model_label, sizeof res->model_label, "%s", label);
-    res->params = ks_model_param_count(m);
+    ks_model *m = child_model(&SH_260K, res);
+    if (!m) return;
     const ks_config *c = ks_model_config(m);
     /* enough prompts (lengths 16-128) for about --write-mb MB of f32 payload */
     prompt_set probe;

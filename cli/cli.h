@@ -3,7 +3,12 @@
 #ifndef KS_CLI_H
 #define KS_CLI_H
 
+#include <stdbool.h>
+
 #define EXIT_USAGE 1
+
+/* An integer in [lo, hi], the whole string (cli/main.c). */
+bool cli_parse_int(const char *s, long lo, long hi, long *out);
 
 /* koalascope record … (cli/record.c) */
 int cmd_record(int argc, char **argv);

@@ -82,7 +82,7 @@ static const struct option long_opts[] = {
     {0, 0, 0, 0},
 };
 
-static bool parse_int(const char *s, long lo, long hi, long *out) {
+bool cli_parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -121,16 +121,16 @@ static int parse_opts(const char *cmd, const char *help, int argc, char **argv, 
         case OPT_TEMPLATE: o->template_name = strcmp(optarg, "none") == 0 ? NULL : optarg; break;
         case OPT_SYSTEM: o->system = optarg; break;
         case OPT_THREADS:
-            if (!parse_int(optarg, 1, 1024, &v)) return usage_error(cmd, "--threads: '%s' is not a count 1..1024", optarg);
+            if (!cli_parse_int(optarg, 1, 1024, &v)) return usage_error(cmd, "--threads: '%s' is not a count 1..1024", optarg);
             o->threads = (int)v;
             break;
         case OPT_CTX:
-            if (!parse_int(optarg, 1, 1 << 24, &v)) return usage_error(cmd, "--ctx: '%s' is not a positive length", optarg);
+            if (!cli_parse_int(optarg, 1, 1 << 24, &v)) return usage_error(cmd, "--ctx: '%s' is not a positive length", optarg);
             o->ctx = (int)v;
             break;
         case 'n':
         case OPT_MAX_TOKENS:
-            if (!parse_int(optarg, 0, 1 << 24, &v)) return usage_error(cmd, "--max-tokens: '%s' is not a count", optarg);
+            if (!cli_parse_int(optarg, 0, 1 << 24, &v)) return usage_error(cmd, "--max-tokens: '%s' is not a count", optarg);
             o->max_tokens = (int)v;
             break;
         case OPT_NO_BOS: o->no_bos = true; break;
@@ -141,7 +141,7 @@ static int parse_opts(const char *cmd, const char *help, int argc, char **argv, 
                 return usage_error(cmd, "--temperature: '%s' is not a number >= 0", optarg);
             break;
         case OPT_TOPK:
-            if (!parse_int(optarg, 0, 1 << 24, &v)) return usage_error(cmd, "--top-k: '%s' is not a count", optarg);
+            if (!cli_parse_int(optarg, 0, 1 << 24, &v)) return usage_error(cmd, "--top-k: '%s' is not a count", optarg);
             o->sp.top_k = (int)v;
             break;
         case OPT_TOPP:

@@ -124,14 +124,6 @@ static int err_msg(const ks_error *e) {
     return EXIT_USAGE;
 }
 
-static bool to_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
 
 static bool to_double(const char *s, double lo, double hi, double *out) {
     char *end;
@@ -193,7 +185,7 @@ static int parse_args(int argc, char **argv, rec_args *a) {
         case O_POSITIONS: a->ro.positions = optarg; break;
         case O_HEADS: a->ro.heads = optarg; break;
         case O_TOPK:
-            if (!to_long(optarg, 0, 1 << 20, &v)) return err_usage("--topk: '%s' is not a count", optarg);
+            if (!cli_parse_int(optarg, 0, 1 << 20, &v)) return err_usage("--topk: '%s' is not a count", optarg);
             a->ro.logits_topk = (int)v;
             break;
         case O_FULL: a->ro.logits_full = true; break;
@@ -212,15 +204,15 @@ static int parse_args(int argc, char **argv, rec_args *a) {
             break;
         case O_NOFSYNC: a->ro.no_fsync = true; break;
         case O_BUFFER:
-            if (!to_long(optarg, 1, 1 << 20, &v)) return err_usage("--buffer-mb: '%s' is not a size in MB (1..)", optarg);
+            if (!cli_parse_int(optarg, 1, 1 << 20, &v)) return err_usage("--buffer-mb: '%s' is not a size in MB (1..)", optarg);
             a->ro.buffer_bytes = (size_t)v << 20;
             break;
         case O_CTX:
-            if (!to_long(optarg, 1, 1 << 24, &v)) return err_usage("--ctx: '%s' is not a positive length", optarg);
+            if (!cli_parse_int(optarg, 1, 1 << 24, &v)) return err_usage("--ctx: '%s' is not a positive length", optarg);
             a->ctx = (int)v;
             break;
         case O_THREADS:
-            if (!to_long(optarg, 1, 1024, &v)) return err_usage("--threads: '%s' is not a count 1..1024", optarg);
+            if (!cli_parse_int(optarg, 1, 1024, &v)) return err_usage("--threads: '%s' is not a count 1..1024", optarg);
             a->threads = (int)v;
             break;
         case O_TOKENIZER: a->tokenizer = optarg; break;
@@ -230,7 +222,7 @@ static int parse_args(int argc, char **argv, rec_args *a) {
         case O_NOBOS: a->no_bos = true; break;
         case O_SKIPLONG: a->skip_long = true; break;
         case O_GENERATE:
-            if (!to_long(optarg, 0, 1 << 20, &v)) return err_usage("--generate: '%s' is not a token count", optarg);
+            if (!cli_parse_int(optarg, 0, 1 << 20, &v)) return err_usage("--generate: '%s' is not a token count", optarg);
             a->generate = (int)v;
             break;
         case 't':
@@ -238,7 +230,7 @@ static int parse_args(int argc, char **argv, rec_args *a) {
             a->ro.sampling.temperature = (float)d;
             break;
         case O_TOPK_S:
-            if (!to_long(optarg, 0, 1 << 24, &v)) return err_usage("--top-k: '%s' is not a count", optarg);
+            if (!cli_parse_int(optarg, 0, 1 << 24, &v)) return err_usage("--top-k: '%s' is not a count", optarg);
             a->ro.sampling.top_k = (int)v;
             break;
         case O_TOPP:

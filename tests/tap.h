@@ -6,10 +6,13 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "ks_status.h"
 
 static int tap_n = 0, tap_failed = 0;
 
@@ -83,6 +86,18 @@ static inline const char *ks_test_src_file(const char *rel, char *buf, size_t ca
     const char *root = getenv("KS_SOURCE_ROOT");
     snprintf(buf, cap, "%s/%s", root && *root ? root : ".", rel);
     return buf;
+}
+
+/* The status named by its enum spelling ("KS_ERR_FORMAT"), as the malformed-case lists
+ * write it; *ok false when no status has that name. */
+static inline ks_status status_from_name(const char *name, bool *ok) {
+    *ok = true;
+#define KS_X(n, v, t) \
+    if (!strcmp(name, #n)) return n;
+    KS_STATUS_LIST(KS_X)
+#undef KS_X
+    *ok = false;
+    return KS_OK;
 }
 
 #endif

@@ -319,15 +319,6 @@ static void check_dump(const char *path, const char *json_path, bool interrupted
 
 /* ------------------------------------------------------------------ malformed */
 
-static ks_status status_from_name(const char *name, bool *ok) {
-    *ok = true;
-#define KS_X(n, v, t) \
-    if (!strcmp(name, #n)) return n;
-    KS_STATUS_LIST(KS_X)
-#undef KS_X
-    *ok = false;
-    return KS_OK;
-}
 
 /* Read everything: every prompt's strings, tokens, positions, every hook, the top-k. Returns
  * the first failure (its detail in err), KS_OK when all reads pass. */

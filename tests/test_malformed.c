@@ -6,15 +6,6 @@
 
 #include "model_private.h"
 
-static ks_status status_from_name(const char *name, bool *ok) {
-    *ok = true;
-#define KS_X(n, v, t) \
-    if (!strcmp(name, #n)) return n;
-    KS_STATUS_LIST(KS_X)
-#undef KS_X
-    *ok = false;
-    return KS_OK;
-}
 
 static void controls(const char *dir) {
     static const char *valid[] = {"valid_legacy.bin", "valid_v1.bin", "valid_v2.bin", "valid.gguf", "valid_v2.gguf",
