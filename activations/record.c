@@ -567,7 +567,7 @@ typedef struct {
     const char *name;
     char *value;
 } ident;
-#define N_IDENT 15
+#define N_IDENT 16
 
 static ks_status identity(ks_recorder *r, ident *id, ks_error *err) {
     char hex[65] = {0}, tokhex[65] = {0}, tokfile[4096] = "";
@@ -600,6 +600,7 @@ static ks_status identity(ks_recorder *r, ident *id, ks_error *err) {
     snprintf(num, sizeof num, "%d", r->o.generate_max_tokens);
     id[i++] = (ident){"generate_max_tokens", strdup(num)};
     id[i++] = (ident){"sampling", sampling_json(&r->o.sampling)};
+    id[i++] = (ident){"backend", strdup(r->o.backend ? r->o.backend : "cpu")};
     for (int k = 0; k < i; k++)
         if (!id[k].value) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
     return KS_OK;
@@ -638,8 +639,12 @@ static ks_status write_root_attrs(ks_recorder *r, ident *id, ks_error *err) {
     A_STR("tokenizer_source", r->o.tokenizer_path ? r->o.tokenizer_path : "model");
     const ks_tokenizer *tok = ks_model_tokenizer(r->m);
     A_NUM("tokenizer_vocab_size", H5T_STD_I32LE, tok ? ks_tokenizer_vocab_size(tok) : 0);
-    A_STR("backend", r->o.backend ? r->o.backend : "cpu");
-    A_STR("compute_dtype", "f32");
+    /* the CUDA backend runs 16-bit checkpoints' GEMMs on tensor cores (see model/backend.h) */
+    const char *wdt = ks_model_weight_dtype(r->m);
+    bool gpu16 = r->o.backend && strcmp(r->o.backend, "cuda") == 0 && strcmp(wdt, "f32") != 0;
+    A_STR("compute_dtype", !gpu16 ? "f32"
+                           : strcmp(wdt, "bf16") == 0 ? "bf16-gemm-f32-accumulate"
+                                                      : "f16-gemm-f32-accumulate");
     A_NUM("logits_full", H5T_STD_I8LE, r->o.logits_full);
     A_STR("prompts_source", r->o.prompts_source);
     for (int k = 0; k < N_IDENT; k++) {
@@ -1589,6 +1594,7 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
     }
     ks_session_reset(s);
     ks_session_set_hook(s, rec_hook, r);
+    ks_session_set_hook_read_only(s, true);
     st = ks_session_forward(s, tokens, n, want_logits ? KS_LOGITS_ALL : KS_LOGITS_NONE,
                             want_logits ? r->logits : NULL, err);
     ks_session_set_hook(s, NULL, NULL);

@@ -25,13 +25,9 @@
 #include "bench_model.h"
 #include "model_private.h"
 
-typedef struct {
-    const char *name;
-    int dim, hidden, layers, heads, kv_heads, vocab;
-} shape;
 
 /* stories110M (llama2.c) and TinyLlama-1.1B hyperparameters */
-static const shape shapes[] = {
+static const bench_shape shapes[] = {
     {"110m", 768, 2048, 12, 12, 12, 32000},
     {"1b", 2048, 5632, 22, 32, 4, 32000},
 };
@@ -102,7 +98,7 @@ static bool decline_all(const ks_hook_tensor *t, bool ask, void *user) {
     return false;
 }
 
-static ks_model *random_model(const shape *sh, ks_dtype dt, size_t *n_params, double *matrix_bytes) {
+static ks_model *random_model(const bench_shape *sh, ks_dtype dt, size_t *n_params, double *matrix_bytes) {
     ks_model *m = bench_random_model(sh->dim, sh->hidden, sh->layers, sh->heads, sh->kv_heads, sh->vocab);
     if (!m) return NULL;
     const ks_config *c = &m->cfg;
@@ -248,7 +244,7 @@ int main(int argc, char **argv) {
     printf("%-5s %9s %8s | %10s %9s %7s | %9s %10s %9s %7s\n", "shape", "params", "prompt",
            "prefill/s", "GFLOP/s", "ratio", "decode/s", "GB/s", "limit/s", "ratio");
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        const shape *sh = &shapes[si];
+        const bench_shape *sh = &shapes[si];
         if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
         size_t np = 0;
         double mat_bytes = 0;

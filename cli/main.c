@@ -47,6 +47,7 @@ typedef struct {
     bool pieces;
     bool json;
     bool f32_weights;
+    const char *backend;
     ks_sampler_params sp;
     const char *stops[17];
     int n_stops;
@@ -55,7 +56,7 @@ typedef struct {
 enum {
     OPT_TOKENIZER = 256, OPT_PROMPT, OPT_FILE, OPT_TEMPLATE, OPT_SYSTEM, OPT_THREADS, OPT_CTX,
     OPT_MAX_TOKENS, OPT_NO_BOS, OPT_PIECES, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_SEED, OPT_STOP,
-    OPT_JSON, OPT_HELP, OPT_F32,
+    OPT_JSON, OPT_HELP, OPT_F32, OPT_BACKEND,
 };
 
 static const struct option long_opts[] = {
@@ -78,6 +79,7 @@ static const struct option long_opts[] = {
     {"stop", required_argument, 0, OPT_STOP},
     {"json", no_argument, 0, OPT_JSON},
     {"f32-weights", no_argument, 0, OPT_F32},
+    {"backend", required_argument, 0, OPT_BACKEND},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -163,6 +165,11 @@ static int parse_opts(const char *cmd, const char *help, int argc, char **argv, 
             break;
         case OPT_JSON: o->json = true; break;
         case OPT_F32: o->f32_weights = true; break;
+        case OPT_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
+                return usage_error(cmd, "--backend: '%s' is not a backend (cpu or cuda)", optarg);
+            o->backend = optarg;
+            break;
         case 'h':
         case OPT_HELP: fputs(help, stdout); return 0;
         case '?':
@@ -261,7 +268,7 @@ static int make_session(const char *cmd, const ks_model *m, const opts *o, int n
     int ctx = o->ctx ? o->ctx : need;
     if (ctx > c->max_seq_len && !o->ctx) ctx = c->max_seq_len;
     if (ctx < 1) ctx = 1;
-    ks_session_options so = {.max_seq_len = ctx, .n_threads = o->threads};
+    ks_session_options so = {.max_seq_len = ctx, .n_threads = o->threads, .backend = o->backend};
     if (ks_session_create(m, &so, s, &err)) return fail(cmd, &err);
     if (isatty(2)) ks_session_set_progress(*s, show_progress, NULL);
     return -1;
@@ -410,7 +417,8 @@ static const char *help_generate =
     "  --ctx N             context length (default: prompt + max tokens, capped by the model)\n"
     "  --threads N         worker threads (default: all cores)\n"
     "  --tokenizer FILE    tokenizer for a llama2.c checkpoint\n"
-    "  --f32-weights       convert f16/bf16/quantised weights to f32 at load\n";
+    "  --f32-weights       convert f16/bf16/quantised weights to f32 at load\n"
+    "  --backend NAME      cpu (default) or cuda (an NVIDIA GPU)\n";
 
 static bool stream_stdout(const char *piece, size_t len, int token, void *user) {
     (void)token;
@@ -512,7 +520,8 @@ static const char *help_score =
     "  --no-bos         do not prepend BOS (then the first text token gets no row)\n"
     "  --threads N      worker threads\n"
     "  --tokenizer FILE tokenizer for a llama2.c checkpoint\n"
-    "  --f32-weights    convert f16/bf16/quantised weights to f32 at load\n";
+    "  --f32-weights    convert f16/bf16/quantised weights to f32 at load\n"
+    "  --backend NAME   cpu (default) or cuda (an NVIDIA GPU)\n";
 
 static int cmd_score(int argc, char **argv) {
     opts o;
@@ -570,7 +579,7 @@ static const char *help_chat =
     "  --template NAME  koala, vicuna, alpaca, llama2, plain (default: the model's hint)\n"
     "  --system TEXT    system prompt\n"
     "  -n, --max-tokens N, -t, --temperature T, --top-k K, --top-p P, -s, --seed S, --stop STR\n"
-    "  --ctx N, --threads N, --tokenizer FILE, --f32-weights\n";
+    "  --ctx N, --threads N, --tokenizer FILE, --f32-weights, --backend cpu|cuda\n";
 
 static int cmd_chat(int argc, char **argv) {
     opts o;

@@ -61,13 +61,14 @@ static const char *help_record =
     "  --threads N           worker threads (default: all cores)\n"
     "  --tokenizer FILE      tokenizer (needed by llama2.c checkpoints)\n"
     "  --f32-weights         convert weights to f32 at load\n"
+    "  --backend NAME        cpu (default) or cuda (an NVIDIA GPU)\n"
     "  -q, --quiet           no progress line\n\n"
     "Ctrl-C stops at the end of the current prompt, commits, and says how to resume.\n";
 
 enum {
     O_PROMPTS = 300, O_HOOKS, O_POSITIONS, O_HEADS, O_TOPK, O_FULL, O_DTYPE, O_COMP, O_RESUME,
     O_OVERWRITE, O_FLUSH, O_NOFSYNC, O_BUFFER, O_CTX, O_THREADS, O_TOKENIZER, O_F32, O_TEMPLATE,
-    O_SYSTEM, O_NOBOS, O_SKIPLONG, O_GENERATE, O_TOPK_S, O_TOPP, O_HELP,
+    O_SYSTEM, O_NOBOS, O_SKIPLONG, O_GENERATE, O_TOPK_S, O_TOPP, O_HELP, O_BACKEND,
 };
 
 static const struct option rec_opts[] = {
@@ -91,6 +92,7 @@ static const struct option rec_opts[] = {
     {"threads", required_argument, 0, O_THREADS},
     {"tokenizer", required_argument, 0, O_TOKENIZER},
     {"f32-weights", no_argument, 0, O_F32},
+    {"backend", required_argument, 0, O_BACKEND},
     {"template", required_argument, 0, O_TEMPLATE},
     {"system", required_argument, 0, O_SYSTEM},
     {"no-bos", no_argument, 0, O_NOBOS},
@@ -107,6 +109,7 @@ static const struct option rec_opts[] = {
 
 typedef struct {
     const char *model, *prompt, *prompts, *output, *tokenizer, *template_name, *system;
+    const char *backend;
     ks_record_options ro;
     bool resume, overwrite, f32, no_bos, quiet, skip_long;
     int ctx, threads, generate;
@@ -217,6 +220,11 @@ static int parse_args(int argc, char **argv, rec_args *a) {
             break;
         case O_TOKENIZER: a->tokenizer = optarg; break;
         case O_F32: a->f32 = true; break;
+        case O_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
+                return err_usage("--backend: '%s' is not a backend (cpu or cuda)", optarg);
+            a->backend = optarg;
+            break;
         case O_TEMPLATE: a->template_name = strcmp(optarg, "none") == 0 ? NULL : optarg; break;
         case O_SYSTEM: a->system = optarg; break;
         case O_NOBOS: a->no_bos = true; break;
@@ -602,13 +610,14 @@ int cmd_record(int argc, char **argv) {
     a.ro.tokenizer_path = a.tokenizer;
     a.ro.chat_template = a.template_name ? a.template_name : "none";
     a.ro.system_prompt = a.system;
-    a.ro.backend = "cpu";
+    a.ro.backend = a.backend ? a.backend : "cpu";
     a.ro.command_line = cmdline;
     a.ro.prompts_source = a.prompts ? a.prompts : "--prompt";
     a.ro.prompts_sha256 = sha;
     a.ro.n_prompts_planned = n_prompts;
 
-    ks_session_options so = {.max_seq_len = a.ctx ? a.ctx : longest, .n_threads = a.threads};
+    ks_session_options so = {.max_seq_len = a.ctx ? a.ctx : longest, .n_threads = a.threads,
+                             .backend = a.ro.backend};
     if (ks_session_create(m, &so, &s, &e)) goto fail;
 
     int64_t done = 0;

@@ -55,6 +55,23 @@ typedef struct {
     void (*swiglu)(ks_backend *b, float *up, const float *gate, size_t n);
     /* x (n) += y */
     void (*add)(ks_backend *b, float *x, const float *y, size_t n);
+
+    /* optional: called once by ks_session_create before any op; a device backend uploads the
+     * model's weights here (weights it has not seen are uploaded on first use) */
+    ks_status (*prepare)(ks_backend *b, const ks_model *m, ks_error *err);
+    /* optional: z (B, H * hd) = softmax(scale q K^T, causal) V without materialising the scores
+     * (the fast path, used when no hook reads or edits the scores or the pattern of the layer).
+     * Returns false when it does not handle this shape; forward.c then runs the three ops. */
+    bool (*attn_fused)(ks_backend *b, float *z, const float *q, const float *kc, const float *vc,
+                       int B, int pos0, int H, int kv_mul, int hd, int max_seq, float scale);
+    /* optional: the first error the backend met since it was created (device backends run
+     * asynchronously, so a failed kernel is seen later); KS_OK when none. forward.c asks after
+     * every chunk. */
+    ks_status (*check)(ks_backend *b, ks_error *err);
+    /* optional: host memory the device copies to and from fastest (pinned), for the staging
+     * of hooked tensors; host_free releases it */
+    void *(*host_alloc)(ks_backend *b, size_t bytes);
+    void (*host_free)(ks_backend *b, void *p);
 } ks_backend_i;
 
 /* Every backend's handle starts with this. */
@@ -66,5 +83,16 @@ struct ks_backend {
  * any weight matrix (scratch for streaming non-f32 weights). staged: present its memory as
  * device memory (to_host/from_host copy), which tests the forward's device path. */
 ks_status ks_backend_cpu_create(size_t max_in, bool staged, ks_backend **out, ks_error *err);
+
+/* The CUDA backend (backend_cuda.cu): cuBLAS GEMMs and our kernels on device 0. Weights are
+ * uploaded once (prepare) and kept in their checkpoint dtype where cuBLAS takes it (f32, f16,
+ * bf16: 16-bit GEMMs run on tensor cores with f32 accumulation); GGML block formats are
+ * dequantised to f16. Activations and the KV cache are f32. KS_ERR_BACKEND, with the CUDA
+ * runtime's words, where no device or driver is present, and in a build without CUDA.
+ * Environment: KS_CUDA_ATTN=auto|flash|tc|eager picks the attention path (auto: exact f32
+ * for f32 models; for 16-bit models the fused bf16 kernel, or the tensor-core one where the
+ * fused kernel lacks the head size; see backend_cuda.cu); KS_CUDA_PROFILE=1 prints the device
+ * time of each op when the backend is destroyed. */
+ks_status ks_backend_cuda_create(size_t max_in, ks_backend **out, ks_error *err);
 
 #endif

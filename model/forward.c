@@ -31,6 +31,7 @@ struct ks_session {
     int pos;       /* tokens in the cache */
     ks_hook_fn hook;
     void *hook_user;
+    bool hook_read_only; /* the hook never edits: staged copies are not copied back */
     ks_progress_fn progress;
     void *progress_user;
 
@@ -79,6 +80,26 @@ static void put(ks_session *s, float *dst, const float *host, size_t n) {
         memcpy(dst, host, n * sizeof(float));
 }
 
+static void free_stage(ks_session *s) {
+    if (s->stage && s->be->i->host_free)
+        s->be->i->host_free(s->be, s->stage);
+    else
+        free(s->stage);
+    s->stage = NULL;
+    s->stage_cap = 0;
+}
+
+/* Host staging for hooked tensors of a device backend: its pinned memory where it has some. */
+static bool grow_stage(ks_session *s, size_t n) {
+    free_stage(s);
+    float *q = s->be->i->host_alloc ? s->be->i->host_alloc(s->be, n * sizeof(float))
+                                    : malloc(n * sizeof(float));
+    if (!q) return false;
+    s->stage = q;
+    s->stage_cap = n;
+    return true;
+}
+
 static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, int ndim,
                       int64_t d0, int64_t d1, int64_t d2, int pos0) {
     if (!s->hook) return;
@@ -94,16 +115,11 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
         return;
     }
     size_t n = (size_t)d0 * (size_t)d1 * (size_t)(ndim > 2 ? d2 : 1);
-    if (n > s->stage_cap) {
-        float *q = realloc(s->stage, n * sizeof(float));
-        if (!q) return; /* cannot stage: the hook is skipped rather than handed garbage */
-        s->stage = q;
-        s->stage_cap = n;
-    }
+    if (n > s->stage_cap && !grow_stage(s, n)) return; /* skipped rather than handed garbage */
     bi->to_host(s->be, s->stage, data, n);
     t.data = s->stage;
     s->hook(&t, false, s->hook_user);
-    bi->from_host(s->be, data, s->stage, n);
+    if (!s->hook_read_only) bi->from_host(s->be, data, s->stage, n);
 }
 
 /* Does the hook want this point? (so work only a hook needs can be skipped) */
@@ -176,11 +192,15 @@ ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, k
     if (!strcmp(bname, "cpu") || !strcmp(bname, "cpu-copy"))
         st = ks_backend_cpu_create(max_in, !strcmp(bname, "cpu-copy"), &s->be, err);
     else if (!strcmp(bname, "cuda"))
-        st = ks_error_set(err, KS_ERR_BACKEND, "backend 'cuda': not available yet in this build "
-                          "(the CPU backend is 'cpu')");
+        st = ks_backend_cuda_create(max_in, &s->be, err);
     else
-        st = ks_error_set(err, KS_ERR_ARG, "backend '%s': unknown (expected cpu)", bname);
+        st = ks_error_set(err, KS_ERR_ARG, "backend '%s': unknown (expected cpu or cuda)", bname);
     if (st) {
+        free(s);
+        return st;
+    }
+    if (s->be->i->prepare && (st = s->be->i->prepare(s->be, m, err))) {
+        s->be->i->destroy(s->be);
         free(s);
         return st;
     }
@@ -219,18 +239,21 @@ void ks_session_free(ks_session *s) {
                          s->z,       s->out,     s->gate, s->up,   s->cosv, s->sinv, s->att,
                          s->logits_dev};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bfree(s, bufs[i]);
+        free_stage(s);
         s->be->i->destroy(s->be);
     }
     free(s->inv_freq);
     free(s->table);
-    free(s->stage);
     free(s);
 }
 
 void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user) {
     s->hook = fn;
     s->hook_user = user;
+    s->hook_read_only = false;
 }
+
+void ks_session_set_hook_read_only(ks_session *s, bool read_only) { s->hook_read_only = read_only; }
 
 void ks_session_set_progress(ks_session *s, ks_progress_fn fn, void *user) {
     s->progress = fn;
@@ -269,10 +292,15 @@ static ks_status attention(ks_session *s, int layer, int B, int pos0, ks_error *
     const size_t kv_dim = (size_t)c->n_kv_heads * hd;
     const float *kc = s->k_cache + (size_t)layer * s->max_seq * kv_dim;
     const float *vc = s->v_cache + (size_t)layer * s->max_seq * kv_dim;
+    const float scale = 1.0f / sqrtf((float)hd);
+    /* the fast path when nobody looks at this layer's scores or pattern */
+    if (bi->attn_fused && !hook_wants(s, KS_HOOK_ATTN_SCORES, layer) &&
+        !hook_wants(s, KS_HOOK_ATTN_PATTERN, layer) &&
+        bi->attn_fused(s->be, s->z, s->q, kc, vc, B, pos0, H, kv_mul, hd, s->max_seq, scale))
+        return KS_OK;
     ks_status st = ensure_att(s, (size_t)H * B * L, err);
     if (st) return st;
-    bi->attn_scores(s->be, s->att, s->q, kc, B, pos0, H, kv_mul, hd, s->max_seq,
-                    1.0f / sqrtf((float)hd));
+    bi->attn_scores(s->be, s->att, s->q, kc, B, pos0, H, kv_mul, hd, s->max_seq, scale);
     hook_fire(s, KS_HOOK_ATTN_SCORES, layer, s->att, 3, H, B, L, pos0);
     bi->softmax(s->be, s->att, H * B, L);
     hook_fire(s, KS_HOOK_ATTN_PATTERN, layer, s->att, 3, H, B, L, pos0);
@@ -419,6 +447,7 @@ ks_status ks_session_forward(ks_session *s, const int *tokens, int n, ks_logits_
         int rows = mode == KS_LOGITS_ALL ? B : (mode == KS_LOGITS_LAST && last ? 1 : 0);
         float *lg = mode == KS_LOGITS_ALL ? logits + (size_t)done * c->vocab_size : logits;
         ks_status st = forward_chunk(s, tokens + done, B, rows, lg, err);
+        if (!st && s->be->i->check) st = s->be->i->check(s->be, err);
         if (st) return st;
         done += B;
         if (s->progress && n > s->max_batch) s->progress(done, n, s->progress_user);

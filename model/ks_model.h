@@ -220,6 +220,11 @@ void ks_session_free(ks_session *s);
 
 /* Install (or with fn NULL remove) the hook callback. */
 void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user);
+/* Promise that the installed hook only reads the tensors it is handed (recording, probing):
+ * a device backend then does not copy them back after each hook. Editing a tensor after this
+ * promise changes nothing on a device backend (the edit is lost) and is undefined on the CPU.
+ * ks_session_set_hook resets the promise. */
+void ks_session_set_hook_read_only(ks_session *s, bool read_only);
 /* Called after each chunk of a ks_session_forward call that spans more than one chunk, with
  * the tokens done and the call's total: progress for long prompts. fn NULL removes it. */
 typedef void (*ks_progress_fn)(int done, int total, void *user);

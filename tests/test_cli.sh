@@ -57,6 +57,17 @@ else
   r1=$(sed -n 1p "$tmp/chat" | sed 's/^ *//'); r2=$(sed -n 2p "$tmp/chat")
   g=$("$KS" generate "$BIN" --tokenizer "$TOK" -n 12 --prompt "$(printf 'Once upon a time\n%s\nThe end' "$r1")" 2>/dev/null)
   [ -n "$r2" ] && [ "$r2" = "$g" ]; ok $? "chat's second turn (cached prefix reused) equals a fresh generation: '$r2'"
+  "$KS" generate "$BIN" --tokenizer "$TOK" -n 4 --backend tpu >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q -- "--backend: 'tpu'" "$tmp/err"; ok $(( rc == 0 || $? != 0 )) "an unknown --backend is named: $(head -1 "$tmp/err" | cut -c1-140)"
+  if "$KS" version | grep -q "device 0:"; then
+    # a GPU: greedy decoding of the f32 model on it must give the published sample too
+    "$KS" generate "$BIN" --tokenizer "$TOK" -n 256 --backend cuda >"$tmp/gen" 2>"$tmp/err"; rc=$?
+    [ "$(cat "$tmp/gen")" = "$expected" ]; ok $(( rc != 0 || $? != 0 )) "generate --backend cuda prints the published greedy sample: $(head -1 "$tmp/err" | cut -c1-100)"
+  else
+    "$KS" generate "$BIN" --tokenizer "$TOK" -n 4 --backend cuda >"$tmp/out" 2>"$tmp/err"; rc=$?
+    grep -qi "cuda" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "--backend cuda with no GPU: exit $rc and $(head -1 "$tmp/err" | cut -c1-150)"
+    [ ! -s "$tmp/out" ]; ok $? "--backend cuda with no GPU prints nothing on stdout"
+  fi
   "$KS" info "$DATA/stories260K/stories260K.gguf" >"$tmp/info" 2>&1; rc=$?
   grep -q "8 query heads, 4 key/value heads" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "info on the GGUF shows GQA"
 fi
