@@ -39,6 +39,20 @@ void ks_h5_init(void);
 ks_status ks_h5_error(ks_error *err, ks_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* An HDF5 call failed at line of file (a source file name): our context, HDF5's innermost
+ * message and where, as ks_h5_error. For H5TRY below. */
+ks_status ks_h5_fail(ks_error *err, ks_status code, const char *file, int line, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+
+/* Run an HDF5 call; on failure set `s` with code and the message, and go to `out`. */
+#define KS_H5_TRY_AS(code, call, ...)                                     \
+    do {                                                                  \
+        if ((call) < 0) {                                                 \
+            s = ks_h5_fail(err, code, __FILE__, __LINE__, __VA_ARGS__);   \
+            goto out;                                                     \
+        }                                                                 \
+    } while (0)
+
 /* File float type of a storage dtype (caller closes with H5Tclose). f16 is IEEE half, bf16 a
  * custom 1-8-7 float with bias 127, f32 IEEE single. */
 hid_t ks_h5_float_type(ks_dump_dtype t);
@@ -46,6 +60,10 @@ hid_t ks_h5_float_type(ks_dump_dtype t);
 bool ks_h5_float_type_kind(hid_t type, ks_dump_dtype *out);
 /* Variable-length UTF-8 string type (caller closes). */
 hid_t ks_h5_str_type(void);
+/* Fixed-length UTF-8 string type of `width` bytes (0 is taken as 1) with the given padding:
+ * H5T_STR_NULLTERM for attributes sized to their value, H5T_STR_NULLPAD for string datasets
+ * (docs/FORMAT.md, "Strings"). Caller closes; -1 on failure. */
+hid_t ks_h5_fixed_str_type(size_t width, H5T_str_t pad);
 
 /* Round-to-nearest-even conversions used by the writer (n values). */
 void ks_f32_to_f16(const float *in, uint16_t *out, size_t n);

@@ -74,26 +74,7 @@ struct ks_dump {
     dump_hook *hooks;
 };
 
-/* An HDF5 call failed: our context (file and object), HDF5's innermost message, and where
- * in this file (house rule 5). Needs `ks_status s`, `ks_error *err` and an `out:` label. */
-static ks_status h5_fail(ks_error *err, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static ks_status h5_fail(ks_error *err, int line, const char *fmt, ...) {
-    char what[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    return ks_h5_error(err, KS_ERR_FORMAT, "%s (dump_read.c:%d)", what, line);
-}
-
-#define H5TRY(call, ...)                             \
-    do {                                             \
-        if ((call) < 0) {                            \
-            s = h5_fail(err, __LINE__, __VA_ARGS__); \
-            goto out;                                \
-        }                                            \
-    } while (0)
+#define H5TRY(call, ...) KS_H5_TRY_AS(KS_ERR_FORMAT, call, __VA_ARGS__)
 
 /* A check on the file's content failed: KS_ERR_FORMAT with the message, then out. */
 #define BAD(...)                                           \
@@ -1599,7 +1580,7 @@ out:
     close_ds(&d->row_offsets);
     close_ds(&d->attn_offsets);
     if (d->file >= 0 && H5Fclose(d->file) < 0 && s == KS_OK)
-        s = h5_fail(err, __LINE__, "%s: cannot close", path);
+        s = ks_h5_fail(err, KS_ERR_FORMAT, __FILE__, __LINE__, "%s: cannot close", path);
     if (fapl >= 0) H5Pclose(fapl);
     return s;
 }

@@ -107,6 +107,21 @@ hid_t ks_h5_str_type(void) {
     return t;
 }
 
+/* Fixed-length UTF-8 string type of `width` bytes. The format has no variable-length data at
+ * all (docs/FORMAT.md): it lives in HDF5's global heap, which has no checksum, and libhdf5 1.10
+ * crashes on a corrupted heap (found by fuzzing the reader); fixed-length strings sit in
+ * checksummed object headers (attributes) or in plain chunks (datasets). */
+hid_t ks_h5_fixed_str_type(size_t width, H5T_str_t pad) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return t;
+    if (H5Tset_size(t, width ? width : 1) < 0 || H5Tset_strpad(t, pad) < 0 ||
+        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
 static inline uint32_t f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -183,4 +198,15 @@ ks_status ks_dump_compression_parse(const char *s, ks_dump_compression *out, ks_
     else if (s && strcmp(s, "lz4") == 0) *out = KS_DUMP_COMPRESS_LZ4;
     else return ks_error_set(err, KS_ERR_ARG, "unknown compression '%s' (none, deflate or lz4)", s ? s : "");
     return KS_OK;
+}
+
+ks_status ks_h5_fail(ks_error *err, ks_status code, const char *file, int line, const char *fmt,
+                     ...) {
+    char what[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *base = strrchr(file, '/');
+    return ks_h5_error(err, code, "%s (%s:%d)", what, base ? base + 1 : file, line);
 }

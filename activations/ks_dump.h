@@ -1,6 +1,7 @@
 /* ks_dump.h — the public interface of activations/: record hook points of the forward into
- * an HDF5 dump (ks_recorder_*), and read dumps back (ks_dump_*). The file layout is
- * docs/FORMAT.md; everything here follows it.
+ * an HDF5 dump (ks_recorder_*), read dumps back (ks_dump_*), and store attribution results in
+ * a dump or a file of their own (ks_attribution_write). The file layout is docs/FORMAT.md;
+ * everything here follows it.
  *
  * Ownership: handles come back through out-parameters and are freed by the matching
  * _close/_free, which accept NULL. Strings returned by accessors live as long as the handle.
@@ -225,6 +226,67 @@ void ks_recorder_free(ks_recorder *r);
 int64_t ks_recorder_committed(const ks_recorder *r);
 /* Peak of bytes queued so far. */
 size_t ks_recorder_peak_buffer(const ks_recorder *r);
+
+/* ================================================================ attribution results */
+
+/* Root attribute `format` of a file holding attribution results only (docs/FORMAT.md,
+ * "/attributions"). */
+#define KS_ATTRIBUTIONS_FORMAT "koalascope-attributions"
+#define KS_ATTRIBUTIONS_FORMAT_VERSION 1
+
+/* One attribution result (koalascope attribute / koalascope patch). Every pointer is the
+ * caller's; ks_attribution_write only reads them. */
+typedef struct {
+    const char *name;      /* group name under /attributions: [A-Za-z0-9_.-]+, at most 255 bytes,
+                              not "." or ".."; unique in the file */
+    const char *method;    /* "saliency", "grad_x_input", "integrated_gradients", "head_attribution",
+                              "attribution_patching", "activation_patching", ... (free text, stored;
+                              required, non-empty, valid UTF-8) */
+    const char *objective; /* what was differentiated, in words, e.g. "log p(' Paris' | prompt)"
+                              (NULL: stored as ""; bytes that are not UTF-8 stored as "<0xNN>") */
+    const int *tokens;     /* the token ids of the input, n_tokens >= 1 of them, each >= 0 (stored as
+                              int32 dataset "tokens") */
+    int n_tokens;
+    const char *const *token_strings; /* optional (NULL): n_tokens pieces, stored as fixed-length
+                                         UTF-8 strings like the dump's token_strings; a byte that
+                                         is not part of valid UTF-8 (a byte token's raw text) is
+                                         stored as "<0xNN>", as the dump spells byte tokens */
+    const float *values;   /* the result, row-major, shape[0..ndim) (stored as f32 dataset "values");
+                              NaN and infinities are stored as they are */
+    int ndim;              /* 1..3 */
+    const int64_t *shape;  /* ndim extents, each >= 1, product < 2^31 */
+    const char *const *axes; /* ndim names, e.g. {"position"}, {"layer","head"}, {"layer","position"};
+                                non-empty, valid UTF-8, no ',', 1 KiB in all; stored as the "axes"
+                                attribute "layer,head" */
+    double objective_value;    /* f(input); stored as attribute */
+    double baseline_value;     /* f(baseline) or f(corrupt); NaN when not applicable */
+    double completeness_error; /* |sum(values) - (f(x) - f(baseline))| / |f(x) - f(baseline)|, NaN
+                                  when n/a */
+    int steps;                 /* integration steps, 0 when n/a; >= 0 */
+    const char *extra_json;    /* optional (NULL): further parameters as a JSON object text, stored
+                                  verbatim as attribute "params" */
+} ks_attribution;
+
+/* Write r into path as the group /attributions/<r->name> (layout: docs/FORMAT.md).
+ *  - path is a koalascope dump (root attribute format == "koalascope-dump") or a file written
+ *    by this function before (format == "koalascope-attributions"): the group is added to it.
+ *    A dump must open with ks_dump_open and must not be interrupted (its writer killed, or
+ *    still running): resume or repair it first. A result of the same name is KS_ERR_ARG
+ *    naming it, unless overwrite, which replaces it.
+ *  - path does not exist: a new file is created with the root attributes format =
+ *    "koalascope-attributions", format_version = 1, koalascope_version, created (UTC ISO
+ *    8601), model_path and command_line (NULL: stored as "").
+ *  - any other existing file (not HDF5, or HDF5 that is neither of the two) is refused,
+ *    KS_ERR_FORMAT naming it, and left as it was; a newer format_version, KS_ERR_UNSUPPORTED.
+ * The group records model_path and command_line too (in a dump, the root attributes describe
+ * the recording, not this result). Invalid fields of r give KS_ERR_ARG before the file is
+ * touched; HDF5 and file-system failures KS_ERR_IO. All or nothing, as far as
+ * HDF5 allows: the group is built unlinked and linked under its name as the last step, so
+ * a failure leaves no part of it in the file (and removes a file this call created); a
+ * process killed in the middle of a write into an existing file may still leave that file
+ * damaged, as any HDF5 write can. Errors come back in err as one line naming the file. */
+ks_status ks_attribution_write(const char *path, const ks_attribution *r, const char *model_path,
+                               const char *command_line, bool overwrite, ks_error *err);
 
 /* ---------------------------------------------------------------- selection (exposed for tests) */
 

@@ -249,24 +249,10 @@ out:
     return st;
 }
 
-/* Fixed-length UTF-8 string type of `width` bytes. The format has no variable-length data at
- * all: it lives in HDF5's global heap, which has no checksum, and libhdf5 1.10 crashes on a
- * corrupted heap (found by fuzzing the reader); fixed-length strings sit in checksummed object
- * headers (attributes) or in plain chunks (datasets). */
-static hid_t fixed_str_type(size_t width, H5T_str_t pad) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t < 0) return t;
-    if (H5Tset_size(t, width ? width : 1) < 0 || H5Tset_strpad(t, pad) < 0 ||
-        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
-        H5Tclose(t);
-        return -1;
-    }
-    return t;
-}
 
 static ks_status attr_str(hid_t loc, const char *name, const char *v, const char *path, ks_error *err) {
     const char *s = v ? v : "";
-    hid_t t = fixed_str_type(strlen(s) + 1, H5T_STR_NULLTERM);
+    hid_t t = ks_h5_fixed_str_type(strlen(s) + 1, H5T_STR_NULLTERM);
     if (t < 0) return ks_h5_error(err, KS_ERR_INTERNAL, "%s: string type for %s", path, name);
     ks_status st = attr_write(loc, name, t, s, path, err);
     H5Tclose(t);
@@ -299,7 +285,7 @@ static char *attr_read_str(hid_t loc, const char *name) {
     size_t w = ft >= 0 ? H5Tget_size(ft) : 0;
     if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) == 0 && w > 0 &&
         w < (16u << 20)) {
-        hid_t t = fixed_str_type(w + 1, H5T_STR_NULLTERM);
+        hid_t t = ks_h5_fixed_str_type(w + 1, H5T_STR_NULLTERM);
         char *s = calloc(1, w + 1);
         if (t >= 0 && s && H5Aread(a, t, s) >= 0) res = s;
         else free(s);
@@ -679,10 +665,10 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     MK1(r->d_poff, KS_DS_PROMPT_OFFSETS, H5T_STD_I64LE, c1024);
     MK1(r->d_roff, KS_DS_ROW_OFFSETS, H5T_STD_I64LE, c1024);
     MK1(r->d_aoff, KS_DS_ATTN_OFFSETS, H5T_STD_I64LE, c1024);
-    ty_text = fixed_str_type(r->w_text, H5T_STR_NULLPAD);
-    ty_id = fixed_str_type(r->w_id, H5T_STR_NULLPAD);
-    ty_gen = fixed_str_type(r->w_gen, H5T_STR_NULLPAD);
-    ty_tok = fixed_str_type(r->w_tok, H5T_STR_NULLPAD);
+    ty_text = ks_h5_fixed_str_type(r->w_text, H5T_STR_NULLPAD);
+    ty_id = ks_h5_fixed_str_type(r->w_id, H5T_STR_NULLPAD);
+    ty_gen = ks_h5_fixed_str_type(r->w_gen, H5T_STR_NULLPAD);
+    ty_tok = ks_h5_fixed_str_type(r->w_tok, H5T_STR_NULLPAD);
     hsize_t c_text[1] = {str_chunk(r->w_text)}, c_gen[1] = {str_chunk(r->w_gen)}, c_tok[1] = {str_chunk(r->w_tok)};
     if (ty_text < 0 || ty_id < 0 || ty_gen < 0 || ty_tok < 0) {
         st = ks_h5_error(err, KS_ERR_INTERNAL, "%s: string types", P);

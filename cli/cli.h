@@ -14,5 +14,8 @@ bool cli_parse_int(const char *s, long lo, long hi, long *out);
 int cmd_record(int argc, char **argv);
 /* koalascope dump-info … (cli/dump_info.c) */
 int cmd_dump_info(int argc, char **argv);
+/* koalascope attribute … and koalascope patch … (cli/attribute.c) */
+int cmd_attribute(int argc, char **argv);
+int cmd_patch(int argc, char **argv);
 
 #endif

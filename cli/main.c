@@ -695,6 +695,8 @@ static const char *help_main =
     "  chat       interactive chat with a chat template\n"
     "  record     run prompts and stream chosen hook points into an HDF5 dump\n"
     "  dump-info  what a dump holds: prompts, hooks, sizes, completeness\n"
+    "  attribute  which prompt tokens or heads drive an output (integrated gradients, ...)\n"
+    "  patch      activation patching, clean into corrupt, per layer and position or head\n"
     "  version    print the version\n\n"
     "MODEL is an HF directory (config.json + *.safetensors), a .gguf file, or a llama2.c .bin\n"
     "checkpoint (with --tokenizer FILE). PyTorch pickles are refused: convert them to\n"
@@ -713,7 +715,7 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {{"info", cmd_info},   {"tokenize", cmd_tokenize}, {"generate", cmd_generate},
                 {"score", cmd_score}, {"chat", cmd_chat}, {"record", cmd_record},
-                {"dump-info", cmd_dump_info}};
+                {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

@@ -132,7 +132,7 @@ static bool hook_wants(ks_session *s, ks_hook_point p, int layer) {
 }
 
 /* Rotary inverse frequencies for a call that ends at sequence length seq_len. */
-static void rope_inv_freq(const ks_config *c, int seq_len, float *inv_freq) {
+void ks_rope_inv_freq(const ks_config *c, int seq_len, float *inv_freq) {
     int half = c->head_dim / 2;
     double base = c->rope_theta;
     if (c->rope_scaling == KS_ROPE_SCALING_DYNAMIC) {
@@ -440,7 +440,7 @@ ks_status ks_session_forward(ks_session *s, const int *tokens, int n, ks_logits_
                             s->pos, n, s->max_seq);
     const ks_config *c = &s->m->cfg;
     /* rotary frequencies are set once per call (dynamic NTK looks at the call's end) */
-    rope_inv_freq(c, s->pos + n, s->inv_freq);
+    ks_rope_inv_freq(c, s->pos + n, s->inv_freq);
     for (int done = 0; done < n;) {
         int B = n - done < s->max_batch ? n - done : s->max_batch;
         bool last = done + B == n;

@@ -191,6 +191,55 @@ typedef struct {
  * Not called at all when no hook is installed, so an unhooked forward pays nothing. */
 typedef bool (*ks_hook_fn)(const ks_hook_tensor *t, bool ask, void *user);
 
+/* ---------------------------------------------------------------- gradients (backward.c) */
+
+/* A forward that keeps its activations, and the backward through it: gradients of a scalar
+ * objective with respect to every parameter and every hook point, on the CPU in f32 (the
+ * model's matrices must be f32: open it with ks_model_options.f32_weights). One sequence of T
+ * tokens at a time, no KV cache; memory grows with T (each layer keeps ~9 vectors per token and
+ * its [head, query, key] pattern). */
+typedef struct ks_grad ks_grad;
+
+typedef struct {
+    bool param_grads; /* keep and accumulate every parameter's gradient (false: only the
+                         activation gradients handed to hooks: attribution, half the memory) */
+} ks_grad_options;
+
+/* opts NULL: parameter gradients on. KS_ERR_ARG names the dtype when weights are not f32. */
+ks_status ks_grad_create(const ks_model *m, const ks_grad_options *opts, ks_grad **out,
+                         ks_error *err);
+void ks_grad_free(ks_grad *g);
+const ks_model *ks_grad_model(const ks_grad *g);
+/* Row id of the token embedding table when it is stored in f32 (as ks_grad requires); NULL
+ * otherwise or when id is out of range. */
+const float *ks_model_embedding_row(const ks_model *m, int id);
+/* forward: called during ks_grad_forward as a session's hook is (same names, shapes, edits);
+ * backward: called during ks_grad_backward with d objective / d (that tensor), in reverse
+ * order; it may edit the gradient (e.g. add a direction), and the backward goes on with it. */
+void ks_grad_set_hooks(ks_grad *g, ks_hook_fn forward, ks_hook_fn backward, void *user);
+/* Run tokens[0..T) from position 0, keeping what the backward needs. */
+ks_status ks_grad_forward(ks_grad *g, const int *tokens, int T, ks_error *err);
+/* The logits (T, V) of the last forward; NULL before one. */
+const float *ks_grad_logits(const ks_grad *g, int *T, int *V);
+/* Back from dlogits (T, V) = d objective / d logits: parameter gradients += (until
+ * ks_grad_zero), activation gradients to the backward hook. */
+ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err);
+void ks_grad_zero(ks_grad *g);
+/* The gradient of a parameter by its HF name (model.layers.0.self_attn.q_proj.weight, …,
+ * model.embed_tokens.weight, model.norm.weight, lm_head.weight), in that tensor's layout; n
+ * receives its element count. NULL when unknown, when parameter gradients are off, and for
+ * lm_head.weight of a tied model (its gradient is in the embedding's). */
+const float *ks_grad_param(const ks_grad *g, const char *hf_name, size_t *n);
+
+/* Objectives: each returns its value and writes d value / d logits into dlogits (T, V) when
+ * not NULL. logprob: the sum over positions t with targets[t] >= 0 of log p(targets[t] | tokens
+ * up to t) (a continuation's log-probability, or minus the loss of a span). logit_diff:
+ * logits[pos][a] − logits[pos][b] (e.g. " he" vs " she"); NaN for an index out of range. */
+double ks_objective_logprob(const float *logits, int T, int V, const int *targets,
+                            float *dlogits);
+double ks_objective_logit_diff(const float *logits, int T, int V, int pos, int a, int b,
+                               float *dlogits);
+
 /* Full name of a hook point ("blocks.{layer}.<suffix>" or the bare name). Returns the
  * length, like snprintf. */
 int ks_hook_name(ks_hook_point p, int layer, char *buf, size_t cap);

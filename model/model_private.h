@@ -66,6 +66,10 @@ typedef struct {
     ks_dtype dtype;
 } ks_weight;
 
+/* Rotary inverse frequencies (head_dim / 2 of them) for a forward call that ends at sequence
+ * length seq_len: rope_theta, and the config's rope scaling (linear, llama3, dynamic NTK). */
+void ks_rope_inv_freq(const ks_config *c, int seq_len, float *inv_freq);
+
 /* Bytes of one row of cols elements of dtype t (cols a multiple of its block size). */
 size_t ks_dtype_row_bytes(ks_dtype t, size_t cols);
 

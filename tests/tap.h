@@ -88,6 +88,32 @@ static inline const char *ks_test_src_file(const char *rel, char *buf, size_t ca
     return buf;
 }
 
+/* Copy a file byte for byte; false on any failure. */
+static inline bool ks_test_copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    bool ok = a && b;
+    char buf[65536];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
+    if (a) fclose(a);
+    if (b && fclose(b) != 0) ok = false;
+    return ok;
+}
+
+/* Do two files hold the same bytes? */
+static inline bool ks_test_same_bytes(const char *a_path, const char *b_path) {
+    FILE *a = fopen(a_path, "rb"), *b = fopen(b_path, "rb");
+    bool same = a && b;
+    while (same) {
+        int ca = fgetc(a), cb = fgetc(b);
+        same = ca == cb;
+        if (ca == EOF) break;
+    }
+    if (a) fclose(a);
+    if (b) fclose(b);
+    return same;
+}
+
 /* The status named by its enum spelling ("KS_ERR_FORMAT"), as the malformed-case lists
  * write it; *ok false when no status has that name. */
 static inline ks_status status_from_name(const char *name, bool *ok) {

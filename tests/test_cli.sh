@@ -10,7 +10,7 @@ ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n
 skip() { n=$((n+1)); echo "ok $n # SKIP $1"; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-for c in info tokenize generate score chat record dump-info; do
+for c in info tokenize generate score chat record dump-info attribute patch; do
   "$KS" $c --help >"$tmp/out" 2>"$tmp/err"; rc=$?
   grep -q "Usage: koalascope $c" "$tmp/out"; ok $(( rc != 0 || $? != 0 )) "$c --help prints usage and exits 0"
 done
@@ -68,6 +68,22 @@ else
     grep -qi "cuda" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "--backend cuda with no GPU: exit $rc and $(head -1 "$tmp/err" | cut -c1-150)"
     [ ! -s "$tmp/out" ]; ok $? "--backend cuda with no GPU prints nothing on stdout"
   fi
+  # attribution and patching (probes/ on the backward pass)
+  "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once upon a time, there was a little girl named" --target " Lily" -o "$tmp/attr.h5" >"$tmp/attr" 2>"$tmp/err"; rc=$?
+  head -1 "$tmp/attr" | grep -q $'^rank\tposition\ttoken\tpiece\tattribution$'; ok $(( rc != 0 || $? != 0 )) "attribute prints a ranked token table (ig)"
+  [ "$(tail -n +2 "$tmp/attr" | wc -l)" -eq 14 ] && grep -q "completeness error" "$tmp/err"; ok $? "attribute ranks all 14 prompt tokens (BOS included) and reports completeness: $(grep completeness "$tmp/err" | cut -c1-120)"
+  "$KS" patch "$BIN" --tokenizer "$TOK" --clean "Lily went to the park. Then" --corrupt "Tim went to the park. Then" --target " she" --vs " he" -o "$tmp/attr.h5" >"$tmp/patch" 2>"$tmp/err"; rc=$?
+  [ $rc -eq 0 ] && [ "$(wc -l <"$tmp/patch")" -eq 6 ] && head -1 "$tmp/patch" | grep -q "^layer"; ok $? "patch prints one row per layer under a header (exit $rc)"
+  grep -q "wrote /attributions/activation_patching" "$tmp/err"; ok $? "patch -o adds its result to the attribution file"
+  "$KS" patch "$BIN" --tokenizer "$TOK" --clean "Lily went" --corrupt "Sue went" --target " she" >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q "same length" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "patch refuses prompts of different lengths: $(head -1 "$tmp/err" | cut -c1-140)"
+  "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q -- "--target" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "attribute without --target is refused by name"
+  "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" --target " upon" --method magic >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q -- "--method: 'magic'" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "an unknown --method is named"
+  "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" --target " upon" --method saliency -o "$tmp/attr.h5" >/dev/null 2>"$tmp/err"
+  "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" --target " upon" --method saliency -o "$tmp/attr.h5" >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q "/attributions/saliency exists" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "a second result of the same name is refused without --overwrite: $(grep error "$tmp/err" | cut -c1-140)"
   "$KS" info "$DATA/stories260K/stories260K.gguf" >"$tmp/info" 2>&1; rc=$?
   grep -q "8 query heads, 4 key/value heads" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "info on the GGUF shows GQA"
 fi

@@ -50,16 +50,9 @@ import traceback
 
 CI = os.environ.get("CI") == "true"
 
-try:
-    import numpy as np
-    import h5py
-except ImportError as exc:  # pragma: no cover - depends on the machine
-    if CI:
-        print("1..1")
-        print("not ok 1 - h5py/numpy not importable (%s); CI=true requires them" % exc)
-        sys.exit(1)
-    print("1..0 # SKIP h5py not installed (%s)" % exc)
-    sys.exit(0)
+from ks_tap import diag, ok, plan, require_h5py, skip  # noqa: E402
+
+np, h5py = require_h5py()
 
 BACKEND = os.environ.get("KS_TEST_BACKEND", "")
 # Tolerances of a dump whose compute_dtype is not f32: the CUDA backend on a 16-bit checkpoint
@@ -90,29 +83,7 @@ HOOKS = ("blocks.*.hook_resid_pre,ln_final.hook_normalized,blocks.*.attn.hook_pa
 # ---------------------------------------------------------------------------------------------
 # TAP
 
-_n = 0
-_failed = 0
 
-
-def ok(cond, desc):
-    global _n, _failed
-    _n += 1
-    cond = bool(cond)
-    print("%s %d - %s" % ("ok" if cond else "not ok", _n, desc), flush=True)
-    if not cond:
-        _failed += 1
-    return cond
-
-
-def skip(desc):
-    global _n
-    _n += 1
-    print("ok %d # SKIP %s" % (_n, desc), flush=True)
-
-
-def diag(msg):
-    for line in str(msg).splitlines():
-        print("# " + line, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,7 +857,7 @@ def main():
                     check_compression(ks, mdir, jl, tmp, ref_path)
 
         check_stories(ks, tmp)
-    print("1..%d" % _n)
+    plan()
     return 0
 
 

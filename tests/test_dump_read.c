@@ -408,29 +408,6 @@ static void malformed(void) {
 
 /* ------------------------------------------------------------------ repair */
 
-static bool copy_file(const char *from, const char *to) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    bool ok = a && b;
-    char buf[65536];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
-    if (a) fclose(a);
-    if (b && fclose(b) != 0) ok = false;
-    return ok;
-}
-
-static bool same_bytes(const char *a_path, const char *b_path) {
-    FILE *a = fopen(a_path, "rb"), *b = fopen(b_path, "rb");
-    bool same = a && b;
-    while (same) {
-        int ca = fgetc(a), cb = fgetc(b);
-        same = ca == cb;
-        if (ca == EOF) break;
-    }
-    if (a) fclose(a);
-    if (b) fclose(b);
-    return same;
-}
 
 /* Length of axis `axis` of dataset name, opened with plain HDF5 (no SWMR): -1 on failure. */
 static long long h5_len(hid_t f, const char *name, int axis) {
@@ -451,7 +428,7 @@ static void repair(void) {
     snprintf(src, sizeof src, "%s/interrupted.h5", cases_dir);
     snprintf(dst, sizeof dst, "%s/interrupted.h5", tmpl);
     snprintf(json, sizeof json, "%s/interrupted_expected.json", cases_dir);
-    tap_ok(copy_file(src, dst), "copy interrupted.h5");
+    tap_ok(ks_test_copy_file(src, dst), "copy interrupted.h5");
 
     /* before: plain HDF5 refuses it */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -503,12 +480,12 @@ static void repair(void) {
 
     snprintf(src, sizeof src, "%s/plain_hdf5.h5", cases_dir);
     snprintf(dst, sizeof dst, "%s/plain_hdf5.h5", tmpl);
-    copy_file(src, dst);
+    ks_test_copy_file(src, dst);
     ks_error_clear(&e);
     s = ks_dump_repair(dst, &np, &e);
     tap_ok(s == KS_ERR_FORMAT && strstr(e.msg, "not a koalascope dump"),
            "repair refuses a file that is not a dump: %s", e.msg);
-    tap_ok(same_bytes(src, dst), "and leaves it byte for byte as it was");
+    tap_ok(ks_test_same_bytes(src, dst), "and leaves it byte for byte as it was");
     unlink(dst);
     snprintf(dst, sizeof dst, "%s/interrupted.h5", tmpl);
     unlink(dst);

@@ -140,21 +140,21 @@ Q4_K_M_Q6_K = ("attn_v.weight", "ffn_down.weight", "output.weight")
 DEFAULT_PROMPT_LENS = (5, 11, 19)
 
 
-def check_versions(any_version):
+def check_versions(any_version, pinned=None):
+    """The installed versions of the pinned packages (PINNED, or the caller's own table: the
+    other fixture scripts share this check); exits on a mismatch unless any_version."""
     import importlib.metadata as md
 
     import numpy
     import torch
 
-    have = {
-        "transformers": md.version("transformers"),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "safetensors": md.version("safetensors"),
-        "gguf": md.version("gguf"),
-    }
+    pinned = PINNED if pinned is None else pinned
+    have = {"torch": torch.__version__, "numpy": numpy.__version__}
+    for k in pinned:
+        if k not in have:
+            have[k] = md.version(k)
     bad = []
-    for k, want in PINNED.items():
+    for k, want in pinned.items():
         ok = have[k].startswith(want) if want.endswith(".") else have[k] == want
         if not ok:
             bad.append(f"{k} {have[k]} (pinned {want})")
