@@ -18,6 +18,10 @@
  *     backward hook reads the gradient). Tolerance 3e-2 relative + 2e-4 absolute: the forward
  *     is f32, so J (about -40) carries ~1e-5 of rounding noise, which h = 1e-2 turns into
  *     ~1e-3 of noise on the quotient, and the O(h²) truncation adds ~1e-4 relative.
+ *  4. An objective that is not a function of the logits: a projection of a hooked activation on
+ *     a direction, <blocks.2.hook_resid_post[6], u>, expressed by a backward hook that adds u to
+ *     the gradient there (the logits' gradient is zero): its gradient at layer 0's input against
+ *     central differences (same tolerance as 3.), and exactly zero at later positions (causal).
  * Also: parameter gradients off gives the same activation gradients; models with 16-bit
  * weights are refused with the flag to use. */
 #include <math.h>
@@ -505,6 +509,102 @@ out:
     ks_model_close(m);
 }
 
+/* ------------------------------------------------------------------ 4. a projection objective */
+
+/* f = <blocks.2.hook_resid_post[pos], u>: the backward starts from zero logits and a backward
+ * hook adds u there; d f / d resid_pre of layer 0 is read at the end. The forward hooks add ±h
+ * to one coordinate of layer 0's input and read the projection, for central differences. */
+typedef struct {
+    const float *u;
+    int layer, pos, D;
+    float *d0;       /* d f / d blocks.0.hook_resid_pre (T, D) */
+    size_t fi;       /* perturbed coordinate of blocks.0.hook_resid_pre */
+    float add;
+    double proj;     /* the forward's projection */
+} proj_ctx;
+
+static bool proj_fwd(const ks_hook_tensor *t, bool ask, void *user) {
+    proj_ctx *c = user;
+    bool pert = t->point == KS_HOOK_RESID_PRE && t->layer == 0 && c->add != 0.0f;
+    bool read = t->point == KS_HOOK_RESID_POST && t->layer == c->layer;
+    if (!pert && !read) return false;
+    if (ask) return true;
+    if (pert) t->data[c->fi] += c->add;
+    if (read) {
+        c->proj = 0.0;
+        for (int i = 0; i < c->D; i++) c->proj += (double)t->data[(size_t)c->pos * c->D + i] * c->u[i];
+    }
+    return false;
+}
+
+static bool proj_bwd(const ks_hook_tensor *t, bool ask, void *user) {
+    proj_ctx *c = user;
+    bool inject = t->point == KS_HOOK_RESID_POST && t->layer == c->layer;
+    bool read = t->point == KS_HOOK_RESID_PRE && t->layer == 0;
+    if (!inject && !read) return false;
+    if (ask) return true;
+    if (inject)
+        for (int i = 0; i < c->D; i++) t->data[(size_t)c->pos * c->D + i] += c->u[i];
+    if (read) memcpy(c->d0, t->data, (size_t)t->shape[0] * c->D * sizeof(float));
+    return false;
+}
+
+static void check_projection(void) {
+    char bin[4096], tok_path[4096];
+    if (!ks_test_data_file("stories260K/stories260K.bin", bin, sizeof bin) ||
+        !ks_test_data_file("stories260K/tok512.bin", tok_path, sizeof tok_path))
+        return;
+    ks_model *m = open_model(bin, tok_path, true);
+    if (!m) return;
+    const ks_config *c = &m->cfg;
+    const int T = 10, D = c->dim;
+    int tok[10];
+    for (int t = 0; t < T; t++) tok[t] = 1 + (int)(next() % (uint64_t)(c->vocab_size - 1));
+    float *u = malloc((size_t)D * sizeof(float)), *d0 = calloc((size_t)T * D, sizeof(float));
+    float *dlog = calloc((size_t)T * c->vocab_size, sizeof(float));
+    ks_grad *g = NULL;
+    ks_error err = {0};
+    ks_grad_options o = {.param_grads = false};
+    if (!u || !d0 || !dlog || ks_grad_create(m, &o, &g, &err)) {
+        tap_ok(0, "projection objective: setup: %s", err.msg);
+        goto out;
+    }
+    for (int i = 0; i < D; i++) u[i] = (float)((double)(next() % 2001) / 1000.0 - 1.0);
+    proj_ctx pc = {.u = u, .layer = 2, .pos = 6, .D = D, .d0 = d0};
+    ks_grad_set_hooks(g, proj_fwd, proj_bwd, &pc);
+    bool ok = !ks_grad_forward(g, tok, T, &err) && !ks_grad_backward(g, dlog, &err);
+    int bad = 0, zero_after = 0;
+    for (int k = 0; ok && k < 8; k++) {
+        int t = (int)(next() % (uint64_t)(pc.pos + 1));
+        pc.fi = (size_t)t * D + next() % (uint64_t)D;
+        const float h = 1e-2f;
+        pc.add = h;
+        ok = !ks_grad_forward(g, tok, T, &err);
+        double fp = pc.proj;
+        pc.add = -h;
+        ok = ok && !ks_grad_forward(g, tok, T, &err);
+        double fm = pc.proj;
+        pc.add = 0.0f;
+        double fd = (fp - fm) / (2.0 * h);
+        if (!(fabs(fd - d0[pc.fi]) <= 3e-2 * fabs(fd) + 2e-4)) {
+            bad++;
+            tap_diag("projection: d f / d x[%zu]: analytic %.6g, differences %.6g", pc.fi,
+                     d0[pc.fi], fd);
+        }
+    }
+    for (size_t i = (size_t)(pc.pos + 1) * D; i < (size_t)T * D; i++) zero_after += d0[i] != 0.0f;
+    tap_ok(ok && !bad && !zero_after,
+           "projection objective <blocks.2.hook_resid_post[6], u> through a backward hook: d f / d "
+           "blocks.0.hook_resid_pre at 8 coordinates vs central differences (%d off), and exactly "
+           "0 after position 6 (%d non-zero)%s%s", bad, zero_after, ok ? "" : ": ", ok ? "" : err.msg);
+out:
+    ks_grad_free(g);
+    free(u);
+    free(d0);
+    free(dlog);
+    ks_model_close(m);
+}
+
 /* ------------------------------------------------------------------ refusals */
 
 static void check_refusals(void) {
@@ -526,6 +626,7 @@ int main(void) {
     for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) check_fixture(fixtures[i]);
     check_adamw("gqa_untied");
     check_finite_differences();
+    check_projection();
     check_refusals();
     return tap_done();
 }

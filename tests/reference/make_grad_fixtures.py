@@ -3,7 +3,8 @@
 
 For the f32 HF checkpoints that make_hf_fixtures.py wrote (fixtures/hf/<name>/, read as they
 are, not regenerated), HF transformers' LlamaForCausalLM (eager attention, f32, CPU) is run on
-the first prompt of that model's expected.safetensors (tokens.0) and autograd records the
+one prompt of that model's expected.safetensors (tokens.0; tokens.1 for rope_dynamic, so the
+dynamic-NTK base grows) and autograd records the
 gradients the C engine's backward must reproduce: of every parameter, of the logits and of
 every hidden state, for two scalar objectives; and, for gqa_untied only, the losses of a
 50-step AdamW training run. Output: fixtures/grad/<name>/expected_grad.safetensors (the
@@ -25,7 +26,7 @@ Everything is seeded and single-threaded (deterministic algorithms), and the saf
 metadata is written in sorted order, so a rerun with the pinned versions rewrites the same
 bytes.
 
-Objectives, with tokens = tokens.0 of hf/<name>/expected.safetensors (T tokens) and
+Objectives, with tokens = that prompt of hf/<name>/expected.safetensors (T tokens) and
 logits = the model's [T, V] logits on them:
   J  = sum_{t=0}^{T-2} log_softmax(logits[t])[tokens[t+1]]  (log-probability of the prompt's
        own continuation)
@@ -103,10 +104,16 @@ def load_model(model_dir):
     return m
 
 
-def first_prompt(model_dir):
+# The prompt of each model's expected.safetensors that the gradients are taken on: the first,
+# except for rope_dynamic, whose second prompt (17 tokens) runs past max_position_embeddings
+# (16), so that dynamic NTK actually grows the rotary base in the differentiated forward.
+PROMPT_KEY = {"rope_dynamic": "tokens.1"}
+
+
+def first_prompt(model_dir, key="tokens.0"):
     from safetensors.numpy import load_file
 
-    ids = load_file(os.path.join(model_dir, "expected.safetensors"))["tokens.0"]
+    ids = load_file(os.path.join(model_dir, "expected.safetensors"))[key]
     assert ids.ndim == 1 and str(ids.dtype) == "int32", (ids.dtype, ids.shape)
     return ids
 
@@ -248,7 +255,8 @@ def main():
               "torch autograd; weights of fixtures/hf/<model>/ as stored (f32)")
     for name in MODELS:
         src = os.path.join(hf_root, name)
-        ids = first_prompt(src)
+        key = PROMPT_KEY.get(name, "tokens.0")
+        ids = first_prompt(src, key)
         T = int(ids.shape[0])
         gJ, names, cfg = grads_J(src, ids)
         gJ2 = grads_J2(src, ids)
@@ -258,7 +266,7 @@ def main():
         meta = {
             "model": name,
             "model_dir": f"fixtures/hf/{name}",
-            "prompt": "tokens.0 of fixtures/hf/" + name + "/expected.safetensors",
+            "prompt": key + " of fixtures/hf/" + name + "/expected.safetensors",
             "oracle": oracle,
             "objective": "J = sum_{t=0}^{T-2} log_softmax(logits[t])[tokens[t+1]]",
             "objective2": f"J2 = logits[T-1][a] - logits[T-1][b], a = {LOGIT_A}, b = {LOGIT_B}",
