@@ -613,3 +613,89 @@ out:
     if (s != KS_OK && made_file) unlink(path);
     return s;
 }
+
+/* ------------------------------------------------------------------ listing */
+
+typedef struct {
+    const char *path;
+    ks_attribution_info *v;
+    int n, cap;
+    ks_status s;
+    ks_error *err;
+} list_ctx;
+
+static herr_t list_one(hid_t g, const char *name, const H5L_info_t *info, void *user) {
+    (void)info;
+    list_ctx *c = user;
+    ks_error *err = c->err;
+    ks_status s = KS_OK;
+    hid_t r = -1, d = -1, sp = -1;
+    bool found;
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 8;
+        ks_attribution_info *v = realloc(c->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            c->s = ks_error_set(err, KS_ERR_NOMEM, "%s: out of memory listing results", c->path);
+            return -1;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    ks_attribution_info *a = &c->v[c->n];
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", name);
+    H5TRY(r = H5Gopen2(g, name, H5P_DEFAULT), "%s: cannot open /" ATTR_GROUP "/%s", c->path, name);
+    if ((s = root_str(c->path, r, "method", a->method, sizeof a->method, &found, err)) ||
+        (s = root_str(c->path, r, "axes", a->axes, sizeof a->axes, &found, err)))
+        goto out;
+    H5TRY(d = H5Dopen2(r, "values", H5P_DEFAULT), "%s: /" ATTR_GROUP "/%s has no values", c->path, name);
+    H5TRY(sp = H5Dget_space(d), "%s: /" ATTR_GROUP "/%s/values: no dataspace", c->path, name);
+    hsize_t dims[3] = {0, 0, 0};
+    int nd = H5Sget_simple_extent_ndims(sp);
+    if (nd < 1 || nd > 3) {
+        s = ks_error_set(err, KS_ERR_FORMAT, "%s: /" ATTR_GROUP "/%s/values has rank %d (1..3)",
+                         c->path, name, nd);
+        goto out;
+    }
+    H5TRY(H5Sget_simple_extent_dims(sp, dims, NULL), "%s: /" ATTR_GROUP "/%s/values: no shape",
+          c->path, name);
+    a->ndim = nd;
+    for (int i = 0; i < nd; i++) a->shape[i] = (int64_t)dims[i];
+    c->n++;
+out:
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (r >= 0) H5Gclose(r);
+    c->s = s;
+    return s ? -1 : 0;
+}
+
+ks_status ks_attribution_list(const char *path, ks_attribution_info **out, int *n, ks_error *err) {
+    *out = NULL;
+    *n = 0;
+    ks_h5_init();
+    ks_status s = KS_OK;
+    hid_t f = -1, g = -1;
+    htri_t ex;
+    list_ctx c = {.path = path, .err = err};
+    /* the file may be open in this process already (dump-info holds it through ks_dump_open):
+     * HDF5 then wants the same access flags, SWMR or not */
+    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT),
+                     "%s: cannot open", path);
+    H5TRY(ex = H5Lexists(f, ATTR_GROUP, H5P_DEFAULT), "%s: cannot look up /" ATTR_GROUP, path);
+    if (!ex) goto out;
+    H5TRY(g = H5Gopen2(f, ATTR_GROUP, H5P_DEFAULT), "%s: /" ATTR_GROUP " is not a group", path);
+    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &c) < 0) {
+        s = c.s ? c.s : ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot list /" ATTR_GROUP, path);
+        goto out;
+    }
+    *out = c.v;
+    *n = c.n;
+    c.v = NULL;
+out:
+    free(c.v);
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    return s;
+}

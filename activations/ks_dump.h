@@ -288,6 +288,19 @@ typedef struct {
 ks_status ks_attribution_write(const char *path, const ks_attribution *r, const char *model_path,
                                const char *command_line, bool overwrite, ks_error *err);
 
+/* What ks_attribution_list reports of each /attributions/<name> result. */
+typedef struct {
+    char name[256];
+    char method[128];
+    char axes[256];
+    int ndim;
+    int64_t shape[3];
+} ks_attribution_info;
+
+/* The results under /attributions of a dump or an attribution file, by name (none: *n 0).
+ * *out is malloc'd; the caller frees it. */
+ks_status ks_attribution_list(const char *path, ks_attribution_info **out, int *n, ks_error *err);
+
 /* ---------------------------------------------------------------- selection (exposed for tests) */
 
 /* Parse a hook selection against a model shape: selected[point * (n_layers + 1) + layer + 1]

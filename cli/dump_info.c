@@ -180,6 +180,22 @@ static int print_json(const ks_dump *d, bool prompts, int64_t keys, long long fi
     }
     json_object_set_new(j, "hooks", hooks);
     int rc = 0;
+    {
+        ks_attribution_info *ai = NULL;
+        int na = 0;
+        ks_error e2 = {0};
+        if (ks_attribution_list(ks_dump_path(d), &ai, &na, &e2)) rc = fail_msg(e2.msg);
+        json_t *al = json_array();
+        for (int k = 0; k < na; k++) {
+            json_t *shape = json_array();
+            for (int i = 0; i < ai[k].ndim; i++) json_array_append_new(shape, json_integer(ai[k].shape[i]));
+            json_array_append_new(al, json_pack("{s:s, s:s, s:s, s:o}", "name", ai[k].name,
+                                                "method", ai[k].method, "axes", ai[k].axes,
+                                                "shape", shape));
+        }
+        json_object_set_new(j, "attributions", al);
+        free(ai);
+    }
     if (prompts) {
         json_t *list = json_array();
         for (int64_t p = 0; p < ks_dump_n_prompts(d) && rc == 0; p++) {
@@ -271,6 +287,22 @@ static int print_text(const ks_dump *d, const char *path, bool prompts, int64_t 
     }
     if (ks_dump_n_hooks(d) == 0) printf("(no hook points recorded)\n");
 
+    {
+        ks_attribution_info *ai = NULL;
+        int na = 0;
+        if (ks_attribution_list(path, &ai, &na, &err)) {
+            fflush(stdout);
+            return fail_msg(err.msg);
+        }
+        if (na) printf("attributions (/attributions, %d):\n", na);
+        for (int k = 0; k < na; k++) {
+            printf("  %-24s %-22s [", ai[k].name, ai[k].method);
+            for (int i = 0; i < ai[k].ndim; i++)
+                printf("%s%lld", i ? ", " : "", (long long)ai[k].shape[i]);
+            printf("] (%s)\n", ai[k].axes);
+        }
+        free(ai);
+    }
     if (prompts) {
         printf("\n%6s  %6s  %-24s  %s\n", "prompt", "tokens", "id", "text");
         for (int64_t p = 0; p < ks_dump_n_prompts(d); p++) {
