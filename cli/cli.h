@@ -17,5 +17,15 @@ int cmd_dump_info(int argc, char **argv);
 /* koalascope attribute … and koalascope patch … (cli/attribute.c) */
 int cmd_attribute(int argc, char **argv);
 int cmd_patch(int argc, char **argv);
+/* koalascope lens … (cli/lens.c) */
+int cmd_lens(int argc, char **argv);
+/* koalascope export FORMAT … (cli/export.c dispatches to the two below) */
+int cmd_export(int argc, char **argv);
+/* koalascope export npz|safetensors|csv … (cli/export_arrays.c); argv[0] is the format */
+int cmd_export_arrays(const char *format, int argc, char **argv);
+/* koalascope export notebook … (cli/export_notebook.c); argv[0] is "notebook" */
+int cmd_export_notebook(int argc, char **argv);
+/* koalascope import safetensors … (cli/export_arrays.c) */
+int cmd_import(int argc, char **argv);
 
 #endif

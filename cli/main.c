@@ -697,6 +697,9 @@ static const char *help_main =
     "  dump-info  what a dump holds: prompts, hooks, sizes, completeness\n"
     "  attribute  which prompt tokens or heads drive an output (integrated gradients, ...)\n"
     "  patch      activation patching, clean into corrupt, per layer and position or head\n"
+    "  lens       the logit lens over a dump's residual stream, layer by layer\n"
+    "  export     a dump as a Jupyter notebook, .npz, safetensors or CSV\n"
+    "  import     a TransformerLens-style safetensors cache into a dump\n"
     "  version    print the version\n\n"
     "MODEL is an HF directory (config.json + *.safetensors), a .gguf file, or a llama2.c .bin\n"
     "checkpoint (with --tokenizer FILE). PyTorch pickles are refused: convert them to\n"
@@ -715,7 +718,8 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {{"info", cmd_info},   {"tokenize", cmd_tokenize}, {"generate", cmd_generate},
                 {"score", cmd_score}, {"chat", cmd_chat}, {"record", cmd_record},
-                {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch}};
+                {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch},
+                {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

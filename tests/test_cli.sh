@@ -10,7 +10,7 @@ ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n
 skip() { n=$((n+1)); echo "ok $n # SKIP $1"; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-for c in info tokenize generate score chat record dump-info attribute patch; do
+for c in info tokenize generate score chat record dump-info attribute patch lens; do
   "$KS" $c --help >"$tmp/out" 2>"$tmp/err"; rc=$?
   grep -q "Usage: koalascope $c" "$tmp/out"; ok $(( rc != 0 || $? != 0 )) "$c --help prints usage and exits 0"
 done
@@ -84,6 +84,15 @@ else
   "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" --target " upon" --method saliency -o "$tmp/attr.h5" >/dev/null 2>"$tmp/err"
   "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" --target " upon" --method saliency -o "$tmp/attr.h5" >/dev/null 2>"$tmp/err"; rc=$?
   grep -q "/attributions/saliency exists" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "a second result of the same name is refused without --overwrite: $(grep error "$tmp/err" | cut -c1-140)"
+  # the logit lens: at the last layer it is the model's own output (the dump's top-k log-probs)
+  printf '{"prompt":"Once upon a time, there was a little girl named Lily."}\n' >"$tmp/lens.jsonl"
+  "$KS" record "$BIN" --tokenizer "$TOK" --prompts "$tmp/lens.jsonl" --hooks 'blocks.*.hook_resid_post' -q -o "$tmp/lens.h5" 2>/dev/null
+  "$KS" lens "$tmp/lens.h5" --model "$BIN" --tokenizer "$TOK" --position all --target " She" >"$tmp/lens" 2>"$tmp/err"; rc=$?
+  md=$(sed -n 's/.*max |diff| \([0-9.e+-]*\).*/\1/p' "$tmp/err")
+  [ $rc -eq 0 ] && [ -n "$md" ] && awk -v m="$md" 'BEGIN{exit !(m <= 1e-4)}'; ok $? "lens: the last layer reproduces the dump's top-10 log-probabilities within 1e-4 (max |diff| ${md:-none})"
+  [ "$(awk -F'\t' 'NR>1 && $1==4 && $NF!=0' "$tmp/lens" | wc -l)" -eq 0 ] && [ "$(awk 'NR>1' "$tmp/lens" | wc -l)" -eq 80 ]; ok $? "lens: 5 layers x 16 positions, KL to the final layer exactly 0 at the last layer"
+  "$KS" lens "$tmp/lens.h5" --model "$BIN" --tokenizer "$TOK" --hook resid_pre >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q "did not record blocks.0.hook_resid_pre" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "lens names the hook a dump lacks: $(head -1 "$tmp/err" | cut -c1-140)"
   "$KS" info "$DATA/stories260K/stories260K.gguf" >"$tmp/info" 2>&1; rc=$?
   grep -q "8 query heads, 4 key/value heads" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "info on the GGUF shows GQA"
 fi
