@@ -675,13 +675,16 @@ ks_status ks_attribution_list(const char *path, ks_attribution_info **out, int *
     *n = 0;
     ks_h5_init();
     ks_status s = KS_OK;
-    hid_t f = -1, g = -1;
+    hid_t f = -1, g = -1, fapl = -1;
     htri_t ex;
     list_ctx c = {.path = path, .err = err};
+    H5TRY(fapl = H5Pcreate(H5P_FILE_ACCESS), "%s: cannot make a file access list", path);
+    H5TRY(H5Pset_metadata_read_attempts(fapl, KS_H5_SWMR_READ_ATTEMPTS),
+          "%s: cannot set the metadata read attempts", path);
     /* the file may be open in this process already (dump-info holds it through ks_dump_open):
      * HDF5 then wants the same access flags, SWMR or not */
-    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT),
+    f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (f < 0) H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl),
                      "%s: cannot open", path);
     H5TRY(ex = H5Lexists(f, ATTR_GROUP, H5P_DEFAULT), "%s: cannot look up /" ATTR_GROUP, path);
     if (!ex) goto out;
@@ -697,5 +700,6 @@ out:
     free(c.v);
     if (g >= 0) H5Gclose(g);
     if (f >= 0) H5Fclose(f);
+    if (fapl >= 0) H5Pclose(fapl);
     return s;
 }

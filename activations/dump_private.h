@@ -39,6 +39,11 @@ void ks_h5_init(void);
 ks_status ks_h5_error(ks_error *err, ks_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Metadata read attempts of a SWMR reader: each failed checksum is re-read after a sleep that
+ * doubles; HDF5's default of 100 turns one corrupted block into a hang of years, 20 is about
+ * 1 ms in all (dump_read.c, attributions.c). */
+#define KS_H5_SWMR_READ_ATTEMPTS 20
+
 /* An HDF5 call failed at line of file (a source file name): our context, HDF5's innermost
  * message and where, as ks_h5_error. For H5TRY below. */
 ks_status ks_h5_fail(ks_error *err, ks_status code, const char *file, int line, const char *fmt,

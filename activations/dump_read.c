@@ -41,7 +41,7 @@
 #define DUMP_MAX_FIXED_STR (1 << 24)
 #define DUMP_STR_BLOCK_BYTES (1 << 20)
 #define DUMP_MAX_STR_TOTAL (1 << 26)
-#define DUMP_SWMR_READ_ATTEMPTS 20
+#define DUMP_SWMR_READ_ATTEMPTS KS_H5_SWMR_READ_ATTEMPTS
 
 typedef struct {
     ks_dump_hook pub; /* first: the public view handed out */

@@ -188,6 +188,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size && fwrite(data, 1, size, f) != size) abort();
     if (fclose(f) != 0) abort();
 
+    /* dump-info's /attributions listing reads the same untrusted bytes, dump or not */
+    {
+        ks_attribution_info *ai = NULL;
+        int na = 0;
+        ks_error e2 = {0};
+        ks_status s2 = ks_attribution_list(path, &ai, &na, &e2);
+        if (s2)
+            failed(s2, &e2);
+        else
+            check(na >= 0 && (na == 0 || ai != NULL));
+        for (int k = 0; k < na; k++) check(ai[k].ndim >= 1 && ai[k].ndim <= 3);
+        free(ai);
+        no_open_objects();
+    }
+
     ks_dump *d = NULL;
     ks_error err = {0};
     ks_status s = ks_dump_open(path, &d, &err);
