@@ -73,12 +73,7 @@ typedef struct {
     bool overwrite, no_bos, approx, compare, quiet, baseline_zero;
 } aargs;
 
-static int usage(const char *cmd, const char *fmt, const char *arg) {
-    fprintf(stderr, "koalascope %s: error: ", cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'koalascope %s --help'.\n", cmd);
-    return EXIT_USAGE;
-}
+#define usage cli_usage
 
 static int fail(const char *cmd, const ks_error *e) {
     fprintf(stderr, "koalascope %s: error: %s\n", cmd, e->msg);

@@ -7,6 +7,11 @@
 
 #define EXIT_USAGE 1
 
+/* "koalascope CMD: error: …" on stderr, then (cli_usage only) "Try 'koalascope CMD --help'.";
+ * both return EXIT_USAGE (cli/main.c). */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* An integer in [lo, hi], the whole string (cli/main.c). */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 

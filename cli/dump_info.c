@@ -31,17 +31,8 @@ static const char *help_dump_info =
     "              when no `koalascope record` is still writing the dump\n"
     "  -h, --help  this help\n";
 
-static int fail_msg(const char *msg) {
-    fprintf(stderr, "koalascope " CMD ": error: %s\n", msg);
-    return EXIT_USAGE;
-}
-
-static int usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "koalascope " CMD ": error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'koalascope " CMD " --help'.\n");
-    return EXIT_USAGE;
-}
+#define fail_msg(msg) cli_error(CMD, "%s", (msg))
+#define usage(...) cli_usage(CMD, __VA_ARGS__)
 
 static const char *attr_or(const ks_dump *d, const char *name, const char *def) {
     const char *v = ks_dump_attr(d, name);

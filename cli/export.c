@@ -13,7 +13,8 @@ static const char *help_export =
     "  notebook     a Jupyter notebook that loads the dump with h5py and plots it\n"
     "  npz          NumPy .npz, one array per hook (TransformerLens names)\n"
     "  safetensors  safetensors, keys are TransformerLens hook names\n"
-    "  csv          results tables (attributions, probes, audits) as CSV\n";
+    "  csv          attribution and patching results (/attributions) as CSV\n"
+    "The reverse, a TransformerLens-style cache into a dump: koalascope import safetensors.\n";
 
 int cmd_export(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -24,7 +25,5 @@ int cmd_export(int argc, char **argv) {
     if (!strcmp(fmt, "notebook")) return cmd_export_notebook(argc - 1, argv + 1);
     if (!strcmp(fmt, "npz") || !strcmp(fmt, "safetensors") || !strcmp(fmt, "csv"))
         return cmd_export_arrays(fmt, argc - 1, argv + 1);
-    fprintf(stderr, "koalascope export: error: unknown format '%s' (notebook, npz, safetensors, "
-            "csv)\nTry 'koalascope export --help'.\n", fmt);
-    return EXIT_USAGE;
+    return cli_usage("export", "unknown format '%s' (notebook, npz, safetensors, csv)", fmt);
 }

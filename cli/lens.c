@@ -30,12 +30,7 @@ static const char *help_lens =
 
 enum { L_MODEL = 500, L_TOK, L_PROMPT, L_POS, L_TARGET, L_TOPK, L_HOOK, L_HELP };
 
-static int usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "koalascope lens: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'koalascope lens --help'.\n");
-    return EXIT_USAGE;
-}
+#define usage(...) cli_usage("lens", __VA_ARGS__)
 
 static int fail(const ks_error *e) {
     fprintf(stderr, "koalascope lens: error: %s\n", e->msg);

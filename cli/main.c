@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +25,31 @@ static int fail(const char *cmd, const ks_error *err) {
     return EXIT_USAGE;
 }
 
-static int usage_error(const char *cmd, const char *fmt, const char *arg) {
+static int cli_report(const char *cmd, bool try_help, const char *fmt, va_list ap) {
     fprintf(stderr, "%s %s: error: ", prog, cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry '%s %s --help'.\n", prog, cmd);
+    vfprintf(stderr, fmt, ap);
+    if (try_help) fprintf(stderr, "\nTry '%s %s --help'.", prog, cmd);
+    fputc('\n', stderr);
     return EXIT_USAGE;
 }
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = cli_report(cmd, true, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int cli_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = cli_report(cmd, false, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+#define usage_error cli_usage
 
 /* ------------------------------------------------------------------ common options */
 

@@ -115,12 +115,7 @@ typedef struct {
     int ctx, threads, generate;
 } rec_args;
 
-static int err_usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "koalascope record: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'koalascope record --help'.\n");
-    return EXIT_USAGE;
-}
+#define err_usage(...) cli_usage("record", __VA_ARGS__)
 
 static int err_msg(const ks_error *e) {
     fprintf(stderr, "koalascope record: error: %s\n", e->msg[0] ? e->msg : ks_status_str(e->code));

@@ -10,7 +10,7 @@ ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n
 skip() { n=$((n+1)); echo "ok $n # SKIP $1"; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-for c in info tokenize generate score chat record dump-info attribute patch lens; do
+for c in info tokenize generate score chat record dump-info attribute patch lens export import; do
   "$KS" $c --help >"$tmp/out" 2>"$tmp/err"; rc=$?
   grep -q "Usage: koalascope $c" "$tmp/out"; ok $(( rc != 0 || $? != 0 )) "$c --help prints usage and exits 0"
 done
