@@ -70,6 +70,20 @@ hid_t ks_h5_str_type(void);
  * (docs/FORMAT.md, "Strings"). Caller closes; -1 on failure. */
 hid_t ks_h5_fixed_str_type(size_t width, H5T_str_t pad);
 
+/* Small writers shared by attributions.c and probe_results.c. Errors name path and obj (the
+ * object written into). String attributes are fixed-length UTF-8, NUL-terminated, sized to
+ * their value; datasets are contiguous and written whole from buf (memory type mt). */
+ks_status ks_h5_attr_str(const char *path, const char *obj, hid_t loc, const char *name,
+                         const char *v, ks_error *err);
+ks_status ks_h5_attr_i32(const char *path, const char *obj, hid_t loc, const char *name, int v,
+                         ks_error *err);
+ks_status ks_h5_attr_f64(const char *path, const char *obj, hid_t loc, const char *name,
+                         double v, ks_error *err);
+ks_status ks_h5_write_ds(const char *path, const char *obj, hid_t g, const char *name, hid_t ft,
+                         hid_t mt, int rank, const hsize_t *dims, const void *buf, ks_error *err);
+/* A file access list with the latest library format (caller closes); -1 on failure. */
+hid_t ks_h5_latest_fapl(void);
+
 /* Round-to-nearest-even conversions used by the writer (n values). */
 void ks_f32_to_f16(const float *in, uint16_t *out, size_t n);
 void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n);

@@ -210,3 +210,74 @@ ks_status ks_h5_fail(ks_error *err, ks_status code, const char *file, int line, 
     const char *base = strrchr(file, '/');
     return ks_h5_error(err, code, "%s (%s:%d)", what, base ? base + 1 : file, line);
 }
+
+/* ================================================================ small writers (attributions.c, probe_results.c) */
+
+#define H5TRY(call, ...) KS_H5_TRY_AS(KS_ERR_IO, call, __VA_ARGS__)
+
+static ks_status attr_write(const char *path, const char *obj, hid_t loc, const char *name,
+                            hid_t ftype, hid_t mtype, const void *val, ks_error *err) {
+    ks_status s = KS_OK;
+    hid_t sp = -1, a = -1;
+    H5TRY(sp = H5Screate(H5S_SCALAR), "%s: %s: attribute '%s': cannot make a dataspace", path,
+          obj, name);
+    H5TRY(a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT),
+          "%s: %s: cannot create attribute '%s'", path, obj, name);
+    H5TRY(H5Awrite(a, mtype, val), "%s: %s: cannot write attribute '%s'", path, obj, name);
+out:
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return s;
+}
+
+/* A string attribute as the format writes them: fixed-length UTF-8, NUL-terminated, sized to
+ * its value. */
+ks_status ks_h5_attr_str(const char *path, const char *obj, hid_t loc, const char *name,
+                          const char *v, ks_error *err) {
+    ks_status s = KS_OK;
+    const char *str = v ? v : "";
+    hid_t t = -1;
+    H5TRY(t = ks_h5_fixed_str_type(strlen(str) + 1, H5T_STR_NULLTERM),
+          "%s: %s: attribute '%s': cannot make a string type", path, obj, name);
+    s = attr_write(path, obj, loc, name, t, t, str, err);
+out:
+    if (t >= 0) H5Tclose(t);
+    return s;
+}
+
+ks_status ks_h5_attr_i32(const char *path, const char *obj, hid_t loc, const char *name, int v,
+                          ks_error *err) {
+    return attr_write(path, obj, loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, &v, err);
+}
+
+ks_status ks_h5_attr_f64(const char *path, const char *obj, hid_t loc, const char *name,
+                          double v, ks_error *err) {
+    return attr_write(path, obj, loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, err);
+}
+
+/* One dataset of g, contiguous, written whole from buf (memory type mt). */
+ks_status ks_h5_write_ds(const char *path, const char *obj, hid_t g, const char *name, hid_t ft,
+                          hid_t mt, int rank, const hsize_t *dims, const void *buf, ks_error *err) {
+    ks_status s = KS_OK;
+    hid_t sp = -1, d = -1;
+    H5TRY(sp = H5Screate_simple(rank, dims, NULL), "%s: %s/%s: cannot make a dataspace", path, obj,
+          name);
+    H5TRY(d = H5Dcreate2(g, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "%s: cannot create %s/%s", path, obj, name);
+    H5TRY(H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), "%s: cannot write %s/%s", path, obj,
+          name);
+out:
+    if (d >= 0) H5Dclose(d);
+    if (sp >= 0) H5Sclose(sp);
+    return s;
+}
+
+hid_t ks_h5_latest_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+

@@ -149,6 +149,17 @@ ks_status ks_dump_read_topk(const ks_dump *d, int64_t p, int32_t *ids, float *lo
  * lock, so this cannot be detected). */
 ks_status ks_dump_repair(const char *path, int64_t *n_prompts, ks_error *err);
 
+/* ================================================================ identity */
+
+/* Hex SHA-256 of a file's bytes (hex: 64 digits and a NUL). */
+ks_status ks_sha256_file(const char *path, char hex[65], ks_error *err);
+/* What identifies a model (the dump's model_sha256 / model_sha256_of): the hash of its single
+ * weights file, or of a sharded HF checkpoint's model.safetensors.index.json (which names the
+ * shards: hashing 26 GB of shards at every run would cost a minute); *of is "weights" or
+ * "index". tokfile gets the model's own tokenizer file where there is one ("" otherwise). */
+ks_status ks_model_identity(const char *path, char hex[65], const char **of, char *tokfile,
+                            size_t tokcap, ks_error *err);
+
 /* ================================================================ recording */
 
 typedef struct ks_recorder ks_recorder;

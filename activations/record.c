@@ -161,7 +161,7 @@ static void msg_free(msg *q) {
 
 /* ------------------------------------------------------------------ sha256 */
 
-static ks_status sha256_file(const char *path, char hex[65], ks_error *err) {
+ks_status ks_sha256_file(const char *path, char hex[65], ks_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return ks_error_set(err, KS_ERR_IO, "%s: cannot read to hash it: %s", path, strerror(errno));
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -196,15 +196,15 @@ static bool is_file(const char *p) {
 /* What identifies the model: the single weights file, or the index of a sharded HF
  * checkpoint (which names the shards; hashing 26 GB of shards at every run would cost
  * a minute). Directories with one safetensors file hash that file. */
-static ks_status model_identity(const char *path, char hex[65], const char **of, char *tokfile,
-                                size_t tokcap, ks_error *err) {
+ks_status ks_model_identity(const char *path, char hex[65], const char **of, char *tokfile,
+                            size_t tokcap, ks_error *err) {
     struct stat st;
     tokfile[0] = 0;
     if (stat(path, &st) != 0) return ks_error_set(err, KS_ERR_IO, "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode)) {
         *of = "weights";
         snprintf(tokfile, tokcap, "%s", path);
-        return sha256_file(path, hex, err);
+        return ks_sha256_file(path, hex, err);
     }
     char p[4096];
     static const char *toks[] = {"tokenizer.model", "tokenizer.json"};
@@ -218,11 +218,11 @@ static ks_status model_identity(const char *path, char hex[65], const char **of,
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
     if (is_file(p)) {
         *of = "index";
-        return sha256_file(p, hex, err);
+        return ks_sha256_file(p, hex, err);
     }
     snprintf(p, sizeof p, "%s/model.safetensors", path);
     *of = "weights";
-    return sha256_file(p, hex, err);
+    return ks_sha256_file(p, hex, err);
 }
 
 /* ------------------------------------------------------------------ HDF5 helpers */
@@ -559,11 +559,11 @@ static ks_status identity(ks_recorder *r, ident *id, ks_error *err) {
     char hex[65] = {0}, tokhex[65] = {0}, tokfile[4096] = "";
     const char *of = "weights";
     ks_status st = KS_OK;
-    if (r->o.model_path) st = model_identity(r->o.model_path, hex, &of, tokfile, sizeof tokfile, err);
+    if (r->o.model_path) st = ks_model_identity(r->o.model_path, hex, &of, tokfile, sizeof tokfile, err);
     if (st) return st;
-    if (r->o.tokenizer_path) st = sha256_file(r->o.tokenizer_path, tokhex, err);
+    if (r->o.tokenizer_path) st = ks_sha256_file(r->o.tokenizer_path, tokhex, err);
     else if (tokfile[0] && strcmp(tokfile, r->o.model_path ? r->o.model_path : "") != 0)
-        st = sha256_file(tokfile, tokhex, err);
+        st = ks_sha256_file(tokfile, tokhex, err);
     else
         memcpy(tokhex, hex, sizeof hex);
     if (st) return st;

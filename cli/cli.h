@@ -24,6 +24,10 @@ int cmd_attribute(int argc, char **argv);
 int cmd_patch(int argc, char **argv);
 /* koalascope lens … (cli/lens.c) */
 int cmd_lens(int argc, char **argv);
+/* koalascope tuned-lens … (cli/tuned_lens.c) */
+int cmd_tuned_lens(int argc, char **argv);
+/* koalascope probe … (cli/probe.c) */
+int cmd_probe(int argc, char **argv);
 /* koalascope export FORMAT … (cli/export.c dispatches to the two below) */
 int cmd_export(int argc, char **argv);
 /* koalascope export npz|safetensors|csv … (cli/export_arrays.c); argv[0] is the format */

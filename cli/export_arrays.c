@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,8 @@
 
 /* Largest slab read from HDF5 at once (and the size of the one copy buffer). */
 #define CHUNK_BYTES ((size_t)64 << 20)
-/* Zip without zip64: every size and offset below 2^32 - 1, at most 65,535 entries. */
+/* Zip (PKWARE APPNOTE 6.3): sizes and offsets of 2^32 - 1 or more, and more than 65,535
+ * entries, go to zip64 fields (APPNOTE 4.5.3, 4.3.14-15); smaller archives are plain zip. */
 #define ZIP_LIMIT 0xFFFFFFFFull
 #define ZIP_MAX_ENTRIES 65535
 
@@ -77,7 +79,8 @@ static const char *help_npz =
     "                      has no dtype for, is stored as '<u2' raw bits: x.astype(np.uint32)\n"
     "                      << 16 viewed as float32 gives the values\n"
     "  -h, --help          this help\n"
-    "No zip64: an .npz of 4 GiB or more (or over 65,535 arrays) is refused before anything is\n"
+    "An .npz of 4 GiB or more, or of more than 65,535 arrays, is written as zip64 (which\n"
+    "NumPy reads).\n"
     "written; select fewer hooks or prompts, or use safetensors. Load with np.load(OUT).\n";
 
 static const char *help_csv =
@@ -624,24 +627,25 @@ static size_t npy_header(const tensor *t, char *out, size_t cap) {
 
 #define DOS_DATE 0x21 /* 1980-01-01: fixed, so that two exports of one dump are identical */
 
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (v >> (8 * i)) & 0xff;
+}
+
+/* Where zip64 starts: 2^32 - 1, or (for tests only) KS_ZIP64_THRESHOLD bytes, so that the
+ * zip64 paths are exercised without writing 4 GiB: the fields are exact either way. */
+static uint64_t zip_limit(void) {
+    const char *e = getenv("KS_ZIP64_THRESHOLD");
+    char *end;
+    unsigned long long v = e ? strtoull(e, &end, 10) : 0;
+    return e && *e && !*end && v > 0 && v < ZIP_LIMIT ? v : ZIP_LIMIT;
+}
+
 static ks_status write_npz(exporter *x, FILE *f) {
     ks_status s = KS_OK;
+    const uint64_t LIM = zip_limit();
     char hdr[1024];
-    /* sizes first: no zip64, so refuse before writing anything that would not fit */
-    uint64_t total = 22;
-    if (x->nt > ZIP_MAX_ENTRIES)
-        return ks_error_set(&x->err, KS_ERR_UNSUPPORTED, "%s: %d arrays: an .npz without zip64 holds "
-                            "at most %d; select fewer --hooks or --prompts, or export safetensors",
-                            x->tmp_path, x->nt, ZIP_MAX_ENTRIES);
-    for (int i = 0; i < x->nt; i++)
-        total += 30 + 46 + 2 * (strlen(x->t[i].key) + 4) + npy_header(&x->t[i], hdr, sizeof hdr) +
-                 x->t[i].bytes;
-    if (total >= ZIP_LIMIT)
-        return ks_error_set(&x->err, KS_ERR_UNSUPPORTED, "%s: the .npz would be %llu bytes: 4 GiB or "
-                            "more needs zip64, which export npz does not write; select fewer "
-                            "--hooks or --prompts, or export safetensors", x->tmp_path,
-                            (unsigned long long)total);
-    uint32_t *crc = calloc((size_t)x->nt + 1, sizeof *crc), *lho = calloc((size_t)x->nt + 1, sizeof *lho);
+    uint32_t *crc = calloc((size_t)x->nt + 1, sizeof *crc);
+    uint64_t *lho = calloc((size_t)x->nt + 1, sizeof *lho);
     if (!crc || !lho) {
         s = ks_error_set(&x->err, KS_ERR_NOMEM, "out of memory");
         goto out;
@@ -650,18 +654,29 @@ static ks_status write_npz(exporter *x, FILE *f) {
     for (int i = 0; i < x->nt && !s; i++) {
         const tensor *t = &x->t[i];
         size_t hn = npy_header(t, hdr, sizeof hdr), nn = strlen(t->key) + 4;
-        uint32_t size = (uint32_t)(hn + t->bytes);
-        unsigned char lh[30] = {0};
+        uint64_t size = hn + t->bytes;
+        bool big = size >= LIM;
+        /* local header, with a zip64 extra field (both sizes) when the entry is 4 GiB or more */
+        unsigned char lh[30 + 20] = {0};
         put32(lh, 0x04034b50);
-        put16(lh + 4, 20);
+        put16(lh + 4, big ? 45 : 20);
         put16(lh + 12, DOS_DATE);
-        put32(lh + 18, size);
-        put32(lh + 22, size);
+        put32(lh + 18, big ? 0xFFFFFFFFu : (uint32_t)size);
+        put32(lh + 22, big ? 0xFFFFFFFFu : (uint32_t)size);
         put16(lh + 26, (unsigned)nn);
-        lho[i] = (uint32_t)k.n;
+        put16(lh + 28, big ? 20 : 0);
+        lho[i] = k.n;
         if ((s = sink_write(x, &k, lh, 30)) || (s = sink_write(x, &k, t->key, nn - 4)) ||
             (s = sink_write(x, &k, ".npy", 4)))
             break;
+        if (big) {
+            unsigned char ex[20];
+            put16(ex, 0x0001);
+            put16(ex + 2, 16);
+            put64(ex + 4, size);
+            put64(ex + 12, size);
+            if ((s = sink_write(x, &k, ex, 20))) break;
+        }
         k.crc = crc32(0, NULL, 0);
         if ((s = sink_write(x, &k, hdr, hn)) || (s = copy_tensor(x, &k, t))) break;
         crc[i] = (uint32_t)k.crc;
@@ -679,29 +694,64 @@ static ks_status write_npz(exporter *x, FILE *f) {
     for (int i = 0; i < x->nt && !s; i++) {
         const tensor *t = &x->t[i];
         size_t hn = npy_header(t, hdr, sizeof hdr), nn = strlen(t->key) + 4;
-        uint32_t size = (uint32_t)(hn + t->bytes);
+        uint64_t size = hn + t->bytes;
+        bool big = size >= LIM, far = lho[i] >= LIM;
+        /* the central record's zip64 extra holds, in this order, only the fields that overflow */
+        unsigned char ex[4 + 24];
+        unsigned exn = 4;
+        if (big) {
+            put64(ex + exn, size);
+            put64(ex + exn + 8, size);
+            exn += 16;
+        }
+        if (far) {
+            put64(ex + exn, lho[i]);
+            exn += 8;
+        }
+        put16(ex, 0x0001);
+        put16(ex + 2, exn - 4);
+        bool z64 = big || far;
         unsigned char ch[46] = {0};
         put32(ch, 0x02014b50);
-        put16(ch + 4, 20);
-        put16(ch + 6, 20);
+        put16(ch + 4, z64 ? 45 : 20);
+        put16(ch + 6, z64 ? 45 : 20);
         put16(ch + 14, DOS_DATE);
         put32(ch + 16, crc[i]);
-        put32(ch + 20, size);
-        put32(ch + 24, size);
+        put32(ch + 20, big ? 0xFFFFFFFFu : (uint32_t)size);
+        put32(ch + 24, big ? 0xFFFFFFFFu : (uint32_t)size);
         put16(ch + 28, (unsigned)nn);
-        put32(ch + 42, lho[i]);
-        if ((s = sink_write(x, &k, ch, 46)) || (s = sink_write(x, &k, t->key, nn - 4)))
+        put16(ch + 30, z64 ? exn : 0);
+        put32(ch + 42, far ? 0xFFFFFFFFu : (uint32_t)lho[i]);
+        if ((s = sink_write(x, &k, ch, 46)) || (s = sink_write(x, &k, t->key, nn - 4)) ||
+            (s = sink_write(x, &k, ".npy", 4)))
             break;
-        s = sink_write(x, &k, ".npy", 4);
+        if (z64 && (s = sink_write(x, &k, ex, exn))) break;
     }
     if (!s) {
+        uint64_t cd_size = k.n - cd, z64_at = k.n;
+        bool z64 = x->nt > ZIP_MAX_ENTRIES || cd >= LIM || cd_size >= LIM;
+        if (z64) {
+            unsigned char r[56 + 20] = {0};
+            put32(r, 0x06064b50); /* zip64 end of central directory record */
+            put64(r + 4, 44);
+            put16(r + 12, 45);
+            put16(r + 14, 45);
+            put64(r + 24, (uint64_t)x->nt);
+            put64(r + 32, (uint64_t)x->nt);
+            put64(r + 40, cd_size);
+            put64(r + 48, cd);
+            put32(r + 56, 0x07064b50); /* its locator */
+            put64(r + 64, z64_at);
+            put32(r + 72, 1);
+            s = sink_write(x, &k, r, sizeof r);
+        }
         unsigned char e[22] = {0};
         put32(e, 0x06054b50);
-        put16(e + 8, (unsigned)x->nt);
-        put16(e + 10, (unsigned)x->nt);
-        put32(e + 12, (uint32_t)(k.n - cd));
-        put32(e + 16, (uint32_t)cd);
-        s = sink_write(x, &k, e, 22);
+        put16(e + 8, z64 && x->nt > ZIP_MAX_ENTRIES ? 0xFFFF : (unsigned)x->nt);
+        put16(e + 10, z64 && x->nt > ZIP_MAX_ENTRIES ? 0xFFFF : (unsigned)x->nt);
+        put32(e + 12, z64 && cd_size >= LIM ? 0xFFFFFFFFu : (uint32_t)cd_size);
+        put32(e + 16, z64 && cd >= LIM ? 0xFFFFFFFFu : (uint32_t)cd);
+        if (!s) s = sink_write(x, &k, e, 22);
     }
 out:
     free(crc);
@@ -784,7 +834,31 @@ static int parse_hooks(exporter *x, const char *cmd, const char *sel) {
 
 /* ================================================================ output files */
 
-/* OUT.tmp, written by fn, renamed to OUT; removed on any failure. */
+/* The temp file being written, removed by a SIGINT/SIGTERM/SIGHUP before the process dies
+ * with that signal (unlink is async-signal-safe). */
+static char *volatile g_tmp_out;
+
+static void on_fatal_signal(int sig) {
+    char *t = g_tmp_out;
+    if (t) unlink(t);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void guard_tmp(char *tmp) {
+    g_tmp_out = tmp;
+    if (tmp) {
+        signal(SIGINT, on_fatal_signal);
+        signal(SIGTERM, on_fatal_signal);
+        signal(SIGHUP, on_fatal_signal);
+    } else {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+    }
+}
+
+/* OUT.tmp, written by fn, renamed to OUT; removed on any failure, and on Ctrl-C. */
 static int write_atomically(exporter *x, const char *cmd, const char *out,
                             ks_status (*fn)(exporter *, FILE *)) {
     size_t n = strlen(out) + 5;
@@ -798,6 +872,7 @@ static int write_atomically(exporter *x, const char *cmd, const char *out,
         free(tmp);
         return EXIT_USAGE;
     }
+    guard_tmp(tmp);
     ks_status s = fn(x, f);
     if (!s && fflush(f)) s = ks_error_set(&x->err, KS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     if (fclose(f) && !s) s = ks_error_set(&x->err, KS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
@@ -807,6 +882,7 @@ static int write_atomically(exporter *x, const char *cmd, const char *out,
         unlink(tmp);
         fprintf(stderr, "koalascope %s: error: %s (nothing written to %s)\n", cmd, x->err.msg, out);
     }
+    guard_tmp(NULL);
     free(tmp);
     x->tmp_path = NULL;
     return s ? EXIT_USAGE : 0;
@@ -1630,6 +1706,7 @@ int cmd_import(int argc, char **argv) {
     if (ks_session_create(m, &so, &ses, &e)) goto fail;
     unlink(tmp);
     made_tmp = true;
+    guard_tmp(tmp);
     if (ks_recorder_create(tmp, m, &ro, true, &r, &e)) goto fail;
     /* the recorder lays the dump out (every dataset and attribute of FORMAT.md) from a forward
      * over the cache's tokens; import_values then puts the cache's values in place of it */
@@ -1662,6 +1739,7 @@ fail:
 done:
     ks_recorder_free(r);
     if (made_tmp) unlink(tmp);
+    guard_tmp(NULL);
     ks_session_free(ses);
     ks_model_close(m);
     st_free(&sf);

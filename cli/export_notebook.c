@@ -22,6 +22,7 @@
 
 #include "cli.h"
 #include "ks_dump.h"
+#include "ks_results.h"
 
 #define CMD "export notebook"
 
@@ -36,12 +37,15 @@ static const char *help_notebook =
     "                 attention: heatmaps of the recorded attn.hook_pattern layers and heads\n"
     "                 attribution: the results under /attributions, over positions or as\n"
     "                 layer x head / layer x position maps\n"
-    "                 (probe and audit notebooks come with later issues: not available yet)\n"
+    "                 probe: a results file of `koalascope probe` (not a dump): the metric\n"
+    "                 by layer with its confidence band and controls, the directions\n"
+    "                 compared across layers\n"
+    "                 (audit notebooks come with a later issue: not available yet)\n"
     "  --prompt N     the prompt shown by overview and attention (default 0)\n"
     "  -h, --help     this help\n"
     "Each notebook prints one 'KS_CHECK <name> <value>' line (docs/NOTEBOOKS.md).\n";
 
-typedef enum { KIND_OVERVIEW, KIND_ATTENTION, KIND_ATTRIBUTION } nb_kind;
+typedef enum { KIND_OVERVIEW, KIND_ATTENTION, KIND_ATTRIBUTION, KIND_PROBE } nb_kind;
 
 #define fail_msg(msg) cli_error(CMD, "%s", (msg))
 #define usage(...) cli_usage(CMD, __VA_ARGS__)
@@ -208,7 +212,8 @@ static const char *attr_or(const ks_dump *d, const char *name, const char *def) 
 }
 
 static const char *kind_label(nb_kind k) {
-    return k == KIND_OVERVIEW ? "overview" : k == KIND_ATTENTION ? "attention" : "attribution";
+    return k == KIND_OVERVIEW ? "overview" : k == KIND_ATTENTION ? "attention"
+                                   : k == KIND_ATTRIBUTION ? "attribution" : "probe";
 }
 
 static void md_dump_summary(sbuf *b, const nb_input *in) {
@@ -586,6 +591,92 @@ static void cells_torch(notebook *nb, sbuf *b, const nb_input *in) {
 /* ---------------------------------------------------------------- writing */
 
 /* Write the notebook JSON to a temporary file beside out and rename it over out. */
+/* ---------------------------------------------------------------- --kind probe */
+
+static void cells_probe(notebook *nb, sbuf *b, const char *rel, const char *abs_path,
+                        const ks_probe_results_info *pi) {
+    sb_puts(b, "# Probe results\n\nResults file: ");
+    sb_md_code(b, abs_path);
+    sb_printf(b, "\n\nA sweep of %d linear probes (%s regression), one per hook, written by "
+                 "`koalascope probe`. Layout (docs/PROBES.md, \"The results file\"): `/hooks`, "
+                 "`/layer`, and per hook a metric with its confidence interval as `[value, low, "
+                 "high]` rows of `/accuracy`, `/auroc`, `/r2`, `/majority`, `/shuffled`, "
+                 "`/control`; the probe weights and the difference-of-means direction under "
+                 "`/probes/<hook>/`.\n\nThe printed `KS_CHECK probe` is the best value of the "
+                 "sweep's metric (accuracy for logistic probes, R\u00b2 for ridge).\n",
+              pi->n_hooks, pi->task);
+    nb_cell(nb, "markdown", b);
+    sb_puts(b, "%matplotlib inline\nimport h5py\nimport numpy as np\nimport matplotlib.pyplot as plt\n\n"
+               "RESULTS_PATH = ");
+    sb_py_str(b, rel);
+    sb_puts(b, rel[0] == '/' ? "   # absolute: the notebook and the results share no folder below the root\n"
+                             : "   # relative to this notebook's folder (Jupyter's working directory)\n");
+    sb_puts(b, "r = h5py.File(RESULTS_PATH, \"r\")\n"
+               "assert r.attrs[\"format\"].decode() == \"koalascope-probe\", \"not a probe results file\"\n"
+               "task = r.attrs[\"task\"].decode()\n"
+               "hooks = r[\"hooks\"].asstr()[...].tolist()\n"
+               "layer = r[\"layer\"][...]\n"
+               "metric = \"r2\" if task == \"ridge\" else \"accuracy\"\n"
+               "m = r[metric][...]   # [hooks, 3]: value, CI low, CI high\n"
+               "majority, shuffled, control = r[\"majority\"][...], r[\"shuffled\"][...], r[\"control\"][...]\n"
+               "beats = r[\"beats_controls\"][...].astype(bool)\n"
+               "print(\"task:\", task, \"| labels:\", r.attrs[\"labels\"].decode(), \"| dump:\", r.attrs[\"dump\"].decode())\n"
+               "if \"classes\" in r:\n"
+               "    print(\"classes:\", r[\"classes\"].asstr()[...].tolist())\n"
+               "print(\"%-32s %6s %8s %19s %9s %9s %9s %s\" % (\"hook\", \"layer\", metric, \"CI\", \"majority\",\n"
+               "                                            \"shuffled\", \"control\", \"beats controls\"))\n"
+               "for i, h in enumerate(hooks):\n"
+               "    print(\"%-32s %6d %8.4f [%7.4f, %7.4f] %9.4f %9.4f %9.4f %s\" % (h, layer[i], m[i, 0], m[i, 1],\n"
+               "          m[i, 2], majority[i, 0], shuffled[i, 0], control[i, 0], \"yes\" if beats[i] else \"no\"))\n"
+               "best = int(np.nanargmax(m[:, 0]))\n"
+               "print(\"best:\", hooks[best])\n"
+               "print(\"KS_CHECK probe\", repr(float(m[best, 0])))\n");
+    nb_cell(nb, "code", b);
+    sb_puts(b, "## The sweep\n\nThe metric by layer with its confidence band, against the majority "
+               "baseline, the shuffled-label baseline (its band: the spread of the shuffles) and the "
+               "control task (Hewitt & Liang 2019: each token type gets a random label, so a probe "
+               "that memorises tokens scores high on it too). A probe is trustworthy where its band "
+               "clears the controls.\n");
+    nb_cell(nb, "markdown", b);
+    sb_puts(b, "x = layer if (layer >= 0).all() else np.arange(len(hooks))\n"
+               "fig, ax = plt.subplots(figsize=(8, 4.5))\n"
+               "ax.plot(x, m[:, 0], \"o-\", color=\"tab:blue\", label=\"probe \" + metric)\n"
+               "ax.fill_between(x, m[:, 1], m[:, 2], color=\"tab:blue\", alpha=0.2)\n"
+               "ax.plot(x, majority[:, 0], \"--\", color=\"gray\", label=\"majority / mean baseline\")\n"
+               "ax.plot(x, shuffled[:, 0], \"--\", color=\"tab:orange\", label=\"shuffled labels\")\n"
+               "ax.fill_between(x, shuffled[:, 1], shuffled[:, 2], color=\"tab:orange\", alpha=0.15)\n"
+               "if np.isfinite(control[:, 0]).any():\n"
+               "    ax.plot(x, control[:, 0], \"--\", color=\"tab:green\", label=\"control task\")\n"
+               "    ax.fill_between(x, control[:, 1], control[:, 2], color=\"tab:green\", alpha=0.15)\n"
+               "ax.set_xlabel(\"layer\" if (layer >= 0).all() else \"hook\")\n"
+               "ax.set_ylabel(metric)\n"
+               "if task != \"ridge\":\n"
+               "    ax.set_ylim(0, 1)\n"
+               "ax.legend(loc=\"best\", fontsize=8)\n"
+               "ax.set_title(\"%s probes, %g%% confidence intervals\" % (task, 100 * r.attrs[\"ci_level\"]))\n"
+               "plt.show()\n");
+    nb_cell(nb, "code", b);
+    sb_puts(b, "## Directions across layers\n\nCosine similarity, in NumPy, between the probes' "
+               "weight vectors (first output) of every pair of hooks of one width: a block of high "
+               "similarity is a direction the residual stream carries from layer to layer.\n");
+    nb_cell(nb, "markdown", b);
+    sb_puts(b, "W = [r[\"probes\"][h][\"coef\"][0] for h in hooks]\n"
+               "same = [i for i in range(len(W)) if W[i].shape == W[0].shape]\n"
+               "V = np.stack([W[i] / (np.linalg.norm(W[i]) or 1.0) for i in same])\n"
+               "C = V @ V.T\n"
+               "fig, ax = plt.subplots(figsize=(5.5, 4.5))\n"
+               "im = ax.imshow(C, cmap=\"RdBu_r\", vmin=-1, vmax=1)\n"
+               "ax.set_xticks(range(len(same)), [str(layer[i]) for i in same])\n"
+               "ax.set_yticks(range(len(same)), [str(layer[i]) for i in same])\n"
+               "ax.set_xlabel(\"layer\")\n"
+               "ax.set_ylabel(\"layer\")\n"
+               "fig.colorbar(im)\n"
+               "ax.set_title(\"cosine similarity of probe weights\")\n"
+               "plt.show()\n"
+               "r.close()\n");
+    nb_cell(nb, "code", b);
+}
+
 static int write_notebook(json_t *root, const char *out) {
     size_t len = strlen(out);
     char *tmp = malloc(len + 16);
@@ -632,6 +723,43 @@ static bool is_resid(const char *name) {
             !strcmp(p, ".hook_resid_post"));
 }
 
+static json_t *notebook_root(notebook *nb) {
+    json_t *root = json_pack("{s:o, s:{s:{s:s, s:s, s:s}, s:{s:s}}, s:i, s:i}", "cells", nb->cells,
+                             "metadata", "kernelspec", "display_name", "Python 3", "language", "python",
+                             "name", "python3", "language_info", "name", "python", "nbformat", 4,
+                             "nbformat_minor", 5);
+    nb->cells = NULL; /* owned by root now (or freed by a failed json_pack) */
+    return root;
+}
+
+/* --kind probe: the input is a results file of `koalascope probe`, not a dump. */
+static int export_probe_notebook(const char *path, const char *out) {
+    ks_probe_results_info pi;
+    ks_error err = {0};
+    if (ks_probe_results_info_read(path, &pi, &err))
+        return cli_error(CMD, "%s (--kind probe takes the results file of `koalascope probe -o`)", err.msg);
+    char *rel = NULL, abs_path[PATH_MAX];
+    if (dump_path_for_notebook(path, out, &rel, abs_path, sizeof abs_path)) return EXIT_USAGE;
+    notebook nb = {0};
+    sbuf b = {0};
+    nb.cells = json_array();
+    cells_probe(&nb, &b, rel, abs_path, &pi);
+    int rc = EXIT_USAGE;
+    json_t *root = NULL;
+    if (nb.bad) {
+        rc = fail_msg("a path is not valid UTF-8, or out of memory");
+    } else if (!(root = notebook_root(&nb))) {
+        rc = fail_msg("out of memory");
+    } else if ((rc = write_notebook(root, out)) == 0) {
+        fprintf(stderr, "koalascope " CMD ": wrote %s (probe, results at %s)\n", out, rel);
+    }
+    json_decref(root);
+    json_decref(nb.cells);
+    free(b.s);
+    free(rel);
+    return rc;
+}
+
 int cmd_export_notebook(int argc, char **argv) {
     static const struct option opts[] = {
         {"kind", required_argument, NULL, 'k'},
@@ -666,11 +794,13 @@ int cmd_export_notebook(int argc, char **argv) {
     if (!strcmp(kind_s, "overview")) in.kind = KIND_OVERVIEW;
     else if (!strcmp(kind_s, "attention")) in.kind = KIND_ATTENTION;
     else if (!strcmp(kind_s, "attribution")) in.kind = KIND_ATTRIBUTION;
-    else if (!strcmp(kind_s, "probe") || !strcmp(kind_s, "audit"))
+    else if (!strcmp(kind_s, "probe")) in.kind = KIND_PROBE;
+    else if (!strcmp(kind_s, "audit"))
         return usage("--kind %s is not available yet (it comes with a later issue)", kind_s);
-    else return usage("unknown --kind '%s' (overview, attention, attribution)", kind_s);
+    else return usage("unknown --kind '%s' (overview, attention, attribution, probe)", kind_s);
 
     ks_error err = {0};
+    if (in.kind == KIND_PROBE) return export_probe_notebook(dump_path, out);
     if (ks_dump_open(dump_path, &in.d, &err) != KS_OK) return fail_msg(err.msg);
     int rc = EXIT_USAGE;
     char *rel = NULL;
@@ -753,11 +883,7 @@ int cmd_export_notebook(int argc, char **argv) {
                       "memory");
         goto out;
     }
-    root = json_pack("{s:o, s:{s:{s:s, s:s, s:s}, s:{s:s}}, s:i, s:i}", "cells", nb.cells,
-                     "metadata", "kernelspec", "display_name", "Python 3", "language", "python",
-                     "name", "python3", "language_info", "name", "python", "nbformat", 4,
-                     "nbformat_minor", 5);
-    nb.cells = NULL; /* owned by root now (or freed by a failed json_pack) */
+    root = notebook_root(&nb);
     if (!root) {
         rc = fail_msg("out of memory");
         goto out;

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "ks_dump.h"
 #include "ks_lens.h"
+#include "ks_tuned_lens.h"
 
 static const char *help_lens =
     "Usage: koalascope lens DUMP.h5 --model MODEL [options]\n"
@@ -25,10 +26,12 @@ static const char *help_lens =
     "  --target TEXT     a continuation: report its first token's log-probability and rank\n"
     "  --topk K          tokens listed per row (default 5)\n"
     "  --hook H          resid_post (default) or resid_pre\n"
+    "  --tuned LENS      the tuned lens: each layer's translator (koalascope tuned-lens) applied\n"
+    "                    before the lens; adds a last column lens = tuned (resid_post only)\n"
     "At the last layer the lens is the model's own output: where the dump holds /logits/full,\n"
     "the largest difference is printed on stderr as a check.\n";
 
-enum { L_MODEL = 500, L_TOK, L_PROMPT, L_POS, L_TARGET, L_TOPK, L_HOOK, L_HELP };
+enum { L_MODEL = 500, L_TOK, L_PROMPT, L_POS, L_TARGET, L_TOPK, L_HOOK, L_TUNED, L_HELP };
 
 #define usage(...) cli_usage("lens", __VA_ARGS__)
 
@@ -43,8 +46,10 @@ int cmd_lens(int argc, char **argv) {
         {"prompt", required_argument, 0, L_PROMPT}, {"position", required_argument, 0, L_POS},
         {"target", required_argument, 0, L_TARGET}, {"topk", required_argument, 0, L_TOPK},
         {"hook", required_argument, 0, L_HOOK},   {"help", no_argument, 0, L_HELP},
+        {"tuned", required_argument, 0, L_TUNED},
         {0, 0, 0, 0}};
-    const char *model = NULL, *tokp = NULL, *target_s = NULL, *pos_s = "last", *hook_s = "resid_post";
+    const char *model = NULL, *tokp = NULL, *target_s = NULL, *pos_s = "last", *hook_s = "resid_post",
+               *tuned_s = NULL;
     long prompt = 0, topk = 5, v;
     optind = 1;
     opterr = 0;
@@ -62,6 +67,7 @@ int cmd_lens(int argc, char **argv) {
             if (!cli_parse_int(optarg, 1, 100, &topk)) return usage("--topk: '%s' is not a count 1..100", optarg);
             break;
         case L_HOOK: hook_s = optarg; break;
+        case L_TUNED: tuned_s = optarg; break;
         case L_HELP: fputs(help_lens, stdout); return 0;
         default: return usage("unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -72,9 +78,12 @@ int cmd_lens(int argc, char **argv) {
     if (!model) return usage("%s", "no --model MODEL (the lens needs its final norm and output matrix)");
     if (strcmp(hook_s, "resid_post") && strcmp(hook_s, "resid_pre"))
         return usage("--hook: '%s' is not resid_post or resid_pre", hook_s);
+    if (tuned_s && strcmp(hook_s, "resid_post"))
+        return usage("%s", "--tuned: the translators read resid_post (drop --hook resid_pre)");
 
     ks_dump *d = NULL;
     ks_model *m = NULL;
+    ks_tuned_lens *tl = NULL;
     ks_error e = {0};
     float *rows = NULL, *lg = NULL, *ref = NULL;
     int32_t *tok = NULL, *pos = NULL;
@@ -89,6 +98,13 @@ int cmd_lens(int argc, char **argv) {
         goto out;
     }
     const ks_config *mc = ks_model_config(m), *dc = ks_dump_config(d);
+    if (tuned_s) { /* refuses a lens of another model, naming the field */
+        ks_tuned_lens_identity tid;
+        if (ks_tuned_lens_model_identity(m, &tid, &e) || ks_tuned_lens_load(tuned_s, &tid, &tl, &e)) {
+            rc = fail(&e);
+            goto out;
+        }
+    }
     if (dc && (dc->dim != mc->dim || dc->n_layers != mc->n_layers || dc->vocab_size != mc->vocab_size)) {
         fprintf(stderr, "koalascope lens: error: %s was recorded with another model (d_model %d, "
                 "%d layers, vocab %d; %s has %d, %d, %d)\n", path, dc->dim, dc->n_layers,
@@ -189,11 +205,13 @@ int cmd_lens(int argc, char **argv) {
     }
     printf("layer\tposition\ttoken");
     for (int k = 0; k < topk; k++) printf("\ttop%d\tp%d", k + 1, k + 1);
-    printf("%s\tkl_to_final\n", target >= 0 ? "\ttarget_logprob\ttarget_rank" : "");
+    printf("%s\tkl_to_final%s\n", target >= 0 ? "\ttarget_logprob\ttarget_rank" : "",
+           tl ? "\tlens" : "");
     int *idx = malloc((size_t)topk * sizeof *idx);
     if (!idx) goto out;
     for (int l = 0; l < L; l++) {
-        if (ks_logit_lens(m, rows + ((size_t)l * R + r0) * D, (int)nr, lg, &e)) {
+        if (tl ? ks_tuned_lens_apply(tl, m, l, rows + ((size_t)l * R + r0) * D, (int)nr, lg, &e)
+               : ks_logit_lens(m, rows + ((size_t)l * R + r0) * D, (int)nr, lg, &e)) {
             free(idx);
             rc = fail(&e);
             goto out;
@@ -224,7 +242,7 @@ int cmd_lens(int argc, char **argv) {
                 printf("\t%s\t%.6f", n ? piece : "?", exp(z[idx[k]] - mx) / s);
             }
             if (target >= 0) printf("\t%.6f\t%d", st.target_logprob, st.target_rank);
-            printf("\t%.6g\n", st.kl_to_ref);
+            printf("\t%.6g%s\n", st.kl_to_ref, tl ? "\ttuned" : "");
         }
     }
     free(idx);
@@ -262,6 +280,7 @@ out:
     free(rows);
     free(lg);
     free(ref);
+    ks_tuned_lens_free(tl);
     ks_model_close(m);
     ks_dump_close(d);
     return rc;

@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "ks_model.h"
+#include "ks_steer.h"
 
 static const char *prog = "koalascope";
 
@@ -71,12 +72,14 @@ typedef struct {
     ks_sampler_params sp;
     const char *stops[17];
     int n_stops;
+    const char *steers[8];
+    int n_steers;
 } opts;
 
 enum {
     OPT_TOKENIZER = 256, OPT_PROMPT, OPT_FILE, OPT_TEMPLATE, OPT_SYSTEM, OPT_THREADS, OPT_CTX,
     OPT_MAX_TOKENS, OPT_NO_BOS, OPT_PIECES, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_SEED, OPT_STOP,
-    OPT_JSON, OPT_HELP, OPT_F32, OPT_BACKEND,
+    OPT_JSON, OPT_HELP, OPT_F32, OPT_BACKEND, OPT_STEER,
 };
 
 static const struct option long_opts[] = {
@@ -100,6 +103,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, 0, OPT_JSON},
     {"f32-weights", no_argument, 0, OPT_F32},
     {"backend", required_argument, 0, OPT_BACKEND},
+    {"steer", required_argument, 0, OPT_STEER},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -182,6 +186,10 @@ static int parse_opts(const char *cmd, const char *help, int argc, char **argv, 
         case OPT_STOP:
             if (o->n_stops == 16) return usage_error(cmd, "--stop: at most 16 stop strings (got '%s')", optarg);
             o->stops[o->n_stops++] = optarg;
+            break;
+        case OPT_STEER:
+            if (o->n_steers == 8) return usage_error(cmd, "--steer: at most 8 (got '%s')", optarg);
+            o->steers[o->n_steers++] = optarg;
             break;
         case OPT_JSON: o->json = true; break;
         case OPT_F32: o->f32_weights = true; break;
@@ -282,6 +290,15 @@ static void show_progress(int done, int total, void *user) {
     fflush(stderr);
 }
 
+/* Steering vectors of --steer (held until exit: reachable, freed with the process). */
+static ks_steer_set g_steer;
+
+static double steer_norm(const ks_steer_vec *v) {
+    double ss = 0;
+    for (int i = 0; i < v->d; i++) ss += (double)v->v[i] * v->v[i];
+    return sqrt(ss);
+}
+
 static int make_session(const char *cmd, const ks_model *m, const opts *o, int need, ks_session **s) {
     ks_error err = {0};
     const ks_config *c = ks_model_config(m);
@@ -289,7 +306,15 @@ static int make_session(const char *cmd, const ks_model *m, const opts *o, int n
     if (ctx > c->max_seq_len && !o->ctx) ctx = c->max_seq_len;
     if (ctx < 1) ctx = 1;
     ks_session_options so = {.max_seq_len = ctx, .n_threads = o->threads, .backend = o->backend};
+    for (int i = 0; i < o->n_steers; i++)
+        if (ks_steer_add(&g_steer, m, o->steers[i], &err)) return fail(cmd, &err);
     if (ks_session_create(m, &so, s, &err)) return fail(cmd, &err);
+    if (g_steer.n) {
+        ks_session_set_hook(*s, ks_steer_hook, &g_steer);
+        for (int i = 0; i < g_steer.n; i++)
+            fprintf(stderr, "[steering %s by %g × a direction of norm %.4g]\n", g_steer.v[i].hook,
+                    (double)g_steer.v[i].alpha, steer_norm(&g_steer.v[i]));
+    }
     if (isatty(2)) ks_session_set_progress(*s, show_progress, NULL);
     return -1;
 }
@@ -438,7 +463,10 @@ static const char *help_generate =
     "  --threads N         worker threads (default: all cores)\n"
     "  --tokenizer FILE    tokenizer for a llama2.c checkpoint\n"
     "  --f32-weights       convert f16/bf16/quantised weights to f32 at load\n"
-    "  --backend NAME      cpu (default) or cuda (an NVIDIA GPU)\n";
+    "  --backend NAME      cpu (default) or cuda (an NVIDIA GPU)\n"
+    "  --steer FILE:HOOK[/KIND]:ALPHA  add ALPHA × a direction found by koalascope probe\n"
+    "                      (FILE its results; KIND diff_means or probe) to HOOK at every\n"
+    "                      position (repeatable, docs/PROBES.md)\n";
 
 static bool stream_stdout(const char *piece, size_t len, int token, void *user) {
     (void)token;
@@ -541,7 +569,10 @@ static const char *help_score =
     "  --threads N      worker threads\n"
     "  --tokenizer FILE tokenizer for a llama2.c checkpoint\n"
     "  --f32-weights    convert f16/bf16/quantised weights to f32 at load\n"
-    "  --backend NAME   cpu (default) or cuda (an NVIDIA GPU)\n";
+    "  --backend NAME   cpu (default) or cuda (an NVIDIA GPU)\n"
+    "  --steer FILE:HOOK[/KIND]:ALPHA  add ALPHA × a direction found by koalascope probe\n"
+    "                      (FILE its results; KIND diff_means or probe) to HOOK at every\n"
+    "                      position (repeatable, docs/PROBES.md)\n";
 
 static int cmd_score(int argc, char **argv) {
     opts o;
@@ -599,7 +630,8 @@ static const char *help_chat =
     "  --template NAME  koala, vicuna, alpaca, llama2, plain (default: the model's hint)\n"
     "  --system TEXT    system prompt\n"
     "  -n, --max-tokens N, -t, --temperature T, --top-k K, --top-p P, -s, --seed S, --stop STR\n"
-    "  --ctx N, --threads N, --tokenizer FILE, --f32-weights, --backend cpu|cuda\n";
+    "  --ctx N, --threads N, --tokenizer FILE, --f32-weights, --backend cpu|cuda\n"
+    "  --steer FILE:HOOK[/KIND]:ALPHA  steer with a probe direction (see generate --help)\n";
 
 static int cmd_chat(int argc, char **argv) {
     opts o;
@@ -718,6 +750,8 @@ static const char *help_main =
     "  attribute  which prompt tokens or heads drive an output (integrated gradients, ...)\n"
     "  patch      activation patching, clean into corrupt, per layer and position or head\n"
     "  lens       the logit lens over a dump's residual stream, layer by layer\n"
+    "  tuned-lens train the tuned lens of a model (per-layer translators before the lens)\n"
+    "  probe      linear probes on a dump's hooks, layer by layer, with controls\n"
     "  export     a dump as a Jupyter notebook, .npz, safetensors or CSV\n"
     "  import     a TransformerLens-style safetensors cache into a dump\n"
     "  version    print the version\n\n"
@@ -739,7 +773,9 @@ int main(int argc, char **argv) {
     } cmds[] = {{"info", cmd_info},   {"tokenize", cmd_tokenize}, {"generate", cmd_generate},
                 {"score", cmd_score}, {"chat", cmd_chat}, {"record", cmd_record},
                 {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch},
-                {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens}};
+                {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens},
+                {"tuned-lens", cmd_tuned_lens},
+                {"probe", cmd_probe}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

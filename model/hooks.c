@@ -44,3 +44,21 @@ ks_status ks_hook_parse(const char *name, ks_hook_point *p, int *layer) {
     }
     return KS_ERR_NOT_FOUND;
 }
+
+int64_t ks_hook_row_size(const ks_config *c, ks_hook_point p) {
+    switch (p) {
+    case KS_HOOK_ATTN_Q:
+    case KS_HOOK_ATTN_ROT_Q:
+    case KS_HOOK_ATTN_Z: return (int64_t)c->n_heads * c->head_dim;
+    case KS_HOOK_ATTN_K:
+    case KS_HOOK_ATTN_V:
+    case KS_HOOK_ATTN_ROT_K: return (int64_t)c->n_kv_heads * c->head_dim;
+    case KS_HOOK_ATTN_SCORES:
+    case KS_HOOK_ATTN_PATTERN: return 0;
+    case KS_HOOK_MLP_PRE:
+    case KS_HOOK_MLP_PRE_LINEAR:
+    case KS_HOOK_MLP_POST: return c->hidden_dim;
+    case KS_HOOK_LOGITS: return c->vocab_size;
+    default: return c->dim;
+    }
+}

@@ -245,6 +245,9 @@ double ks_objective_logit_diff(const float *logits, int T, int V, int pos, int a
 int ks_hook_name(ks_hook_point p, int layer, char *buf, size_t cap);
 /* Parse a full name; KS_ERR_NOT_FOUND when it names no hook point. */
 ks_status ks_hook_parse(const char *name, ks_hook_point *p, int *layer);
+/* Floats per token of a per-token hook point (hook_q: n_heads × head_dim, …); 0 for the
+ * attention scores and pattern, which are not per token. */
+int64_t ks_hook_row_size(const ks_config *c, ks_hook_point p);
 
 /* ---------------------------------------------------------------- session (forward) */
 

@@ -10,7 +10,7 @@ ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n
 skip() { n=$((n+1)); echo "ok $n # SKIP $1"; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-for c in info tokenize generate score chat record dump-info attribute patch lens export import; do
+for c in info tokenize generate score chat record dump-info attribute patch lens export import probe tuned-lens; do
   "$KS" $c --help >"$tmp/out" 2>"$tmp/err"; rc=$?
   grep -q "Usage: koalascope $c" "$tmp/out"; ok $(( rc != 0 || $? != 0 )) "$c --help prints usage and exits 0"
 done
@@ -93,6 +93,20 @@ else
   [ "$(awk -F'\t' 'NR>1 && $1==4 && $NF!=0' "$tmp/lens" | wc -l)" -eq 0 ] && [ "$(awk 'NR>1' "$tmp/lens" | wc -l)" -eq 80 ]; ok $? "lens: 5 layers x 16 positions, KL to the final layer exactly 0 at the last layer"
   "$KS" lens "$tmp/lens.h5" --model "$BIN" --tokenizer "$TOK" --hook resid_pre >/dev/null 2>"$tmp/err"; rc=$?
   grep -q "did not record blocks.0.hook_resid_pre" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "lens names the hook a dump lacks: $(head -1 "$tmp/err" | cut -c1-140)"
+  # the tuned lens: trained on the model's own samples, read back by lens --tuned; the tuned
+  # lens is closer to the final layer than the logit lens at every layer but the last (0 both)
+  OMP_WAIT_POLICY=PASSIVE "$KS" tuned-lens "$BIN" --tokenizer "$TOK" --generate 24 --steps 60 --seed 3 \
+    -o "$tmp/tl.safetensors" >"$tmp/tl" 2>&1; rc=$?
+  awk -F'\t' '$1 ~ /^[0-3]$/ && !($3 < $2) {bad=1} $1 == 4 && ($2 != 0 || $3 != 0) {bad=1} END {exit bad}' "$tmp/tl" \
+    && [ "$(grep -c '^[0-4]'$'\t' "$tmp/tl")" -eq 5 ]
+  ok $(( rc != 0 || $? != 0 )) "tuned-lens: held-out KL below the logit lens at layers 0-3, 0 at the last: $(grep '^0'$'\t' "$tmp/tl")"
+  "$KS" lens "$tmp/lens.h5" --model "$BIN" --tokenizer "$TOK" --position all --tuned "$tmp/tl.safetensors" >"$tmp/tlens" 2>"$tmp/err"; rc=$?
+  tuned0=$(awk -F'\t' 'NR>1 && $1==0 {s+=$(NF-1); n++} END {print s/n}' "$tmp/tlens")
+  logit0=$(awk -F'\t' 'NR>1 && $1==0 {s+=$NF; n++} END {print s/n}' "$tmp/lens")
+  [ $rc -eq 0 ] && [ "$(awk -F'\t' 'NR>1 && $NF=="tuned"' "$tmp/tlens" | wc -l)" -eq 80 ] && awk -v t="$tuned0" -v l="$logit0" 'BEGIN{exit !(t < l)}'
+  ok $? "lens --tuned: 80 rows marked tuned, layer-0 mean KL ${tuned0:-?} below the logit lens's ${logit0:-?}"
+  "$KS" lens "$tmp/lens.h5" --model "$DATA/stories260K/stories260K.gguf" --tuned "$tmp/tl.safetensors" >/dev/null 2>"$tmp/err"; rc=$?
+  grep -q "model_sha256" "$tmp/err"; ok $(( rc != 1 || $? != 0 )) "lens --tuned refuses a lens of another model file: $(head -1 "$tmp/err" | cut -c1-140)"
   "$KS" info "$DATA/stories260K/stories260K.gguf" >"$tmp/info" 2>&1; rc=$?
   grep -q "8 query heads, 4 key/value heads" "$tmp/info"; ok $(( rc != 0 || $? != 0 )) "info on the GGUF shows GQA"
 fi

@@ -34,7 +34,7 @@ import zipfile
 
 CI = os.environ.get("CI") == "true"
 
-from ks_tap import diag, ok, plan, require_h5py, skip  # noqa: E402
+from ks_tap import diag, must, ok, plan, require_h5py, run, skip, write_safetensors  # noqa: E402
 
 np, h5py = require_h5py()
 
@@ -72,35 +72,6 @@ def bits(a, dtype=None):
     if a.dtype.kind == "f":
         return a.astype(np.float32).view(np.uint32)
     return a
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """A safetensors file with NumPy only; BF16 given as ('BF16', uint16 array)."""
-    names = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i4"): "I32", np.dtype("<i8"): "I64"}
-    header, blobs, off = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for k, v in tensors.items():
-        dt, a = v if isinstance(v, tuple) else (names[v.dtype], v)
-        raw = np.ascontiguousarray(a).tobytes()
-        header[k] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header).encode()
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def run(args):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def must(args, what):
-    p = run(args)
-    if p.returncode != 0:
-        ok(False, "%s: exit %d: %s" % (what, p.returncode, p.stderr.strip()[-400:]))
-        return False
-    return True
 
 
 class Dump:
@@ -250,6 +221,25 @@ def check_npz(ks, d, path, dt, st_tensors, tmp):
                         bad.append(k)
             ok(not bad, "bf16: npz --f32 stores float32 equal to the dump's bf16 exactly%s" % (
                 ": " + ", ".join(bad[:4]) if bad else ""))
+    # zip64: forced on every entry and the end record (KS_ZIP64_THRESHOLD, a test knob), the
+    # archive must read back through zipfile's zip64 paths with the same arrays
+    if dt == "f32":
+        out64 = os.path.join(tmp, "pp_f32_zip64.npz")
+        env = dict(os.environ, KS_ZIP64_THRESHOLD="1")
+        p = subprocess.run([ks, "export", "npz", path, "-o", out64], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        if p.returncode == 0:
+            raw = open(out64, "rb").read()
+            with zipfile.ZipFile(out64) as z:
+                good = z.testzip() is None and all(i.extract_version == 45 for i in z.infolist())
+            z64 = np.load(out64)
+            same = set(z64.files) == set(st_tensors) and all(
+                np.array_equal(z64[k].view(np.uint8), st_tensors[k].view(np.uint8)) for k in st_tensors)
+            ok(good and same and b"PK\x06\x06" in raw and b"PK\x06\x07" in raw,
+               "f32: a zip64 .npz (every size, offset and the end record in zip64 fields) reads back through "
+               "zipfile and numpy.load with the same arrays, CRCs checking")
+        else:
+            ok(False, "f32: zip64 export: exit %d: %s" % (p.returncode, p.stderr.strip()[-300:]))
     # packed npz: same bytes as packed safetensors
     outp = os.path.join(tmp, "packed_%s.npz" % dt)
     if must([ks, "export", "npz", path, "-o", outp, "--layout", "packed"], "%s: export npz packed" % dt):

@@ -5,7 +5,9 @@ relative to the notebook (the folder holding both is renamed before they run, so
 path would fail), draw figures, and print KS_CHECK values equal to what this test reads from
 the dump directly with h5py (docs/NOTEBOOKS.md says which value each name is; the test's own
 reading follows docs/FORMAT.md, not the notebook's code). Also the refusals: a kind whose data
-the dump lacks, probe/audit, a prompt out of range: exit 1, no file left behind.
+the dump lacks, a dump given to --kind probe, audit, a prompt out of range: exit 1, no file left
+behind. The probe kind runs on the results of `koalascope probe` over the test's dump; its
+KS_CHECK is the sweep's best accuracy, read from the results file with h5py.
 
 Usage (meson passes it): test_notebook.py KOALASCOPE      (TAP on standard output)
 
@@ -113,8 +115,9 @@ def dump_path_literal(path):
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         for line in cell.source.splitlines():
-            if line.startswith("DUMP_PATH = "):
-                return json.JSONDecoder().raw_decode(line, len("DUMP_PATH = "))[0]
+            for var in ("DUMP_PATH = ", "RESULTS_PATH = "):
+                if line.startswith(var):
+                    return json.JSONDecoder().raw_decode(line, len(var))[0]
     return None
 
 
@@ -168,7 +171,7 @@ def main():
                        stderr=subprocess.PIPE, text=True)
     ok(p.returncode == 0 and "--kind" in p.stdout and "probe" in p.stdout and "audit" in p.stdout
        and "not available yet" in p.stdout,
-       "export notebook --help: exit 0, names --kind and says probe/audit are not available yet")
+       "export notebook --help: exit 0, names --kind (probe among them) and says audit is not available yet")
 
     if not (os.path.isfile(model) and os.path.isfile(tok)):
         if CI:
@@ -209,7 +212,18 @@ def main():
         refuses([ks, "export", "notebook", bare, "--kind", "attribution", "-o", x],
                 "--kind attribution on a dump without /attributions", ["/attributions"], x)
         refuses([ks, "export", "notebook", dump, "--kind", "probe", "-o", x],
-                "--kind probe", ["not available yet"], x)
+                "--kind probe on a dump (not a probe results file)", ["not a koalascope probe results file"], x)
+        refuses([ks, "export", "notebook", dump, "--kind", "audit", "-o", x],
+                "--kind audit", ["not available yet"], x)
+        # a probe sweep over the dump's two prompts: each token labelled by its piece's first letter
+        labels = os.path.join(work, "labels.jsonl")
+        with open(labels, "w") as fh:
+            for p_ in range(len(PROMPTS)):
+                fh.write(json.dumps({"prompt": p_, "label": "a-m", "token": "^[a-m]"}) + "\n")
+                fh.write(json.dumps({"prompt": p_, "label": "other", "token": "^[^a-m]"}) + "\n")
+        probe_res = os.path.join(work, "probe.h5")
+        probe_ok = run([ks, "probe", dump, "--labels", labels, "--folds", "2", "--bootstrap", "100",
+                        "--shuffles", "1", "--chart", "none", "-q", "-o", probe_res], "probe") is not None
         refuses([ks, "export", "notebook", dump, "--prompt", "2", "-o", x],
                 "--prompt 2 of 2 prompts", ["--prompt 2", "2 committed"], x)
         refuses([ks, "export", "notebook", dump, "--kind", "overview"],
@@ -218,10 +232,13 @@ def main():
         kinds = [("overview", ["--prompt", "0"], "resid_norm"), ("attention", ["--prompt", "1"], "attn")]
         if attr_ok:
             kinds.append(("attribution", [], "attribution"))
+        if probe_ok:
+            kinds.append(("probe", [], "probe"))
         paths = {}
         for kind, extra, _ in kinds:
             path = os.path.join(nbdir, kind + ".ipynb")
-            if run([ks, "export", "notebook", dump, "--kind", kind, "-o", path] + extra,
+            src = probe_res if kind == "probe" else dump
+            if run([ks, "export", "notebook", src, "--kind", kind, "-o", path] + extra,
                    "export notebook --kind %s" % kind) is not None:
                 paths[kind] = path
         if "overview" in paths:  # written again over itself: replaced whole
@@ -231,7 +248,8 @@ def main():
         ok(not left, "no temporary or refused files left in the notebook folder (%s)" % left)
         for kind, path in paths.items():
             lit = dump_path_literal(path)
-            ok(lit == "../dump.h5", "%s: DUMP_PATH is relative to the notebook: %r" % (kind, lit))
+            want_lit = "../probe.h5" if kind == "probe" else "../dump.h5"
+            ok(lit == want_lit, "%s: the input's path is relative to the notebook: %r" % (kind, lit))
             try:
                 nbformat.validate(nbformat.read(path, as_version=4))
                 ok(True, "%s: nbformat.validate" % kind)
@@ -246,6 +264,9 @@ def main():
             expected = {"resid_norm": expect_resid_norm(f, 0), "attn": expect_attn(f, 1)}
             if attr_ok:
                 expected["attribution"] = expect_attribution(f)
+        if probe_ok:
+            with h5py.File(os.path.join(moved, "probe.h5"), "r") as f:
+                expected["probe"] = float(np.nanmax(f["accuracy"][:, 0]))
         for kind, _, check in kinds:
             if kind not in paths:
                 continue
@@ -258,7 +279,7 @@ def main():
             ok(pngs > 0, "%s: %d figure(s) (image/png outputs)" % (kind, pngs))
             got, want = checks.get(check), expected[check]
             ok(got is not None and abs(got - want) <= TOL,
-               "%s: KS_CHECK %s %r == %r read from the dump with h5py (tol %g)"
+               "%s: KS_CHECK %s %r == %r read from the file with h5py (tol %g)"
                % (kind, check, got, want, TOL))
     diag("test time %.1f s" % (time.time() - t_start))
     plan()

@@ -9,6 +9,7 @@
  * libhdf5 itself is not instrumented: the fuzzer steers by our code's coverage, and a crash
  * inside libhdf5 is an upstream parser bug (see the report of the issue that added this). */
 #include <hdf5.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "ks_dump.h"
+#include "ks_results.h"
 
 /* A read that needs a buffer larger than this is skipped (the file may claim anything). */
 #define FUZZ_CAP_BYTES ((size_t)64 << 20)
@@ -201,6 +203,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int k = 0; k < na; k++) check(ai[k].ndim >= 1 && ai[k].ndim <= 3);
         free(ai);
         no_open_objects();
+    }
+
+    /* steering reads directions from probe results files: the same bytes as one */
+    {
+        ks_probe_results_info pi;
+        ks_error e4 = {0};
+        ks_status s4 = ks_probe_results_info_read(path, &pi, &e4);
+        if (s4) failed(s4, &e4);
+        else check(pi.n_hooks > 0 && (!strcmp(pi.task, "logistic") || !strcmp(pi.task, "ridge")));
+        no_open_objects();
+        static const char *const kinds[2] = {"diff_means", "probe"};
+        for (int k = 0; k < 2; k++) {
+            float *v = NULL;
+            int dd = 0;
+            ks_error e3 = {0};
+            ks_status s3 = ks_probe_direction_read(path, "blocks.0.hook_resid_post", kinds[k], &v, &dd, &e3);
+            if (s3) {
+                check(v == NULL);
+                failed(s3, &e3);
+            } else {
+                check(v != NULL && dd > 0);
+                for (int i = 0; i < dd; i++) check(isfinite(v[i]));
+                free(v);
+            }
+            no_open_objects();
+        }
     }
 
     ks_dump *d = NULL;
