@@ -50,6 +50,32 @@ for pos in last all; do
   printf 'probe --position %-4s: peak RSS %7.1f MB (+%6.1f MB), %6.1f s; dump / peak RSS = %.1f\n' "$pos" \
     "$(echo "$kb/1024" | bc -l)" "$(echo "($kb - $base_kb)/1024" | bc -l)" "$secs" "$(echo "$bytes/($kb*1024)" | bc -l)"
 done
+# The same with the memory the process may use capped at a tenth of the dump (a cgroup-v1 memory
+# limit, page cache included: where we may create one, i.e. as root): the dump is then 10x the
+# memory available, and the run must still complete.
+CGROOT=/sys/fs/cgroup/memory
+if [ -w "$CGROOT" ] && mkdir "$CGROOT/ks_bench_$$" 2>/dev/null; then
+  CG=$CGROOT/ks_bench_$$
+  limit=$((bytes / 10))
+  echo "$limit" > "$CG/memory.limit_in_bytes"
+  [ -e "$CG/memory.memsw.limit_in_bytes" ] && echo "$limit" > "$CG/memory.memsw.limit_in_bytes"
+  for pos in last all; do
+    echo 0 > "$CG/memory.max_usage_in_bytes" 2>/dev/null || true
+    set +e
+    sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$CG" "$KS" probe "$TMP/big.h5" \
+      --labels "$TMP/labels.jsonl" --hook 'blocks.*.hook_resid_post' --position $pos --bootstrap 200 \
+      --shuffles 1 --chart none -q --overwrite -o "$TMP/res_cg_$pos.h5" > /dev/null 2> "$TMP/cg_err"
+    rc=$?
+    set -e
+    same=$(cmp -s <(h5dump -d accuracy "$TMP/res_$pos.h5" | tail -n +3) <(h5dump -d accuracy "$TMP/res_cg_$pos.h5" | tail -n +3) \
+           && echo "identical to the unlimited run" || echo "DIFFERENT from the unlimited run")
+    printf 'probe --position %-4s under a %.0f MB memory cap (dump / cap = 10): exit %d, cgroup peak %.1f MB, %s\n' \
+      "$pos" "$(echo "$limit/1048576" | bc -l)" "$rc" "$(echo "$(cat "$CG/memory.max_usage_in_bytes")/1048576" | bc -l)" "$same"
+  done
+  rmdir "$CG"
+else
+  echo "no writable cgroup-v1 memory controller (not root?): the capped runs are skipped"
+fi
 for fmt in safetensors npz; do
   /usr/bin/time -f '%M %e' -o "$TMP/time" "$KS" export $fmt "$TMP/big.h5" -o "$TMP/big.$fmt" > /dev/null
   read -r kb secs < "$TMP/time"
