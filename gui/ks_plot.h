@@ -51,4 +51,33 @@ ks_status ks_plot_save(const ks_plot *p, const char *path, int width, int height
 /* A palette of distinguishable colours (Okabe & Ito 2008), index modulo 8. */
 void ks_plot_color(int i, double rgb[3]);
 
+/* ---------------------------------------------------------------- interval charts (forest.c) */
+
+/* One row: a point estimate and its interval (lo/hi NaN: no whisker; value NaN: "n/a"). */
+typedef struct {
+    const char *label;  /* left of the axis, cut with "…" when too long */
+    double value, lo, hi;
+    int color;          /* palette index (ks_plot_color) */
+    const char *note;   /* right of the row, e.g. "n=120, p=0.003"; NULL: none */
+} ks_forest_row;
+
+typedef struct {
+    const char *title, *subtitle, *xlabel;
+    double xmin, xmax;  /* NaN: from the data with a margin */
+    double reference;   /* dashed vertical line (a metric's null); NaN: none */
+    const ks_forest_row *rows;
+    int n_rows;
+} ks_forest;
+
+/* Rows top to bottom in the given order; frame (may be NULL) receives the data area, with
+ * ymin 0 and ymax n_rows (row i is centred at ks_forest_row_y). */
+void ks_forest_draw(cairo_t *cr, const ks_forest *f, double width, double height,
+                    ks_plot_frame *frame);
+double ks_forest_row_y(const ks_plot_frame *frame, int n_rows, int i);
+/* The height (points) that gives each row room at this width. */
+double ks_forest_height(const ks_forest *f, int width);
+/* As ks_plot_save; height 0: ks_forest_height. */
+ks_status ks_forest_save(const ks_forest *f, const char *path, int width, int height,
+                         ks_error *err);
+
 #endif

@@ -20,6 +20,8 @@ void openblas_set_num_threads(int n);
 /* Rows of a non-f32 weight converted at a time per thread: small enough to stay in cache,
  * large enough that a prefill GEMM on them runs at full speed. */
 #define KS_PANEL_ROWS 32
+/* rows per matmul call: a multiple of KS_PANEL_ROWS (see cpu_matmul) */
+#define KS_MATMUL_CHUNK 64
 
 typedef struct {
     ks_backend base;
@@ -288,14 +290,22 @@ static void cpu_matmul(ks_backend *b, int n, float *const *ys, const ks_weight *
         nt = omp_get_num_threads();
         t = omp_get_thread_num();
 #endif
-        /* blocks of 16 rows keep each thread's share aligned to cache lines */
-        int blocks = (total + 15) / 16;
-        int g0 = (int)((long)blocks * t / nt) * 16, g1 = (int)((long)blocks * (t + 1) / nt) * 16;
-        for (int i = 0, base = 0; i < n; base += outs[i], i++) {
-            int r0 = g0 - base, r1 = g1 - base;
-            if (r0 < 0) r0 = 0;
-            if (r1 > outs[i]) r1 = outs[i];
-            matmul_rows(s, t, ys[i], x, ws[i], B, in, outs[i], r0, r1);
+        /* Each W_i is cut into chunks of KS_MATMUL_CHUNK rows at fixed offsets, and each chunk
+         * is one call of its own: the BLAS calls, hence every sum's order, are the same
+         * whatever the number of threads, so results are bit-identical across thread counts
+         * (koalascope audit promises identical results from 1 or K processes). The threads
+         * take equal runs of the chunks of all the W_i stacked. */
+        int chunks = 0;
+        for (int i = 0; i < n; i++) chunks += (outs[i] + KS_MATMUL_CHUNK - 1) / KS_MATMUL_CHUNK;
+        int c0 = (int)((long)chunks * t / nt), c1 = (int)((long)chunks * (t + 1) / nt);
+        for (int i = 0, base = 0; i < n && base < c1; i++) {
+            int ci = (outs[i] + KS_MATMUL_CHUNK - 1) / KS_MATMUL_CHUNK;
+            for (int c = c0 > base ? c0 - base : 0; c < ci && base + c < c1; c++) {
+                int r0 = c * KS_MATMUL_CHUNK, r1 = r0 + KS_MATMUL_CHUNK;
+                if (r1 > outs[i]) r1 = outs[i];
+                matmul_rows(s, t, ys[i], x, ws[i], B, in, outs[i], r0, r1);
+            }
+            base += ci;
         }
     }
 }

@@ -244,12 +244,19 @@ ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_
     return st;
 }
 
-ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
-                         int n_msgs, int **ids, int *n_ids, ks_error *err) {
+static ks_status encode_chat(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
+                             int n_msgs, const char *reply, int **ids, int *n_ids, ks_error *err) {
     render r = {0};
     int *all = NULL, n = 0, cap = 0;
     ks_status st = do_render(t, msgs, n_msgs, &r, err);
     if (st) goto out;
+    if (reply) {
+        r_text(&r, reply); /* merges into the cue's text run: encoded as one text */
+        if (r.oom) {
+            st = ks_error_set(err, KS_ERR_NOMEM, "chat: out of memory");
+            goto out;
+        }
+    }
     fix_after_eos(&r);
     int bos = ks_tokenizer_bos(tok), eos = ks_tokenizer_eos(tok);
     for (int i = 0; i < r.n; i++) {
@@ -293,4 +300,16 @@ out:
     free(r.text.p);
     free(r.segs);
     return st;
+}
+
+ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
+                         int n_msgs, int **ids, int *n_ids, ks_error *err) {
+    return encode_chat(tok, t, msgs, n_msgs, NULL, ids, n_ids, err);
+}
+
+ks_status ks_chat_encode_reply(const ks_tokenizer *tok, ks_chat_template t,
+                               const ks_chat_message *msgs, int n_msgs, const char *reply,
+                               int **ids, int *n_ids, ks_error *err) {
+    if (!reply) return ks_error_set(err, KS_ERR_ARG, "chat: no reply text");
+    return encode_chat(tok, t, msgs, n_msgs, reply, ids, n_ids, err);
 }

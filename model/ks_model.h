@@ -370,6 +370,12 @@ ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_
  * and EOS ids (never user text: user text is encoded as text). Starts with BOS. */
 ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
                          int n_msgs, int **ids, int *n_ids, ks_error *err);
+/* As ks_chat_encode, followed by reply as the start of the assistant's answer (appended to the
+ * cue's text, so the two are tokenized as one text, and not closed by an end-of-turn token):
+ * the "whole" of a context/continuation pair whose context is ks_chat_encode's output. */
+ks_status ks_chat_encode_reply(const ks_tokenizer *tok, ks_chat_template t,
+                               const ks_chat_message *msgs, int n_msgs, const char *reply,
+                               int **ids, int *n_ids, ks_error *err);
 
 /* ---------------------------------------------------------------- misc */
 

@@ -1,0 +1,190 @@
+/* score.c — an audit item's options scored by the model's log-probabilities (docs/AUDITS.md,
+ * "Scoring"), and the token alignment of CrowS-Pairs' unmodified-token variant. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ks_audit.h"
+
+/* ------------------------------------------------------------------ alignment */
+
+/* difflib.SequenceMatcher(None, a, b, autojunk=False): find_longest_match over a[alo:ahi],
+ * b[blo:bhi] — the longest block, earliest in a, then earliest in b — then recurse on both
+ * sides. With no junk, the longest-match extension steps of difflib change nothing, so this is
+ * the plain longest-common-substring recursion. Work: O(na·nb) per level; lengths are those of
+ * sentences (the caller caps them). */
+typedef struct {
+    int alo, ahi, blo, bhi;
+} range4;
+
+static void longest_match(const int *a, const int *b, int alo, int ahi, int blo, int bhi,
+                          int *prev, int *cur, int *bi, int *bj, int *bk) {
+    /* prev/cur: DP rows over b (length match ending at a[i-1], b[j-1]), indices blo..bhi */
+    int besti = alo, bestj = blo, bestk = 0;
+    for (int j = blo; j <= bhi; j++) prev[j] = 0;
+    for (int i = alo; i < ahi; i++) {
+        cur[blo] = 0;
+        for (int j = blo; j < bhi; j++) {
+            int k = a[i] == b[j] ? prev[j] + 1 : 0;
+            cur[j + 1] = k;
+            if (k > bestk) {
+                /* a strictly longer block; among equal lengths the first found is earliest in
+                 * a (outer loop), then in b (inner loop) — difflib's order */
+                bestk = k;
+                besti = i - k + 1;
+                bestj = j - k + 1;
+            }
+        }
+        int *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    *bi = besti;
+    *bj = bestj;
+    *bk = bestk;
+}
+
+ks_status ks_audit_matching(const int *a, int na, const int *b, int nb, uint8_t *in_a,
+                            uint8_t *in_b, ks_error *err) {
+    if (na < 0 || nb < 0 || (na && (!a || !in_a)) || (nb && (!b || !in_b)))
+        return ks_error_set(err, KS_ERR_ARG, "ks_audit_matching: invalid arguments");
+    if (na) memset(in_a, 0, (size_t)na);
+    if (nb) memset(in_b, 0, (size_t)nb);
+    if (!na || !nb) return KS_OK;
+    int *prev = malloc((size_t)(nb + 1) * sizeof(int));
+    int *cur = malloc((size_t)(nb + 1) * sizeof(int));
+    /* at most min(na, nb) blocks, each pushing two ranges: a stack of na + nb + 2 suffices */
+    range4 *stack = malloc((size_t)(na + nb + 2) * sizeof(range4));
+    if (!prev || !cur || !stack) {
+        free(prev);
+        free(cur);
+        free(stack);
+        return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory aligning %d and %d tokens",
+                            na, nb);
+    }
+    int top = 0;
+    stack[top++] = (range4){0, na, 0, nb};
+    while (top > 0) {
+        range4 r = stack[--top];
+        int i, j, k;
+        longest_match(a, b, r.alo, r.ahi, r.blo, r.bhi, prev, cur, &i, &j, &k);
+        if (k == 0) continue;
+        for (int t = 0; t < k; t++) {
+            in_a[i + t] = 1;
+            in_b[j + t] = 1;
+        }
+        if (r.alo < i && r.blo < j) stack[top++] = (range4){r.alo, i, r.blo, j};
+        if (i + k < r.ahi && j + k < r.bhi) stack[top++] = (range4){i + k, r.ahi, j + k, r.bhi};
+    }
+    free(prev);
+    free(cur);
+    free(stack);
+    return KS_OK;
+}
+
+/* ------------------------------------------------------------------ scoring */
+
+/* Longest option accepted, in tokens (an item is a sentence or a short question). */
+#define MAX_OPTION_TOKENS 8192
+
+typedef struct {
+    int *ids;     /* whole sequence, BOS first where there is one */
+    int n;
+    int n_ctx;    /* scored tokens are ids[n_ctx..n) */
+    float *lp;    /* lp[t] = log p(ids[t+1] | ids[..t]) for t in [0, n-1) */
+} scored;
+
+static void scored_free(scored *x) {
+    free(x->ids);
+    free(x->lp);
+    memset(x, 0, sizeof *x);
+}
+
+static ks_status encode_option(const ks_tokenizer *tok, const ks_audit_option *opt,
+                               const ks_audit_score_options *o, scored *x, ks_error *err) {
+    ks_status st;
+    if (!opt->prompt) {
+        bool bos = !(o && o->no_bos) && ks_tokenizer_bos(tok) >= 0;
+        if ((st = ks_tokenizer_encode(tok, opt->text, strlen(opt->text), bos, &x->ids, &x->n,
+                                      err)))
+            return st;
+        x->n_ctx = 1; /* with BOS: every text token; without: all but the first */
+        return KS_OK;
+    }
+    ks_chat_template t = o ? o->template : KS_CHAT_PLAIN;
+    ks_chat_message msg = {"user", opt->prompt};
+    int *ctx = NULL, n_ctx = 0;
+    if ((st = ks_chat_encode(tok, t, &msg, 1, &ctx, &n_ctx, err))) return st;
+    st = ks_chat_encode_reply(tok, t, &msg, 1, opt->text, &x->ids, &x->n, err);
+    free(ctx);
+    if (st) return st;
+    x->n_ctx = n_ctx;
+    return KS_OK;
+}
+
+static ks_status score_option(ks_session *s, const ks_tokenizer *tok, const ks_audit_item *it,
+                              int k, const ks_audit_score_options *o, scored *x, ks_error *err) {
+    ks_status st = encode_option(tok, &it->options[k], o, x, err);
+    if (st) return st;
+    if (x->n > MAX_OPTION_TOKENS || x->n > ks_session_max_seq(s))
+        return ks_error_set(err, KS_ERR_ARG, "%s:%ld: item %s, option %d: %d tokens, more than "
+                            "the session's context %d", it->file, it->line, it->id, k, x->n,
+                            ks_session_max_seq(s) < MAX_OPTION_TOKENS ? ks_session_max_seq(s)
+                                                                      : MAX_OPTION_TOKENS);
+    if (x->n_ctx < 1) x->n_ctx = 1;
+    if (x->n <= x->n_ctx)
+        return ks_error_set(err, KS_ERR_FORMAT, "%s:%ld: item %s, option %d: no token to score "
+                            "(the text encodes to nothing after its context)", it->file,
+                            it->line, it->id, k);
+    x->lp = malloc((size_t)(x->n - 1) * sizeof(float));
+    if (!x->lp) return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    return ks_score(s, x->ids, x->n, x->lp, err);
+}
+
+ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_kind kind,
+                              const ks_audit_item *item, const ks_audit_score_options *o,
+                              ks_audit_score *out, ks_error *err) {
+    if (!s || !tok || !item || !out || item->n_options < 1 ||
+        item->n_options > KS_AUDIT_MAX_OPTIONS)
+        return ks_error_set(err, KS_ERR_ARG, "ks_audit_score_item: invalid arguments");
+    memset(out, 0, sizeof *out);
+    out->n_options = item->n_options;
+    scored x[KS_AUDIT_MAX_OPTIONS] = {0};
+    ks_status st = KS_OK;
+    ks_session_reset(s);
+    for (int k = 0; k < item->n_options && !st; k++) {
+        st = score_option(s, tok, item, k, o, &x[k], err);
+        if (st) break;
+        double ll = 0.0;
+        for (int t = x[k].n_ctx; t < x[k].n; t++) ll += (double)x[k].lp[t - 1];
+        out->opt[k].ll = ll;
+        out->opt[k].n_tokens = x[k].n - x[k].n_ctx;
+    }
+    if (!st && kind == KS_AUDIT_CROWS && item->n_options == 2) {
+        /* the sentences' tokens after their context (BOS), aligned */
+        int na = x[0].n - x[0].n_ctx, nb = x[1].n - x[1].n_ctx;
+        uint8_t *ma = malloc((size_t)na + 1), *mb = malloc((size_t)nb + 1);
+        if (!ma || !mb)
+            st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+        else
+            st = ks_audit_matching(x[0].ids + x[0].n_ctx, na, x[1].ids + x[1].n_ctx, nb, ma, mb,
+                                   err);
+        for (int k = 0; k < 2 && !st; k++) {
+            const uint8_t *m = k == 0 ? ma : mb;
+            int nk = k == 0 ? na : nb;
+            double u = 0.0;
+            int c = 0;
+            for (int t = 0; t < nk; t++)
+                if (m[t]) {
+                    u += (double)x[k].lp[x[k].n_ctx + t - 1];
+                    c++;
+                }
+            out->opt[k].ll_unmodified = u;
+            out->opt[k].n_unmodified = c;
+        }
+        free(ma);
+        free(mb);
+    }
+    for (int k = 0; k < KS_AUDIT_MAX_OPTIONS; k++) scored_free(&x[k]);
+    ks_session_reset(s);
+    return st;
+}

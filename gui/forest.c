@@ -1,0 +1,217 @@
+/* forest.c — interval ("forest") charts: one row per estimate, a point with its confidence
+ * interval and a dashed reference line (ks_plot.h). Bias-audit reports draw one per audit. */
+#include <cairo-pdf.h>
+#include <cairo-svg.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ks_plot.h"
+
+static void text_at(cairo_t *cr, const char *s, double x, double y, double ax, double ay) {
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, s, &e);
+    cairo_move_to(cr, x - e.x_bearing - ax * e.width, y - e.y_bearing - ay * e.height);
+    cairo_show_text(cr, s);
+}
+
+/* s cut (with "…") to fit max_w */
+static void fit(cairo_t *cr, const char *s, double max_w, char *out, size_t cap) {
+    snprintf(out, cap, "%s", s ? s : "");
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, out, &e);
+    size_t n = strlen(out);
+    while (e.x_advance > max_w && n > 1) {
+        n--;
+        while (n > 1 && ((unsigned char)out[n] & 0xc0) == 0x80) n--; /* whole UTF-8 characters */
+        if (n + 4 > cap) continue;
+        memcpy(out + n, "\xe2\x80\xa6", 4);
+        cairo_text_extents(cr, out, &e);
+    }
+}
+
+static double nice_step(double span, int want) {
+    if (!(span > 0)) return 1;
+    double raw = span / want, p = pow(10, floor(log10(raw))), m = raw / p;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+static void x_range(const ks_forest *f, double *lo, double *hi) {
+    double a = INFINITY, b = -INFINITY;
+    for (int i = 0; i < f->n_rows; i++) {
+        const double v[3] = {f->rows[i].value, f->rows[i].lo, f->rows[i].hi};
+        for (int k = 0; k < 3; k++)
+            if (isfinite(v[k])) a = fmin(a, v[k]), b = fmax(b, v[k]);
+    }
+    if (isfinite(f->reference)) a = fmin(a, f->reference), b = fmax(b, f->reference);
+    if (!isfinite(a)) a = 0, b = 1;
+    double pad = (b - a) * 0.06;
+    if (!(pad > 0)) pad = fabs(a) > 0 ? fabs(a) * 0.1 : 0.5;
+    a -= pad;
+    b += pad;
+    if (!isnan(f->xmin)) a = f->xmin;
+    if (!isnan(f->xmax)) b = f->xmax;
+    if (b <= a) b = a + 1;
+    *lo = a;
+    *hi = b;
+}
+
+double ks_forest_height(const ks_forest *f, int width) {
+    double fs = fmax(9, fmin(width, 900) / 60.0);
+    double top = fs * (f->title ? 2.2 : 1) + (f->subtitle ? fs * 1.3 : 0);
+    int rows = f->n_rows > 0 ? f->n_rows : 1;
+    return top + rows * fs * 1.9 + fs * 4;
+}
+
+void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot_frame *frame) {
+    ks_plot_frame fr;
+    x_range(f, &fr.xmin, &fr.xmax);
+    cairo_save(cr);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_rectangle(cr, 0, 0, W, H);
+    cairo_fill(cr);
+    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    double fs = fmax(9, fmin(W, 900) / 60.0);
+    cairo_set_font_size(cr, fs);
+    /* columns: labels | plot | notes */
+    double label_w = 0, note_w = 0;
+    for (int i = 0; i < f->n_rows; i++) {
+        cairo_text_extents_t e;
+        cairo_text_extents(cr, f->rows[i].label ? f->rows[i].label : "", &e);
+        label_w = fmax(label_w, e.x_advance);
+        if (f->rows[i].note) {
+            cairo_text_extents(cr, f->rows[i].note, &e);
+            note_w = fmax(note_w, e.x_advance);
+        }
+    }
+    label_w = fmin(label_w + fs, W * 0.3);
+    note_w = fmin(note_w + fs, W * 0.25);
+    double top = fs * (f->title ? 2.2 : 1) + (f->subtitle ? fs * 1.3 : 0);
+    fr.x0 = fs + label_w;
+    fr.x1 = W - fs - note_w;
+    fr.y0 = top;
+    fr.y1 = H - fs * 3.2;
+    fr.ymin = 0;
+    fr.ymax = f->n_rows > 0 ? f->n_rows : 1;
+    if (fr.x1 <= fr.x0 + 10) fr.x1 = fr.x0 + 10;
+    if (fr.y1 <= fr.y0 + 10) fr.y1 = fr.y0 + 10;
+
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    if (f->title) {
+        cairo_set_font_size(cr, fs * 1.25);
+        text_at(cr, f->title, W / 2, fs * 0.5, 0.5, 0);
+        cairo_set_font_size(cr, fs);
+    }
+    if (f->subtitle) {
+        cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
+        text_at(cr, f->subtitle, W / 2, fs * (f->title ? 2.0 : 0.5), 0.5, 0);
+    }
+    /* grid and x ticks */
+    double step = nice_step(fr.xmax - fr.xmin, 6);
+    char buf[64];
+    for (double t = ceil(fr.xmin / step) * step; t <= fr.xmax + step * 1e-9; t += step) {
+        double x = ks_plot_x(&fr, t);
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_set_line_width(cr, 1);
+        cairo_move_to(cr, x, fr.y0);
+        cairo_line_to(cr, x, fr.y1);
+        cairo_stroke(cr);
+        int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
+        snprintf(buf, sizeof buf, "%.*f", dec > 6 ? 6 : dec, fabs(t) < step * 1e-6 ? 0.0 : t);
+        cairo_set_source_rgb(cr, 0, 0, 0);
+        text_at(cr, buf, x, fr.y1 + fs * 0.4, 0.5, 0);
+    }
+    if (f->xlabel) text_at(cr, f->xlabel, (fr.x0 + fr.x1) / 2, H - fs * 1.4, 0.5, 0);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, fr.x0, fr.y0, fr.x1 - fr.x0, fr.y1 - fr.y0);
+    cairo_stroke(cr);
+    /* the reference line */
+    if (isfinite(f->reference) && f->reference >= fr.xmin && f->reference <= fr.xmax) {
+        double x = ks_plot_x(&fr, f->reference);
+        double dash[2] = {4, 3};
+        cairo_set_dash(cr, dash, 2, 0);
+        cairo_set_source_rgb(cr, 0.4, 0.4, 0.4);
+        cairo_move_to(cr, x, fr.y0);
+        cairo_line_to(cr, x, fr.y1);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+    }
+    if (f->n_rows == 0) {
+        cairo_set_source_rgb(cr, 0.4, 0.4, 0.4);
+        text_at(cr, "no data", (fr.x0 + fr.x1) / 2, (fr.y0 + fr.y1) / 2, 0.5, 0.5);
+    }
+    double rh = (fr.y1 - fr.y0) / (f->n_rows > 0 ? f->n_rows : 1);
+    for (int i = 0; i < f->n_rows; i++) {
+        const ks_forest_row *r = &f->rows[i];
+        double y = ks_forest_row_y(&fr, f->n_rows, i);
+        char lab[256];
+        cairo_set_source_rgb(cr, 0, 0, 0);
+        fit(cr, r->label, label_w - fs * 0.5, lab, sizeof lab);
+        text_at(cr, lab, fr.x0 - fs * 0.5, y, 1, 0.5);
+        if (r->note) {
+            fit(cr, r->note, note_w - fs * 0.5, lab, sizeof lab);
+            text_at(cr, lab, fr.x1 + fs * 0.5, y, 0, 0.5);
+        }
+        double rgb[3];
+        ks_plot_color(r->color, rgb);
+        cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
+        cairo_set_line_width(cr, fmax(1.5, fs / 6));
+        if (isfinite(r->lo) && isfinite(r->hi)) {
+            double a = ks_plot_x(&fr, fmax(r->lo, fr.xmin)), b = ks_plot_x(&fr, fmin(r->hi, fr.xmax));
+            double cap = fmin(rh * 0.25, fs * 0.45);
+            cairo_move_to(cr, a, y);
+            cairo_line_to(cr, b, y);
+            if (r->lo >= fr.xmin) cairo_move_to(cr, a, y - cap), cairo_line_to(cr, a, y + cap);
+            if (r->hi <= fr.xmax) cairo_move_to(cr, b, y - cap), cairo_line_to(cr, b, y + cap);
+            cairo_stroke(cr);
+        }
+        if (isfinite(r->value)) {
+            double x = ks_plot_x(&fr, r->value);
+            cairo_arc(cr, x, y, fmin(rh * 0.3, fs * 0.4), 0, 2 * M_PI);
+            cairo_fill(cr);
+        } else {
+            cairo_set_source_rgb(cr, 0.5, 0.5, 0.5);
+            text_at(cr, "n/a", (fr.x0 + fr.x1) / 2, y, 0.5, 0.5);
+        }
+    }
+    cairo_restore(cr);
+    if (frame) *frame = fr;
+}
+
+double ks_forest_row_y(const ks_plot_frame *fr, int n_rows, int i) {
+    double rh = (fr->y1 - fr->y0) / (n_rows > 0 ? n_rows : 1);
+    return fr->y0 + rh * (i + 0.5);
+}
+
+static bool ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+ks_status ks_forest_save(const ks_forest *f, const char *path, int width, int height,
+                         ks_error *err) {
+    if (height <= 0) height = (int)ceil(ks_forest_height(f, width));
+    cairo_surface_t *sf;
+    bool png = ends_with(path, ".png");
+    if (png) sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, width * 2, height * 2);
+    else if (ends_with(path, ".svg")) sf = cairo_svg_surface_create(path, width, height);
+    else if (ends_with(path, ".pdf")) sf = cairo_pdf_surface_create(path, width, height);
+    else return ks_error_set(err, KS_ERR_ARG, "%s: a chart is written as .png, .svg or .pdf", path);
+    cairo_status_t cs = cairo_surface_status(sf);
+    if (cs) {
+        cairo_surface_destroy(sf);
+        return ks_error_set(err, KS_ERR_IO, "%s: cannot create: %s", path, cairo_status_to_string(cs));
+    }
+    cairo_t *cr = cairo_create(sf);
+    if (png) cairo_scale(cr, 2, 2);
+    ks_forest_draw(cr, f, width, height, NULL);
+    cs = cairo_status(cr);
+    cairo_destroy(cr);
+    if (!cs && png) cs = cairo_surface_write_to_png(sf, path);
+    cairo_surface_finish(sf);
+    if (!cs) cs = cairo_surface_status(sf);
+    cairo_surface_destroy(sf);
+    if (cs) return ks_error_set(err, KS_ERR_IO, "%s: cannot write: %s", path, cairo_status_to_string(cs));
+    return KS_OK;
+}
