@@ -928,10 +928,15 @@ static ks_status split_tabs(const char *t, size_t n, char **f, int max, int *nf)
     size_t s = 0;
     for (size_t i = 0; i <= n; i++)
         if (i == n || t[i] == '\t') {
-            if (k == max) return KS_ERR_FORMAT;
+            if (k == max) {
+                for (int j = 0; j < k; j++) free(f[j]);
+                *nf = 0;
+                return KS_ERR_FORMAT;
+            }
             f[k] = strndup(t + s, i - s);
             if (!f[k]) {
                 for (int j = 0; j < k; j++) free(f[j]);
+                *nf = 0;
                 return KS_ERR_NOMEM;
             }
             k++;
@@ -943,7 +948,7 @@ static ks_status split_tabs(const char *t, size_t n, char **f, int max, int *nf)
 
 static ks_status stats_line(const char *t, size_t n, long ln, void *user, ks_error *err) {
     stats_state *s = user;
-    if (!n) return KS_OK;
+    if (!n && ln > 1) return KS_OK;
     char *f[16];
     int nf = 0;
     ks_status st = split_tabs(t, n, f, 16, &nf);
