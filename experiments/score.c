@@ -121,10 +121,8 @@ static ks_status encode_option(const ks_tokenizer *tok, const ks_audit_option *o
     return KS_OK;
 }
 
-static ks_status score_option(ks_session *s, const ks_tokenizer *tok, const ks_audit_item *it,
-                              int k, const ks_audit_score_options *o, scored *x, ks_error *err) {
-    ks_status st = encode_option(tok, &it->options[k], o, x, err);
-    if (st) return st;
+static ks_status check_option(ks_session *s, const ks_audit_item *it, int k, scored *x,
+                              ks_error *err) {
     if (x->n > MAX_OPTION_TOKENS || x->n > ks_session_max_seq(s))
         return ks_error_set(err, KS_ERR_ARG, "%s:%ld: item %s, option %d: %d tokens, more than "
                             "the session's context %d", it->file, it->line, it->id, k, x->n,
@@ -137,7 +135,22 @@ static ks_status score_option(ks_session *s, const ks_tokenizer *tok, const ks_a
                             it->line, it->id, k);
     x->lp = malloc((size_t)(x->n - 1) * sizeof(float));
     if (!x->lp) return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
-    return ks_score(s, x->ids, x->n, x->lp, err);
+    return KS_OK;
+}
+
+/* log p(ids[t+1] | ids[..t]) for t in [from, n-1) into x->lp, the cache holding ids[0, from)
+ * already: one forward of ids[from, n) */
+static ks_status run_rest(ks_session *s, scored *x, int from, ks_error *err) {
+    const int vocab = ks_model_config(ks_session_model(s))->vocab_size;
+    int m = x->n - from;
+    float *lg = malloc((size_t)m * vocab * sizeof(float));
+    if (!lg) return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory (%d x %d logits)", m,
+                                 vocab);
+    ks_status st = ks_session_forward(s, x->ids + from, m, KS_LOGITS_ALL, lg, err);
+    for (int b = 0; !st && b < m - 1; b++)
+        x->lp[from + b] = (float)ks_logprob_of(lg + (size_t)b * vocab, vocab, x->ids[from + b + 1]);
+    free(lg);
+    return st;
 }
 
 ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_kind kind,
@@ -151,8 +164,40 @@ ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_k
     scored x[KS_AUDIT_MAX_OPTIONS] = {0};
     ks_status st = KS_OK;
     ks_session_reset(s);
-    for (int k = 0; k < item->n_options && !st; k++) {
-        st = score_option(s, tok, item, k, o, &x[k], err);
+    int n_opt = item->n_options;
+    for (int k = 0; k < n_opt && !st; k++)
+        if (!(st = encode_option(tok, &item->options[k], o, &x[k], err)))
+            st = check_option(s, item, k, &x[k], err);
+    /* Multiple-choice options share their prompt: it runs once and each option continues
+     * from it (the cache cut back to the shared tokens). Shared: the longest common prefix of
+     * the multiple-choice options' ids, short of each one's last context token (whose logits
+     * score the first answer token). */
+    int shared = -1;
+    for (int k = 0; k < n_opt && !st; k++) {
+        if (!item->options[k].prompt) continue;
+        if (shared < 0 || x[k].n_ctx - 1 < shared) shared = x[k].n_ctx - 1;
+        for (int j = 0; j < k; j++) {
+            if (!item->options[j].prompt) continue;
+            int c = 0;
+            while (c < x[k].n && c < x[j].n && x[k].ids[c] == x[j].ids[c]) c++;
+            if (c < shared) shared = c;
+        }
+    }
+    bool prefix_ready = false;
+    for (int k = 0; k < n_opt && !st; k++) {
+        if (item->options[k].prompt && shared > 0) {
+            if (!prefix_ready) {
+                ks_session_reset(s);
+                if ((st = ks_session_forward(s, x[k].ids, shared, KS_LOGITS_NONE, NULL, err)))
+                    break;
+                prefix_ready = true;
+            }
+            ks_session_truncate(s, shared);
+            st = run_rest(s, &x[k], shared, err);
+        } else {
+            st = ks_score(s, x[k].ids, x[k].n, x[k].lp, err); /* resets the session */
+            prefix_ready = false;
+        }
         if (st) break;
         double ll = 0.0;
         for (int t = x[k].n_ctx; t < x[k].n; t++) ll += (double)x[k].lp[t - 1];

@@ -15,9 +15,36 @@ static void text_at(cairo_t *cr, const char *s, double x, double y, double ax, d
     cairo_show_text(cr, s);
 }
 
+/* s as valid UTF-8 in out (an invalid byte becomes '?', a character is never split): cairo
+ * refuses to draw anything after invalid text */
+static void clean_utf8(const char *s, char *out, size_t cap) {
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        unsigned c = *p;
+        int k = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+        bool ok = k >= 0;
+        unsigned v = k == 0 ? c : k == 1 ? c & 0x1f : k == 2 ? c & 0x0f : c & 0x07;
+        for (int i = 1; ok && i <= k; i++) {
+            if ((p[i] & 0xc0) != 0x80) ok = false;
+            else v = (v << 6) | (p[i] & 0x3f);
+        }
+        if (ok && ((k == 1 && v < 0x80) || (k == 2 && v < 0x800) || (k == 3 && v < 0x10000) ||
+                   v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)))
+            ok = false;
+        size_t len = ok ? (size_t)k + 1 : 1;
+        if (o + len + 1 > cap) break;
+        if (ok) memcpy(out + o, p, len);
+        else out[o] = '?';
+        o += len;
+        p += len;
+    }
+    out[o] = 0;
+}
+
 /* s cut (with "…") to fit max_w */
 static void fit(cairo_t *cr, const char *s, double max_w, char *out, size_t cap) {
-    snprintf(out, cap, "%s", s ? s : "");
+    clean_utf8(s, out, cap > 4 ? cap - 3 : cap);
     cairo_text_extents_t e;
     cairo_text_extents(cr, out, &e);
     size_t n = strlen(out);
@@ -77,10 +104,13 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
     double label_w = 0, note_w = 0;
     for (int i = 0; i < f->n_rows; i++) {
         cairo_text_extents_t e;
-        cairo_text_extents(cr, f->rows[i].label ? f->rows[i].label : "", &e);
+        char cb[256];
+        clean_utf8(f->rows[i].label, cb, sizeof cb);
+        cairo_text_extents(cr, cb, &e);
         label_w = fmax(label_w, e.x_advance);
         if (f->rows[i].note) {
-            cairo_text_extents(cr, f->rows[i].note, &e);
+            clean_utf8(f->rows[i].note, cb, sizeof cb);
+            cairo_text_extents(cr, cb, &e);
             note_w = fmax(note_w, e.x_advance);
         }
     }
@@ -97,14 +127,17 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
     if (fr.y1 <= fr.y0 + 10) fr.y1 = fr.y0 + 10;
 
     cairo_set_source_rgb(cr, 0, 0, 0);
+    char tb[512];
     if (f->title) {
         cairo_set_font_size(cr, fs * 1.25);
-        text_at(cr, f->title, W / 2, fs * 0.5, 0.5, 0);
+        clean_utf8(f->title, tb, sizeof tb);
+        text_at(cr, tb, W / 2, fs * 0.5, 0.5, 0);
         cairo_set_font_size(cr, fs);
     }
     if (f->subtitle) {
         cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
-        text_at(cr, f->subtitle, W / 2, fs * (f->title ? 2.0 : 0.5), 0.5, 0);
+        clean_utf8(f->subtitle, tb, sizeof tb);
+        text_at(cr, tb, W / 2, fs * (f->title ? 2.0 : 0.5), 0.5, 0);
     }
     /* grid and x ticks */
     double step = nice_step(fr.xmax - fr.xmin, 6);
@@ -121,7 +154,10 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         cairo_set_source_rgb(cr, 0, 0, 0);
         text_at(cr, buf, x, fr.y1 + fs * 0.4, 0.5, 0);
     }
-    if (f->xlabel) text_at(cr, f->xlabel, (fr.x0 + fr.x1) / 2, H - fs * 1.4, 0.5, 0);
+    if (f->xlabel) {
+        clean_utf8(f->xlabel, tb, sizeof tb);
+        text_at(cr, tb, (fr.x0 + fr.x1) / 2, H - fs * 1.4, 0.5, 0);
+    }
     cairo_set_source_rgb(cr, 0, 0, 0);
     cairo_set_line_width(cr, 1);
     cairo_rectangle(cr, fr.x0, fr.y0, fr.x1 - fr.x0, fr.y1 - fr.y0);
@@ -155,9 +191,12 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         }
         double rgb[3];
         ks_plot_color(r->color, rgb);
+        cairo_save(cr);
+        cairo_rectangle(cr, fr.x0, fr.y0, fr.x1 - fr.x0, fr.y1 - fr.y0);
+        cairo_clip(cr); /* a value outside a given xmin/xmax stays inside the frame */
         cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
         cairo_set_line_width(cr, fmax(1.5, fs / 6));
-        if (isfinite(r->lo) && isfinite(r->hi)) {
+        if (isfinite(r->value) && isfinite(r->lo) && isfinite(r->hi)) {
             double a = ks_plot_x(&fr, fmax(r->lo, fr.xmin)), b = ks_plot_x(&fr, fmin(r->hi, fr.xmax));
             double cap = fmin(rh * 0.25, fs * 0.45);
             cairo_move_to(cr, a, y);
@@ -170,7 +209,9 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
             double x = ks_plot_x(&fr, r->value);
             cairo_arc(cr, x, y, fmin(rh * 0.3, fs * 0.4), 0, 2 * M_PI);
             cairo_fill(cr);
-        } else {
+        }
+        cairo_restore(cr);
+        if (!isfinite(r->value)) {
             cairo_set_source_rgb(cr, 0.5, 0.5, 0.5);
             text_at(cr, "n/a", (fr.x0 + fr.x1) / 2, y, 0.5, 0.5);
         }
@@ -194,6 +235,9 @@ ks_status ks_forest_save(const ks_forest *f, const char *path, int width, int he
     if (height <= 0) height = (int)ceil(ks_forest_height(f, width));
     cairo_surface_t *sf;
     bool png = ends_with(path, ".png");
+    if (png && (height > 16000 || width > 16000)) /* drawn at 2x; cairo's limit is 32767 px */
+        return ks_error_set(err, KS_ERR_ARG, "%s: a %d x %d chart (%d rows) is too large for a "
+                            "PNG; write it as .svg or .pdf", path, width, height, f->n_rows);
     if (png) sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, width * 2, height * 2);
     else if (ends_with(path, ".svg")) sf = cairo_svg_surface_create(path, width, height);
     else if (ends_with(path, ".pdf")) sf = cairo_pdf_surface_create(path, width, height);

@@ -123,6 +123,15 @@ out:
     return st;
 }
 
+double ks_logprob_of(const float *logits, int vocab, int id) {
+    float mx = logits[0];
+    for (int i = 1; i < vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0.0;
+    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - mx);
+    return (double)logits[id] - mx - log(sum);
+}
+
 ks_status ks_score(ks_session *s, const int *ids, int n, float *logprobs, ks_error *err) {
     if (!s || !ids || n < 1 || (!logprobs && n > 1))
         return ks_error_set(err, KS_ERR_ARG, "ks_score: invalid arguments");
@@ -138,13 +147,7 @@ ks_status ks_score(ks_session *s, const int *ids, int n, float *logprobs, ks_err
         for (int b = 0; b < B; b++) {
             int g = done + b; /* row g predicts ids[g + 1] */
             if (g + 1 >= n) break;
-            const float *row = lg + (size_t)b * vocab;
-            float mx = row[0];
-            for (int i = 1; i < vocab; i++)
-                if (row[i] > mx) mx = row[i];
-            double sum = 0.0;
-            for (int i = 0; i < vocab; i++) sum += exp((double)row[i] - mx);
-            logprobs[g] = (float)((double)row[ids[g + 1]] - mx - log(sum));
+            logprobs[g] = (float)ks_logprob_of(lg + (size_t)b * vocab, vocab, ids[g + 1]);
         }
     }
     free(lg);

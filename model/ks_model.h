@@ -342,6 +342,8 @@ ks_status ks_generate(ks_session *s, const int *prompt, int n_prompt, const ks_g
 /* Per-token log-probabilities of ids[1..n) given the prefix (ids[0] gets none): logprobs
  * receives n-1 floats. Resets the session. */
 ks_status ks_score(ks_session *s, const int *ids, int n, float *logprobs, ks_error *err);
+/* log softmax(logits)[id] over vocab logits, summed in f64 (what ks_score reports per token). */
+double ks_logprob_of(const float *logits, int vocab, int id);
 
 /* ---------------------------------------------------------------- chat templates */
 
