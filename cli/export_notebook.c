@@ -22,6 +22,7 @@
 
 #include "cli.h"
 #include "ks_dump.h"
+#include "ks_audit_results.h"
 #include "ks_results.h"
 
 #define CMD "export notebook"
@@ -45,7 +46,7 @@ static const char *help_notebook =
     "  -h, --help     this help\n"
     "Each notebook prints one 'KS_CHECK <name> <value>' line (docs/NOTEBOOKS.md).\n";
 
-typedef enum { KIND_OVERVIEW, KIND_ATTENTION, KIND_ATTRIBUTION, KIND_PROBE } nb_kind;
+typedef enum { KIND_OVERVIEW, KIND_ATTENTION, KIND_ATTRIBUTION, KIND_PROBE, KIND_AUDIT } nb_kind;
 
 #define fail_msg(msg) cli_error(CMD, "%s", (msg))
 #define usage(...) cli_usage(CMD, __VA_ARGS__)
@@ -677,6 +678,74 @@ static void cells_probe(notebook *nb, sbuf *b, const char *rel, const char *abs_
     nb_cell(nb, "code", b);
 }
 
+/* ---------------------------------------------------------------- --kind audit */
+
+static void cells_audit(notebook *nb, sbuf *b, const char *rel, const char *abs_path, int n_metrics) {
+    sb_puts(b, "# Bias audit results\n\nResults file: ");
+    sb_md_code(b, abs_path);
+    sb_printf(b, "\n\n%d metrics written by `koalascope audit` (definitions: docs/AUDITS.md). "
+                 "Layout (docs/AUDITS.md, \"Results\"): `/metrics/` holds `audit`, `metric`, "
+                 "`category`, `value_ci` (`[value, CI low, CI high]` rows), `p_value` and `n`; "
+                 "`/audits/<name>/` every item's id, category, gold answer, prediction and the "
+                 "log-probability `ll` of each option. The spec and the model's sha256 are root "
+                 "attributes.\n\nThe printed `KS_CHECK audit` is the first metric of the file "
+                 "that has a value.\n", n_metrics);
+    nb_cell(nb, "markdown", b);
+    sb_puts(b, "%matplotlib inline\nimport json\nimport h5py\nimport numpy as np\n"
+               "import matplotlib.pyplot as plt\n\nRESULTS_PATH = ");
+    sb_py_str(b, rel);
+    sb_puts(b, rel[0] == '/' ? "   # absolute: the notebook and the results share no folder below the root\n"
+                             : "   # relative to this notebook's folder (Jupyter's working directory)\n");
+    sb_puts(b, "r = h5py.File(RESULTS_PATH, \"r\")\n"
+               "assert r.attrs[\"format\"].decode() == \"koalascope-audit\", \"not an audit results file\"\n"
+               "spec = json.loads(r.attrs[\"spec\"].decode())\n"
+               "print(\"model:\", r.attrs[\"model_path\"].decode(), \"| sha256:\", r.attrs[\"model_sha256\"].decode()[:16], \"...\")\n"
+               "g = r[\"metrics\"]\n"
+               "audit = g[\"audit\"].asstr()[...].tolist()\n"
+               "metric = g[\"metric\"].asstr()[...].tolist()\n"
+               "category = g[\"category\"].asstr()[...].tolist()\n"
+               "vci, p, n = g[\"value_ci\"][...], g[\"p_value\"][...], g[\"n\"][...]\n"
+               "print(\"%-14s %-28s %-22s %10s %23s %8s %6s\" % (\"audit\", \"metric\", \"category\", \"value\", \"CI\", \"p\", \"n\"))\n"
+               "for i in range(len(metric)):\n"
+               "    print(\"%-14s %-28s %-22s %10.4g [%9.4g, %9.4g] %8.3g %6d\" % (audit[i], metric[i], category[i],\n"
+               "          vci[i, 0], vci[i, 1], vci[i, 2], p[i], n[i]))\n"
+               "first = next(i for i in range(len(metric)) if np.isfinite(vci[i, 0]))\n"
+               "print(\"KS_CHECK audit\", repr(float(vci[first, 0])))\n");
+    nb_cell(nb, "code", b);
+    sb_puts(b, "## Scores by category\n\nFor each audit, its first metric (CrowS-Pairs "
+               "`pct_stereotype`, StereoSet `ss`, BBQ `accuracy`, WinoBias `accuracy_pro`, "
+               "Winogender `accuracy`) per category with its bootstrap confidence interval; the "
+               "dashed line is 50 where the metric's null is 50.\n");
+    nb_cell(nb, "markdown", b);
+    sb_puts(b, "for a in dict.fromkeys(audit):\n"
+               "    first_metric = metric[audit.index(a)]\n"
+               "    rows = [i for i in range(len(metric)) if audit[i] == a and metric[i] == first_metric]\n"
+               "    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))\n"
+               "    y = np.arange(len(rows))[::-1]\n"
+               "    v = vci[rows]\n"
+               "    ax.errorbar(v[:, 0], y, xerr=[v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]], fmt=\"o\", capsize=3)\n"
+               "    ax.set_yticks(y, [category[i] for i in rows])\n"
+               "    if first_metric in (\"pct_stereotype\", \"ss\"):\n"
+               "        ax.axvline(50, ls=\"--\", color=\"gray\")\n"
+               "    ax.set_xlabel(first_metric)\n"
+               "    ax.set_title(a)\n"
+               "    plt.show()\n");
+    nb_cell(nb, "code", b);
+    sb_puts(b, "## Items\n\nThe first items of each audit: their options' log-probabilities "
+               "(NaN where an item has fewer options) and, for the multiple-choice audits, the "
+               "prediction against the gold answer.\n");
+    nb_cell(nb, "markdown", b);
+    sb_puts(b, "for a in r[\"audits\"]:\n"
+               "    it = r[\"audits\"][a]\n"
+               "    ids, ll = it[\"id\"].asstr()[...], it[\"ll\"][...]\n"
+               "    gold, pred = it[\"gold\"][...], it[\"prediction\"][...]\n"
+               "    print(a, \"-\", len(ids), \"items; kind\", it.attrs[\"kind\"].decode())\n"
+               "    for i in range(min(5, len(ids))):\n"
+               "        print(\"   %-40s ll %s gold %d prediction %d\" % (ids[i][:40], np.round(ll[i], 3), gold[i], pred[i]))\n"
+               "r.close()\n");
+    nb_cell(nb, "code", b);
+}
+
 static int write_notebook(json_t *root, const char *out) {
     size_t len = strlen(out);
     char *tmp = malloc(len + 16);
@@ -730,6 +799,34 @@ static json_t *notebook_root(notebook *nb) {
                              "nbformat_minor", 5);
     nb->cells = NULL; /* owned by root now (or freed by a failed json_pack) */
     return root;
+}
+
+/* --kind audit: the input is the results.h5 of `koalascope audit`. */
+static int export_audit_notebook(const char *path, const char *out) {
+    int n_metrics = 0;
+    ks_error err = {0};
+    if (ks_audit_results_check(path, &n_metrics, &err))
+        return cli_error(CMD, "%s (--kind audit takes the results.h5 of `koalascope audit`)", err.msg);
+    char *rel = NULL, abs_path[PATH_MAX];
+    if (dump_path_for_notebook(path, out, &rel, abs_path, sizeof abs_path)) return EXIT_USAGE;
+    notebook nb = {0};
+    sbuf b = {0};
+    nb.cells = json_array();
+    cells_audit(&nb, &b, rel, abs_path, n_metrics);
+    int rc = EXIT_USAGE;
+    json_t *root = NULL;
+    if (nb.bad) {
+        rc = fail_msg("a path is not valid UTF-8, or out of memory");
+    } else if (!(root = notebook_root(&nb))) {
+        rc = fail_msg("out of memory");
+    } else if ((rc = write_notebook(root, out)) == 0) {
+        fprintf(stderr, "koalascope " CMD ": wrote %s (audit, results at %s)\n", out, rel);
+    }
+    json_decref(root);
+    json_decref(nb.cells);
+    free(b.s);
+    free(rel);
+    return rc;
 }
 
 /* --kind probe: the input is a results file of `koalascope probe`, not a dump. */
@@ -795,12 +892,12 @@ int cmd_export_notebook(int argc, char **argv) {
     else if (!strcmp(kind_s, "attention")) in.kind = KIND_ATTENTION;
     else if (!strcmp(kind_s, "attribution")) in.kind = KIND_ATTRIBUTION;
     else if (!strcmp(kind_s, "probe")) in.kind = KIND_PROBE;
-    else if (!strcmp(kind_s, "audit"))
-        return usage("--kind %s is not available yet (it comes with a later issue)", kind_s);
-    else return usage("unknown --kind '%s' (overview, attention, attribution, probe)", kind_s);
+    else if (!strcmp(kind_s, "audit")) in.kind = KIND_AUDIT;
+    else return usage("unknown --kind '%s' (overview, attention, attribution, probe, audit)", kind_s);
 
     ks_error err = {0};
     if (in.kind == KIND_PROBE) return export_probe_notebook(dump_path, out);
+    if (in.kind == KIND_AUDIT) return export_audit_notebook(dump_path, out);
     if (ks_dump_open(dump_path, &in.d, &err) != KS_OK) return fail_msg(err.msg);
     int rc = EXIT_USAGE;
     char *rel = NULL;

@@ -37,4 +37,8 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
                                 const ks_audit_metrics *m, const ks_audit_meta *meta,
                                 ks_error *err);
 
+/* Is path an audit results file (root attribute format = "koalascope-audit")? *n_metrics
+ * gets the rows of /metrics. KS_ERR_FORMAT naming the file when not. */
+ks_status ks_audit_results_check(const char *path, int *n_metrics, ks_error *err);
+
 #endif

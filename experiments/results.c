@@ -510,3 +510,42 @@ out:
     free(cdir);
     return s;
 }
+
+ks_status ks_audit_results_check(const char *path, int *n_metrics, ks_error *err) {
+    ks_h5_init();
+    ks_status s = KS_OK;
+    hid_t f = -1, a = -1, t = -1, d = -1, sp = -1;
+    char fmt[64] = "";
+    H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
+    H5E_END_TRY;
+    if (f < 0) return ks_error_set(err, KS_ERR_IO, "%s: cannot open as HDF5", path);
+    H5E_BEGIN_TRY {
+        a = H5Aopen(f, "format", H5P_DEFAULT);
+        if (a >= 0) t = H5Aget_type(a);
+        if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t) &&
+            H5Tget_size(t) < sizeof fmt) {
+            hid_t mt = H5Tcopy(t);
+            if (mt >= 0 && H5Aread(a, mt, fmt) < 0) fmt[0] = 0;
+            if (mt >= 0) H5Tclose(mt);
+        }
+        d = H5Dopen2(f, "/metrics/p_value", H5P_DEFAULT);
+        if (d >= 0) sp = H5Dget_space(d);
+    }
+    H5E_END_TRY;
+    fmt[sizeof fmt - 1] = 0;
+    hsize_t n = 0;
+    if (strcmp(fmt, KS_AUDIT_FORMAT) != 0)
+        s = ks_error_set(err, KS_ERR_FORMAT, "%s: not a koalascope audit results file (its "
+                         "root attribute 'format' is not \"%s\")", path, KS_AUDIT_FORMAT);
+    else if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 ||
+             H5Sget_simple_extent_dims(sp, &n, NULL) < 0)
+        s = ks_error_set(err, KS_ERR_FORMAT, "%s: /metrics/p_value is missing or not 1-D", path);
+    else if (n_metrics)
+        *n_metrics = (int)n;
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    H5Fclose(f);
+    return s;
+}

@@ -7,7 +7,9 @@ the dump directly with h5py (docs/NOTEBOOKS.md says which value each name is; th
 reading follows docs/FORMAT.md, not the notebook's code). Also the refusals: a kind whose data
 the dump lacks, a dump given to --kind probe, audit, a prompt out of range: exit 1, no file left
 behind. The probe kind runs on the results of `koalascope probe` over the test's dump; its
-KS_CHECK is the sweep's best accuracy, read from the results file with h5py.
+KS_CHECK is the sweep's best accuracy, read from the results file with h5py. The audit kind runs
+on the results.h5 of a small `koalascope audit` (10 CrowS-Pairs pairs, 12 Winogender sentences);
+its KS_CHECK is the first metric with a value, read from the run's metrics.csv.
 
 Usage (meson passes it): test_notebook.py KOALASCOPE      (TAP on standard output)
 
@@ -169,9 +171,8 @@ def main():
 
     p = subprocess.run([ks, "export", "notebook", "--help"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
-    ok(p.returncode == 0 and "--kind" in p.stdout and "probe" in p.stdout and "audit" in p.stdout
-       and "not available yet" in p.stdout,
-       "export notebook --help: exit 0, names --kind (probe among them) and says audit is not available yet")
+    ok(p.returncode == 0 and "--kind" in p.stdout and "probe" in p.stdout and "audit" in p.stdout,
+       "export notebook --help: exit 0, names --kind (probe and audit among them)")
 
     if not (os.path.isfile(model) and os.path.isfile(tok)):
         if CI:
@@ -214,7 +215,15 @@ def main():
         refuses([ks, "export", "notebook", dump, "--kind", "probe", "-o", x],
                 "--kind probe on a dump (not a probe results file)", ["not a koalascope probe results file"], x)
         refuses([ks, "export", "notebook", dump, "--kind", "audit", "-o", x],
-                "--kind audit", ["not available yet"], x)
+                "--kind audit on a dump (not audit results)", ["not a koalascope audit results file"], x)
+        # a small audit: 10 CrowS-Pairs pairs and 12 Winogender sentences
+        spec = os.path.join(work, "audit.json")
+        with open(spec, "w") as fh:
+            json.dump({"model": model, "tokenizer": tok, "seed": 1, "n_bootstrap": 50, "n_permutations": 50,
+                       "template": "plain",
+                       "audits": [{"kind": "crows_pairs", "data": os.path.join(data, "crows-pairs", "crows_pairs_anonymized.csv"), "limit": 10},
+                                  {"kind": "winogender", "data": os.path.join(data, "winogender"), "limit": 12}]}, fh)
+        audit_ok = run([ks, "audit", spec, "-o", os.path.join(work, "audit"), "--quiet"], "audit") is not None
         # a probe sweep over the dump's two prompts: each token labelled by its piece's first letter
         labels = os.path.join(work, "labels.jsonl")
         with open(labels, "w") as fh:
@@ -234,10 +243,12 @@ def main():
             kinds.append(("attribution", [], "attribution"))
         if probe_ok:
             kinds.append(("probe", [], "probe"))
+        if audit_ok:
+            kinds.append(("audit", [], "audit"))
         paths = {}
         for kind, extra, _ in kinds:
             path = os.path.join(nbdir, kind + ".ipynb")
-            src = probe_res if kind == "probe" else dump
+            src = {"probe": probe_res, "audit": os.path.join(work, "audit", "results.h5")}.get(kind, dump)
             if run([ks, "export", "notebook", src, "--kind", kind, "-o", path] + extra,
                    "export notebook --kind %s" % kind) is not None:
                 paths[kind] = path
@@ -248,7 +259,7 @@ def main():
         ok(not left, "no temporary or refused files left in the notebook folder (%s)" % left)
         for kind, path in paths.items():
             lit = dump_path_literal(path)
-            want_lit = "../probe.h5" if kind == "probe" else "../dump.h5"
+            want_lit = {"probe": "../probe.h5", "audit": "../audit/results.h5"}.get(kind, "../dump.h5")
             ok(lit == want_lit, "%s: the input's path is relative to the notebook: %r" % (kind, lit))
             try:
                 nbformat.validate(nbformat.read(path, as_version=4))
@@ -267,6 +278,11 @@ def main():
         if probe_ok:
             with h5py.File(os.path.join(moved, "probe.h5"), "r") as f:
                 expected["probe"] = float(np.nanmax(f["accuracy"][:, 0]))
+        if audit_ok:
+            with open(os.path.join(moved, "audit", "metrics.csv"), newline="") as fh:
+                import csv
+                first = next(r for r in csv.DictReader(fh) if r["value"] != "")
+                expected["audit"] = float(first["value"])
         for kind, _, check in kinds:
             if kind not in paths:
                 continue
