@@ -801,18 +801,19 @@ static json_t *notebook_root(notebook *nb) {
     return root;
 }
 
-/* --kind audit: the input is the results.h5 of `koalascope audit`. */
-static int export_audit_notebook(const char *path, const char *out) {
-    int n_metrics = 0;
-    ks_error err = {0};
-    if (ks_audit_results_check(path, &n_metrics, &err))
-        return cli_error(CMD, "%s (--kind audit takes the results.h5 of `koalascope audit`)", err.msg);
+/* A notebook over a results file (not a dump): cells() writes its cells given the file's path
+ * as the notebook will open it (rel) and as shown (abs_path). */
+typedef void (*results_cells_fn)(notebook *nb, sbuf *b, const char *rel, const char *abs_path,
+                                 const void *info);
+
+static int export_results_notebook(const char *path, const char *out, const char *kind,
+                                   results_cells_fn cells, const void *info) {
     char *rel = NULL, abs_path[PATH_MAX];
     if (dump_path_for_notebook(path, out, &rel, abs_path, sizeof abs_path)) return EXIT_USAGE;
     notebook nb = {0};
     sbuf b = {0};
     nb.cells = json_array();
-    cells_audit(&nb, &b, rel, abs_path, n_metrics);
+    cells(&nb, &b, rel, abs_path, info);
     int rc = EXIT_USAGE;
     json_t *root = NULL;
     if (nb.bad) {
@@ -820,7 +821,7 @@ static int export_audit_notebook(const char *path, const char *out) {
     } else if (!(root = notebook_root(&nb))) {
         rc = fail_msg("out of memory");
     } else if ((rc = write_notebook(root, out)) == 0) {
-        fprintf(stderr, "koalascope " CMD ": wrote %s (audit, results at %s)\n", out, rel);
+        fprintf(stderr, "koalascope " CMD ": wrote %s (%s, results at %s)\n", out, kind, rel);
     }
     json_decref(root);
     json_decref(nb.cells);
@@ -829,32 +830,32 @@ static int export_audit_notebook(const char *path, const char *out) {
     return rc;
 }
 
+static void audit_cells(notebook *nb, sbuf *b, const char *rel, const char *abs_path,
+                        const void *info) {
+    cells_audit(nb, b, rel, abs_path, *(const int *)info);
+}
+
+static void probe_cells(notebook *nb, sbuf *b, const char *rel, const char *abs_path,
+                        const void *info) {
+    cells_probe(nb, b, rel, abs_path, info);
+}
+
+/* --kind audit: the input is the results.h5 of `koalascope audit`. */
+static int export_audit_notebook(const char *path, const char *out) {
+    int n_metrics = 0;
+    ks_error err = {0};
+    if (ks_audit_results_check(path, &n_metrics, &err))
+        return cli_error(CMD, "%s (--kind audit takes the results.h5 of `koalascope audit`)", err.msg);
+    return export_results_notebook(path, out, "audit", audit_cells, &n_metrics);
+}
+
 /* --kind probe: the input is a results file of `koalascope probe`, not a dump. */
 static int export_probe_notebook(const char *path, const char *out) {
     ks_probe_results_info pi;
     ks_error err = {0};
     if (ks_probe_results_info_read(path, &pi, &err))
         return cli_error(CMD, "%s (--kind probe takes the results file of `koalascope probe -o`)", err.msg);
-    char *rel = NULL, abs_path[PATH_MAX];
-    if (dump_path_for_notebook(path, out, &rel, abs_path, sizeof abs_path)) return EXIT_USAGE;
-    notebook nb = {0};
-    sbuf b = {0};
-    nb.cells = json_array();
-    cells_probe(&nb, &b, rel, abs_path, &pi);
-    int rc = EXIT_USAGE;
-    json_t *root = NULL;
-    if (nb.bad) {
-        rc = fail_msg("a path is not valid UTF-8, or out of memory");
-    } else if (!(root = notebook_root(&nb))) {
-        rc = fail_msg("out of memory");
-    } else if ((rc = write_notebook(root, out)) == 0) {
-        fprintf(stderr, "koalascope " CMD ": wrote %s (probe, results at %s)\n", out, rel);
-    }
-    json_decref(root);
-    json_decref(nb.cells);
-    free(b.s);
-    free(rel);
-    return rc;
+    return export_results_notebook(path, out, "probe", probe_cells, &pi);
 }
 
 int cmd_export_notebook(int argc, char **argv) {
