@@ -59,7 +59,7 @@ static double mono(void) {
 /* ------------------------------------------------------------------ MPI (optional) */
 
 typedef struct {
-    int rank, size, local_size;
+    int rank, size, local_size, local_rank;
     bool mpi;
 } world;
 
@@ -68,7 +68,7 @@ static bool launched_by_mpirun(void) {
 }
 
 static void world_init(world *w, int *argc, char ***argv) {
-    *w = (world){0, 1, 1, false};
+    *w = (world){0, 1, 1, 0, false};
 #ifdef KS_HAVE_MPI
     if (launched_by_mpirun()) {
         MPI_Init(argc, argv);
@@ -77,6 +77,7 @@ static void world_init(world *w, int *argc, char ***argv) {
         MPI_Comm local;
         MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
         MPI_Comm_size(local, &w->local_size);
+        MPI_Comm_rank(local, &w->local_rank);
         MPI_Comm_free(&local);
         w->mpi = true;
     }
@@ -318,6 +319,24 @@ static int write_file(const char *path, const char *text) {
     return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
+/* Several ranks on a machine with several GPUs: each rank its own GPU (local rank modulo the
+ * GPUs the NVIDIA driver lists), unless CUDA_VISIBLE_DEVICES already says. Before any CUDA
+ * call: the runtime reads the variable when it starts. */
+static void pick_gpu(const world *w) {
+    if (w->local_size < 2 || getenv("CUDA_VISIBLE_DEVICES")) return;
+    DIR *d = opendir("/proc/driver/nvidia/gpus");
+    if (!d) return;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    if (n < 2) return;
+    char v[16];
+    snprintf(v, sizeof v, "%d", w->local_rank % n);
+    setenv("CUDA_VISIBLE_DEVICES", v, 1);
+}
+
 /* CPUs of this machine shared among its ranks (getconf's count / local ranks, at least 1) */
 static int default_threads(const world *w) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -540,6 +559,7 @@ agree:
         int threads = args.threads ? args.threads : spec.threads ? spec.threads : 0;
         if (!threads && w.size > 1) threads = default_threads(&w);
         const char *backend = spec.backend && strcmp(spec.backend, "cuda") == 0 ? "cuda" : NULL;
+        if (backend) pick_gpu(&w);
         ks_session_options so = {.max_seq_len = spec.ctx, .n_threads = threads,
                                  .backend = backend};
         if (ks_session_create(model, &so, &sess, &err)) rc = cli_error("audit", "%s", err.msg);
