@@ -1,19 +1,10 @@
 /* forest.c — interval ("forest") charts: one row per estimate, a point with its confidence
  * interval and a dashed reference line (ks_plot.h). Bias-audit reports draw one per audit. */
-#include <cairo-pdf.h>
-#include <cairo-svg.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "ks_plot.h"
-
-static void text_at(cairo_t *cr, const char *s, double x, double y, double ax, double ay) {
-    cairo_text_extents_t e;
-    cairo_text_extents(cr, s, &e);
-    cairo_move_to(cr, x - e.x_bearing - ax * e.width, y - e.y_bearing - ay * e.height);
-    cairo_show_text(cr, s);
-}
+#include "plot_private.h"
 
 /* s as valid UTF-8 in out (an invalid byte becomes '?', a character is never split): cairo
  * refuses to draw anything after invalid text */
@@ -55,12 +46,6 @@ static void fit(cairo_t *cr, const char *s, double max_w, char *out, size_t cap)
         memcpy(out + n, "\xe2\x80\xa6", 4);
         cairo_text_extents(cr, out, &e);
     }
-}
-
-static double nice_step(double span, int want) {
-    if (!(span > 0)) return 1;
-    double raw = span / want, p = pow(10, floor(log10(raw))), m = raw / p;
-    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
 }
 
 static void x_range(const ks_forest *f, double *lo, double *hi) {
@@ -131,16 +116,16 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
     if (f->title) {
         cairo_set_font_size(cr, fs * 1.25);
         clean_utf8(f->title, tb, sizeof tb);
-        text_at(cr, tb, W / 2, fs * 0.5, 0.5, 0);
+        ks_chart_text_at(cr, tb, W / 2, fs * 0.5, 0.5, 0);
         cairo_set_font_size(cr, fs);
     }
     if (f->subtitle) {
         cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
         clean_utf8(f->subtitle, tb, sizeof tb);
-        text_at(cr, tb, W / 2, fs * (f->title ? 2.0 : 0.5), 0.5, 0);
+        ks_chart_text_at(cr, tb, W / 2, fs * (f->title ? 2.0 : 0.5), 0.5, 0);
     }
     /* grid and x ticks */
-    double step = nice_step(fr.xmax - fr.xmin, 6);
+    double step = ks_chart_nice_step(fr.xmax - fr.xmin, 6);
     char buf[64];
     for (double t = ceil(fr.xmin / step) * step; t <= fr.xmax + step * 1e-9; t += step) {
         double x = ks_plot_x(&fr, t);
@@ -149,14 +134,13 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         cairo_move_to(cr, x, fr.y0);
         cairo_line_to(cr, x, fr.y1);
         cairo_stroke(cr);
-        int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-        snprintf(buf, sizeof buf, "%.*f", dec > 6 ? 6 : dec, fabs(t) < step * 1e-6 ? 0.0 : t);
+        ks_chart_fmt_tick(buf, sizeof buf, t, step);
         cairo_set_source_rgb(cr, 0, 0, 0);
-        text_at(cr, buf, x, fr.y1 + fs * 0.4, 0.5, 0);
+        ks_chart_text_at(cr, buf, x, fr.y1 + fs * 0.4, 0.5, 0);
     }
     if (f->xlabel) {
         clean_utf8(f->xlabel, tb, sizeof tb);
-        text_at(cr, tb, (fr.x0 + fr.x1) / 2, H - fs * 1.4, 0.5, 0);
+        ks_chart_text_at(cr, tb, (fr.x0 + fr.x1) / 2, H - fs * 1.4, 0.5, 0);
     }
     cairo_set_source_rgb(cr, 0, 0, 0);
     cairo_set_line_width(cr, 1);
@@ -175,7 +159,7 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
     }
     if (f->n_rows == 0) {
         cairo_set_source_rgb(cr, 0.4, 0.4, 0.4);
-        text_at(cr, "no data", (fr.x0 + fr.x1) / 2, (fr.y0 + fr.y1) / 2, 0.5, 0.5);
+        ks_chart_text_at(cr, "no data", (fr.x0 + fr.x1) / 2, (fr.y0 + fr.y1) / 2, 0.5, 0.5);
     }
     double rh = (fr.y1 - fr.y0) / (f->n_rows > 0 ? f->n_rows : 1);
     for (int i = 0; i < f->n_rows; i++) {
@@ -184,10 +168,10 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         char lab[256];
         cairo_set_source_rgb(cr, 0, 0, 0);
         fit(cr, r->label, label_w - fs * 0.5, lab, sizeof lab);
-        text_at(cr, lab, fr.x0 - fs * 0.5, y, 1, 0.5);
+        ks_chart_text_at(cr, lab, fr.x0 - fs * 0.5, y, 1, 0.5);
         if (r->note) {
             fit(cr, r->note, note_w - fs * 0.5, lab, sizeof lab);
-            text_at(cr, lab, fr.x1 + fs * 0.5, y, 0, 0.5);
+            ks_chart_text_at(cr, lab, fr.x1 + fs * 0.5, y, 0, 0.5);
         }
         double rgb[3];
         ks_plot_color(r->color, rgb);
@@ -213,7 +197,7 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         cairo_restore(cr);
         if (!isfinite(r->value)) {
             cairo_set_source_rgb(cr, 0.5, 0.5, 0.5);
-            text_at(cr, "n/a", (fr.x0 + fr.x1) / 2, y, 0.5, 0.5);
+            ks_chart_text_at(cr, "n/a", (fr.x0 + fr.x1) / 2, y, 0.5, 0.5);
         }
     }
     cairo_restore(cr);
@@ -225,37 +209,20 @@ double ks_forest_row_y(const ks_plot_frame *fr, int n_rows, int i) {
     return fr->y0 + rh * (i + 0.5);
 }
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
+static bool ends_with_png(const char *s) {
+    size_t n = strlen(s);
+    return n >= 4 && strcmp(s + n - 4, ".png") == 0;
+}
+
+static void draw_forest(cairo_t *cr, const void *arg, double w, double h) {
+    ks_forest_draw(cr, arg, w, h, NULL);
 }
 
 ks_status ks_forest_save(const ks_forest *f, const char *path, int width, int height,
                          ks_error *err) {
     if (height <= 0) height = (int)ceil(ks_forest_height(f, width));
-    cairo_surface_t *sf;
-    bool png = ends_with(path, ".png");
-    if (png && (height > 16000 || width > 16000)) /* drawn at 2x; cairo's limit is 32767 px */
+    if (ends_with_png(path) && (height > 16000 || width > 16000)) /* drawn at 2x; cairo's limit is 32767 px */
         return ks_error_set(err, KS_ERR_ARG, "%s: a %d x %d chart (%d rows) is too large for a "
                             "PNG; write it as .svg or .pdf", path, width, height, f->n_rows);
-    if (png) sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, width * 2, height * 2);
-    else if (ends_with(path, ".svg")) sf = cairo_svg_surface_create(path, width, height);
-    else if (ends_with(path, ".pdf")) sf = cairo_pdf_surface_create(path, width, height);
-    else return ks_error_set(err, KS_ERR_ARG, "%s: a chart is written as .png, .svg or .pdf", path);
-    cairo_status_t cs = cairo_surface_status(sf);
-    if (cs) {
-        cairo_surface_destroy(sf);
-        return ks_error_set(err, KS_ERR_IO, "%s: cannot create: %s", path, cairo_status_to_string(cs));
-    }
-    cairo_t *cr = cairo_create(sf);
-    if (png) cairo_scale(cr, 2, 2);
-    ks_forest_draw(cr, f, width, height, NULL);
-    cs = cairo_status(cr);
-    cairo_destroy(cr);
-    if (!cs && png) cs = cairo_surface_write_to_png(sf, path);
-    cairo_surface_finish(sf);
-    if (!cs) cs = cairo_surface_status(sf);
-    cairo_surface_destroy(sf);
-    if (cs) return ks_error_set(err, KS_ERR_IO, "%s: cannot write: %s", path, cairo_status_to_string(cs));
-    return KS_OK;
+    return ks_chart_save(path, width, height, draw_forest, f, err);
 }

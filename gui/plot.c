@@ -1,5 +1,5 @@
 /* plot.c — line charts with bands on cairo (ks_plot.h). */
-#include "ks_plot.h"
+#include "plot_private.h"
 
 #include <cairo-pdf.h>
 #include <cairo-svg.h>
@@ -28,7 +28,7 @@ double ks_plot_y(const ks_plot_frame *f, double y) {
 }
 
 /* A "nice" tick step (1, 2 or 5 × 10^k) giving about `want` ticks over span. */
-static double nice_step(double span, int want) {
+double ks_chart_nice_step(double span, int want) {
     if (!(span > 0)) return 1;
     double raw = span / want, p = pow(10, floor(log10(raw))), m = raw / p;
     return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
@@ -67,14 +67,14 @@ static void ranges(const ks_plot *p, ks_plot_frame *f) {
     f->ymax = ymax;
 }
 
-static void text_at(cairo_t *cr, const char *s, double x, double y, double ax, double ay) {
+void ks_chart_text_at(cairo_t *cr, const char *s, double x, double y, double ax, double ay) {
     cairo_text_extents_t e;
     cairo_text_extents(cr, s, &e);
     cairo_move_to(cr, x - e.x_bearing - ax * e.width, y - e.y_bearing - ay * e.height);
     cairo_show_text(cr, s);
 }
 
-static void fmt_tick(char *buf, size_t n, double v, double step) {
+void ks_chart_fmt_tick(char *buf, size_t n, double v, double step) {
     if (fabs(v) < step * 1e-6) v = 0;
     int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
     if (dec > 6) dec = 6;
@@ -110,19 +110,19 @@ void ks_plot_draw(cairo_t *cr, const ks_plot *p, double W, double H, ks_plot_fra
     cairo_set_source_rgb(cr, 0, 0, 0);
     if (p->title) {
         cairo_set_font_size(cr, fs * 1.2);
-        text_at(cr, p->title, W / 2, fs * 0.5, 0.5, 0);
+        ks_chart_text_at(cr, p->title, W / 2, fs * 0.5, 0.5, 0);
         cairo_set_font_size(cr, fs);
     }
     if (p->subtitle) {
         cairo_set_font_size(cr, fs * 0.85);
         cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
-        text_at(cr, p->subtitle, W / 2, fs * (p->title ? 2.0 : 0.5), 0.5, 0);
+        ks_chart_text_at(cr, p->subtitle, W / 2, fs * (p->title ? 2.0 : 0.5), 0.5, 0);
         cairo_set_font_size(cr, fs);
     }
 
     /* grid and ticks */
     cairo_set_line_width(cr, 1);
-    double ys = nice_step(f.ymax - f.ymin, 6);
+    double ys = ks_chart_nice_step(f.ymax - f.ymin, 6);
     char buf[32];
     for (double v = ceil(f.ymin / ys) * ys; v <= f.ymax + ys * 1e-9; v += ys) {
         double y = ks_plot_y(&f, v);
@@ -131,10 +131,10 @@ void ks_plot_draw(cairo_t *cr, const ks_plot *p, double W, double H, ks_plot_fra
         cairo_line_to(cr, f.x1, y);
         cairo_stroke(cr);
         cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
-        fmt_tick(buf, sizeof buf, v, ys);
-        text_at(cr, buf, f.x0 - fs * 0.4, y, 1, 0.5);
+        ks_chart_fmt_tick(buf, sizeof buf, v, ys);
+        ks_chart_text_at(cr, buf, f.x0 - fs * 0.4, y, 1, 0.5);
     }
-    double xs = nice_step(f.xmax - f.xmin, 8);
+    double xs = ks_chart_nice_step(f.xmax - f.xmin, 8);
     if (p->integer_x && xs < 1) xs = 1;
     for (double v = ceil(f.xmin / xs) * xs; v <= f.xmax + xs * 1e-9; v += xs) {
         double x = ks_plot_x(&f, v);
@@ -143,18 +143,18 @@ void ks_plot_draw(cairo_t *cr, const ks_plot *p, double W, double H, ks_plot_fra
         cairo_line_to(cr, x, f.y1);
         cairo_stroke(cr);
         cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
-        fmt_tick(buf, sizeof buf, v, xs);
-        text_at(cr, buf, x, f.y1 + fs * 0.4, 0.5, 0);
+        ks_chart_fmt_tick(buf, sizeof buf, v, xs);
+        ks_chart_text_at(cr, buf, x, f.y1 + fs * 0.4, 0.5, 0);
     }
     cairo_set_source_rgb(cr, 0, 0, 0);
     cairo_rectangle(cr, f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
     cairo_stroke(cr);
-    if (p->xlabel) text_at(cr, p->xlabel, (f.x0 + f.x1) / 2, H - fs * 1.6, 0.5, 0);
+    if (p->xlabel) ks_chart_text_at(cr, p->xlabel, (f.x0 + f.x1) / 2, H - fs * 1.6, 0.5, 0);
     if (p->ylabel) {
         cairo_save(cr);
         cairo_translate(cr, fs * 0.4, (f.y0 + f.y1) / 2);
         cairo_rotate(cr, -M_PI / 2);
-        text_at(cr, p->ylabel, 0, 0, 0.5, 0);
+        ks_chart_text_at(cr, p->ylabel, 0, 0, 0.5, 0);
         cairo_restore(cr);
     }
 
@@ -227,7 +227,7 @@ void ks_plot_draw(cairo_t *cr, const ks_plot *p, double W, double H, ks_plot_fra
         cairo_stroke(cr);
         cairo_set_dash(cr, NULL, 0, 0);
         cairo_set_source_rgb(cr, 0, 0, 0);
-        text_at(cr, se->label, lx + fs * 2.1, ly + fs * 0.5, 0, 0.5);
+        ks_chart_text_at(cr, se->label, lx + fs * 2.1, ly + fs * 0.5, 0, 0.5);
         ly += fs * 1.5;
     }
     cairo_restore(cr);
@@ -239,7 +239,8 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-ks_status ks_plot_save(const ks_plot *p, const char *path, int width, int height, ks_error *err) {
+ks_status ks_chart_save(const char *path, int width, int height, ks_chart_draw_fn draw,
+                        const void *arg, ks_error *err) {
     cairo_surface_t *sf;
     bool png = ends_with(path, ".png");
     if (png) sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, width * 2, height * 2);
@@ -253,7 +254,7 @@ ks_status ks_plot_save(const ks_plot *p, const char *path, int width, int height
     }
     cairo_t *cr = cairo_create(sf);
     if (png) cairo_scale(cr, 2, 2);
-    ks_plot_draw(cr, p, width, height, NULL);
+    draw(cr, arg, width, height);
     cs = cairo_status(cr);
     cairo_destroy(cr);
     if (!cs && png) cs = cairo_surface_write_to_png(sf, path);
@@ -262,4 +263,12 @@ ks_status ks_plot_save(const ks_plot *p, const char *path, int width, int height
     cairo_surface_destroy(sf);
     if (cs) return ks_error_set(err, KS_ERR_IO, "%s: cannot write: %s", path, cairo_status_to_string(cs));
     return KS_OK;
+}
+
+static void draw_plot(cairo_t *cr, const void *arg, double w, double h) {
+    ks_plot_draw(cr, arg, w, h, NULL);
+}
+
+ks_status ks_plot_save(const ks_plot *p, const char *path, int width, int height, ks_error *err) {
+    return ks_chart_save(path, width, height, draw_plot, p, err);
 }
