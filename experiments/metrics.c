@@ -13,41 +13,18 @@
 #include <string.h>
 
 #include "ks_audit.h"
+#include "ks_rng.h"
 
 /* ------------------------------------------------------------------ random numbers */
 
-typedef struct {
-    uint64_t s[4];
-} rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *r) {
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
 /* uniform in [0, n) without modulo bias (Lemire's method) */
-static uint32_t rng_below(rng *r, uint32_t n) {
-    uint64_t m = (uint64_t)(uint32_t)(rng_next(r) >> 32) * n;
+static uint32_t rng_below(ks_rng *r, uint32_t n) {
+    uint64_t m = (uint64_t)(uint32_t)(ks_rng_next(r) >> 32) * n;
     uint32_t l = (uint32_t)m;
     if (l < n) {
         uint32_t t = (uint32_t)(-n) % n;
         while (l < t) {
-            m = (uint64_t)(uint32_t)(rng_next(r) >> 32) * n;
+            m = (uint64_t)(uint32_t)(ks_rng_next(r) >> 32) * n;
             l = (uint32_t)m;
         }
     }
@@ -59,9 +36,9 @@ static uint64_t fnv1a(uint64_t h, const char *s) {
     return (h ^ 0xff) * 0x100000001b3ULL; /* separator, so ("ab","c") != ("a","bc") */
 }
 
-static void rng_seed(rng *r, uint64_t seed, const char *a, const char *b, const char *c) {
+static void rng_seed(ks_rng *r, uint64_t seed, const char *a, const char *b, const char *c) {
     uint64_t x = fnv1a(fnv1a(fnv1a(0xcbf29ce484222325ULL, a), b), c) ^ seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = ks_splitmix64(&x);
 }
 
 /* ------------------------------------------------------------------ per-item facts */
@@ -313,7 +290,7 @@ static ks_status add_metric(ks_audit_metrics *out, const char *audit, const char
         return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
     }
     if (B > 0) {
-        rng r;
+        ks_rng r;
         rng_seed(&r, seed, audit, metric, category);
         int nv = 0;
         for (int b = 0; b < B; b++) {
@@ -328,14 +305,14 @@ static ks_status add_metric(ks_audit_metrics *out, const char *audit, const char
         }
     }
     if (nk != NULL_NONE && R > 0) {
-        rng r;
+        ks_rng r;
         rng_seed(&r, seed ^ 0x5851f42d4c957f2dULL, audit, metric, category);
         double obs = fabs(m->value - null_value);
         long ge = 0;
         for (int t = 0; t < R; t++) {
             double v;
             if (nk == NULL_FLIP) {
-                for (int i = 0; i < n; i++) flip[i] = (uint8_t)(rng_next(&r) >> 63);
+                for (int i = 0; i < n; i++) flip[i] = (uint8_t)(ks_rng_next(&r) >> 63);
                 v = fn(c, units, n, flip, NULL);
             } else {
                 /* shuffle the statistics among the units (Fisher-Yates over their ids) */

@@ -28,6 +28,7 @@
 #endif
 
 #include "ks_probe.h"
+#include "ks_rng.h"
 
 #if defined(KS_HAVE_OPENBLAS) && defined(_OPENMP)
 void openblas_set_num_threads(int n);
@@ -69,43 +70,18 @@ static int64_t chunk_rows(int d) {
 
 /* ---- PRNG: splitmix64 seeding xoshiro256** ------------------------------------------- */
 
-typedef struct {
-    uint64_t s[4];
-} rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Independent streams: the seed and a stream number mixed through splitmix64. */
-static void rng_seed(rng *r, uint64_t seed, uint64_t stream) {
+static void rng_seed(ks_rng *r, uint64_t seed, uint64_t stream) {
     uint64_t x = seed;
-    uint64_t mix = splitmix64(&x) ^ (stream * 0xd1342543de82ef95ULL);
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&mix);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
+    uint64_t mix = ks_splitmix64(&x) ^ (stream * 0xd1342543de82ef95ULL);
+    for (int i = 0; i < 4; i++) r->s[i] = ks_splitmix64(&mix);
 }
 
 /* Uniform in [0, n), n ≥ 1, without modulo bias (rejection below 2^64 mod n). */
-static uint64_t rng_below(rng *r, uint64_t n) {
+static uint64_t rng_below(ks_rng *r, uint64_t n) {
     uint64_t lim = (0 - n) % n;
     for (;;) {
-        uint64_t x = rng_next(r);
+        uint64_t x = ks_rng_next(r);
         if (x >= lim) return x % n;
     }
 }
@@ -879,7 +855,7 @@ static int64_t dense_groups(const int32_t *group, int64_t n, int64_t *gidx) {
 /* Groups shuffled (seeded), then dealt round-robin to folds: fold sizes in groups differ by at
  * most one. fold_of_group [G]. */
 static void deal_folds(int64_t G, int k, uint64_t seed, int32_t *fold_of_group, int64_t *perm) {
-    rng r;
+    ks_rng r;
     rng_seed(&r, seed, STREAM_FOLDS);
     for (int64_t g = 0; g < G; g++) perm[g] = g;
     for (int64_t g = G - 1; g > 0; g--) {
@@ -1125,7 +1101,7 @@ static bool control_labels(const ks_probe_data *D, uint64_t seed, int32_t *out) 
     if (!s) return false;
     for (int64_t i = 0; i < D->n; i++) s[i] = (grow){D->token[i], i};
     qsort(s, (size_t)D->n, sizeof *s, cmp_grow);
-    rng r;
+    ks_rng r;
     rng_seed(&r, seed, STREAM_CONTROL);
     int32_t lab = 0;
     for (int64_t i = 0; i < D->n; i++) {
@@ -1193,7 +1169,7 @@ ks_status ks_probe_run(const ks_probe_data *data, const ks_probe_options *o, ks_
 
     /* shuffled labels: a uniform permutation of all rows' labels (row level, ignoring groups),
      * folds unchanged; run s continues the shuffle stream of run s-1 */
-    rng rs;
+    ks_rng rs;
     rng_seed(&rs, o->seed, STREAM_SHUFFLE);
     if (logistic) {
         st = cv_logistic(&c, D->y, &real, err);
@@ -1323,7 +1299,7 @@ ks_status ks_probe_run(const ks_probe_data *data, const ks_probe_options *o, ks_
     if (!reps) goto nomem;
     double *rm = reps, *ra = reps + B, *rj = reps + 2 * (size_t)B, *rc = reps + 3 * (size_t)B,
            *rsh = reps + 4 * (size_t)B;
-    rng rb;
+    ks_rng rb;
     rng_seed(&rb, o->seed, STREAM_BOOT);
     for (int b = 0; b < B; b++) {
         /* one resample of groups, shared by every metric (paired replicates) */
