@@ -147,6 +147,16 @@ static char *journal_line(const audit_state *a, int i) {
         json_array_append_new(arr, e);
     }
     json_object_set_new(o, "s", arr);
+    if (s->n_next > 0) { /* counterfactual items: the top of the next-token distribution */
+        json_t *nx = json_array();
+        for (int k = 0; nx && k < s->n_next; k++) {
+            json_t *e = json_array();
+            json_array_append_new(e, json_integer(s->next_id[k]));
+            json_array_append_new(e, json_real(s->next_lp[k]));
+            json_array_append_new(nx, e);
+        }
+        json_object_set_new(o, "n", nx);
+    }
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
     json_decref(o);
     return line;
@@ -208,6 +218,22 @@ static int read_journal(const char *path, audit_state *A, int n_audits, bool tru
             sc.opt[k].n_tokens = (int)json_integer_value(json_array_get(e, 1));
             sc.opt[k].ll_unmodified = json_number_value(json_array_get(e, 2));
             sc.opt[k].n_unmodified = (int)json_integer_value(json_array_get(e, 3));
+        }
+        json_t *jn = json_object_get(o, "n");
+        if (ok && jn) {
+            ok = json_is_array(jn) && json_array_size(jn) <= KS_AUDIT_NEXT_TOPK;
+            for (size_t k = 0; ok && k < json_array_size(jn); k++) {
+                json_t *e = json_array_get(jn, k);
+                ok = json_is_array(e) && json_array_size(e) == 2 &&
+                     json_is_integer(json_array_get(e, 0)) &&
+                     json_integer_value(json_array_get(e, 0)) >= 0 &&
+                     json_integer_value(json_array_get(e, 0)) <= INT32_MAX &&
+                     json_is_number(json_array_get(e, 1));
+                if (!ok) break;
+                sc.next_id[k] = (int32_t)json_integer_value(json_array_get(e, 0));
+                sc.next_lp[k] = (float)json_number_value(json_array_get(e, 1));
+                sc.n_next = (int)k + 1;
+            }
         }
         json_decref(o);
         if (!ok) {
@@ -398,7 +424,8 @@ static int parse_args(int argc, char **argv, audit_args *a) {
     return -1;
 }
 
-#define SCORE_DOUBLES (1 + 4 * KS_AUDIT_MAX_OPTIONS)
+#define SCORE_DOUBLES (2 + 4 * KS_AUDIT_MAX_OPTIONS + 2 * KS_AUDIT_NEXT_TOPK)
+#define NEXT_AT (2 + 4 * KS_AUDIT_MAX_OPTIONS)
 
 static void pack(const ks_audit_score *s, double *d) {
     d[0] = s->n_options;
@@ -407,6 +434,11 @@ static void pack(const ks_audit_score *s, double *d) {
         d[2 + 4 * k] = s->opt[k].n_tokens;
         d[3 + 4 * k] = s->opt[k].ll_unmodified;
         d[4 + 4 * k] = s->opt[k].n_unmodified;
+    }
+    d[NEXT_AT - 1] = s->n_next;
+    for (int k = 0; k < KS_AUDIT_NEXT_TOPK; k++) { /* ids < 2^31 and floats: exact in doubles */
+        d[NEXT_AT + 2 * k] = k < s->n_next ? s->next_id[k] : 0;
+        d[NEXT_AT + 2 * k + 1] = k < s->n_next ? s->next_lp[k] : 0;
     }
 }
 
@@ -417,6 +449,11 @@ static void unpack(const double *d, ks_audit_score *s) {
         s->opt[k].n_tokens = (int)d[2 + 4 * k];
         s->opt[k].ll_unmodified = d[3 + 4 * k];
         s->opt[k].n_unmodified = (int)d[4 + 4 * k];
+    }
+    s->n_next = (int)d[NEXT_AT - 1];
+    for (int k = 0; k < KS_AUDIT_NEXT_TOPK; k++) {
+        s->next_id[k] = (int32_t)d[NEXT_AT + 2 * k];
+        s->next_lp[k] = (float)d[NEXT_AT + 2 * k + 1];
     }
 }
 

@@ -51,7 +51,8 @@ static int split_tabs(const char *s, size_t n, const char **f, size_t *fl) {
 }
 
 static const char *const kind_names[KS_AUDIT_N_KINDS] = {"crows_pairs", "stereoset", "bbq",
-                                                         "winobias", "winogender"};
+                                                         "winobias", "winogender",
+                                                         "counterfactual"};
 
 const char *ks_audit_kind_name(ks_audit_kind k) {
     return (unsigned)k < KS_AUDIT_N_KINDS ? kind_names[k] : "unknown";
@@ -375,6 +376,7 @@ static void item_clear(ks_audit_item *x) {
     free(x->category);
     free(x->group);
     free(x->file);
+    free(x->context);
     for (int k = 0; k < KS_AUDIT_MAX_OPTIONS; k++) {
         free(x->options[k].prompt);
         free(x->options[k].text);
@@ -1779,6 +1781,348 @@ static ks_status wg_link(loader *L, ks_error *err) {
     return KS_OK;
 }
 
+
+/* ================================================================== counterfactual templates */
+
+/* Our own format (docs/AUDITS.md#counterfactual): templates with "{term}" slots, terms in
+ * groups (inline, or HolisticBias descriptors read from the audit's second data file), and
+ * target continuations. Errors name the file and the JSON path of the field. */
+
+#define CF_MAX_TEMPLATES 100000
+#define CF_MAX_TERMS 100000
+#define CF_SLOT "{term}"
+
+__attribute__((format(printf, 4, 5))) static ks_status cf_error(ks_error *err, const char *file,
+                                                                const char *field,
+                                                                const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ks_error_set(err, KS_ERR_FORMAT, "%s: %s: %s", file, field, msg);
+}
+
+/* every "{term}" of t replaced by term; NULL when out of memory */
+static char *cf_fill(const char *t, const char *term) {
+    size_t tl = strlen(term), n = 0, slots = 0, sl = strlen(CF_SLOT);
+    for (const char *p = strstr(t, CF_SLOT); p; p = strstr(p + sl, CF_SLOT)) slots++;
+    size_t len = strlen(t) - slots * sl + slots * tl;
+    char *o = malloc(len + 1);
+    if (!o) return NULL;
+    for (const char *p = t; *p;) {
+        if (!strncmp(p, CF_SLOT, sl)) {
+            memcpy(o + n, term, tl);
+            n += tl;
+            p += sl;
+        } else {
+            o[n++] = *p++;
+        }
+    }
+    o[n] = 0;
+    return o;
+}
+
+static ks_status cf_string(const char *file, const char *field, json_t *v, bool nonempty,
+                           const char **out, ks_error *err) {
+    if (!json_is_string(v)) return cf_error(err, file, field, "expected a string");
+    if (nonempty && json_string_length(v) == 0) return cf_error(err, file, field, "is empty");
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return cf_error(err, file, field, "contains a NUL character");
+    *out = json_string_value(v);
+    return KS_OK;
+}
+
+static ks_status cf_check_keys(const char *file, const char *where, json_t *obj,
+                               const char *const *keys, ks_error *err) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        bool known = false;
+        for (int i = 0; keys[i] && !known; i++) known = !strcmp(k, keys[i]);
+        if (!known) {
+            char f[160];
+            snprintf(f, sizeof f, "%s%s%.60s", where, *where ? "." : "", k);
+            return cf_error(err, file, f, "unknown field");
+        }
+    }
+    return KS_OK;
+}
+
+typedef struct {
+    const char **term, **group; /* borrowed from the JSON documents */
+    int n, cap;
+} cf_terms;
+
+static ks_status cf_add_term(cf_terms *T, const char *file, const char *field, const char *term,
+                             const char *group, ks_error *err) {
+    for (int i = 0; i < T->n; i++)
+        if (!strcmp(T->term[i], term))
+            return cf_error(err, file, field, "term '%.60s' is already in group '%.60s' (a term "
+                            "belongs to one group)", term, T->group[i]);
+    if (T->n >= CF_MAX_TERMS)
+        return cf_error(err, file, field, "more than %d terms, the limit", CF_MAX_TERMS);
+    if (T->n == T->cap) {
+        int nc = T->cap ? 2 * T->cap : 64;
+        const char **a = realloc(T->term, (size_t)nc * sizeof *a);
+        if (a) T->term = a;
+        const char **b = a ? realloc(T->group, (size_t)nc * sizeof *b) : NULL;
+        if (b) T->group = b;
+        if (!a || !b) return nomem(err);
+        T->cap = nc;
+    }
+    T->term[T->n] = term;
+    T->group[T->n] = group;
+    T->n++;
+    return KS_OK;
+}
+
+static ks_status cf_groups(const char *file, json_t *g, cf_terms *T, ks_error *err) {
+    if (!json_is_object(g) || json_object_size(g) == 0)
+        return cf_error(err, file, "groups", "expected an object of group name -> [terms]");
+    const char *name;
+    json_t *list;
+    json_object_foreach(g, name, list) {
+        char f[200];
+        snprintf(f, sizeof f, "groups.%.60s", name);
+        if (!name[0]) return cf_error(err, file, "groups", "a group name is empty");
+        if (!json_is_array(list) || json_array_size(list) == 0)
+            return cf_error(err, file, f, "expected a non-empty array of terms");
+        size_t i;
+        json_t *v;
+        json_array_foreach(list, i, v) {
+            snprintf(f, sizeof f, "groups.%.60s[%zu]", name, i);
+            const char *t;
+            ks_status rc = cf_string(file, f, v, true, &t, err);
+            if (!rc) rc = cf_add_term(T, file, f, t, name, err);
+            if (rc) return rc;
+        }
+    }
+    return KS_OK;
+}
+
+static bool in_string_array(json_t *a, const char *s) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) if (json_is_string(v) && !strcmp(json_string_value(v), s)) return true;
+    return false;
+}
+
+static ks_status cf_string_array(const char *file, const char *field, json_t *a, ks_error *err) {
+    if (!a) return KS_OK;
+    if (!json_is_array(a) || json_array_size(a) == 0)
+        return cf_error(err, file, field, "expected a non-empty array of strings");
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        char f[160];
+        snprintf(f, sizeof f, "%s[%zu]", field, i);
+        const char *s;
+        ks_status rc = cf_string(file, f, v, true, &s, err);
+        if (rc) return rc;
+    }
+    return KS_OK;
+}
+
+/* HolisticBias descriptors.json: {axis: {bucket: [descriptor | {"descriptor": …}, …]}} */
+static ks_status cf_holisticbias(const char *file, json_t *hb, const char *dfile, json_t *desc,
+                                 cf_terms *T, ks_error *err) {
+    static const char *const keys[] = {"axes", "buckets", "exclude_preference", "group_by",
+                                       "max_per_bucket", NULL};
+    if (!json_is_object(hb)) return cf_error(err, file, "holisticbias", "expected an object");
+    ks_status rc = cf_check_keys(file, "holisticbias", hb, keys, err);
+    json_t *axes = json_object_get(hb, "axes"), *buckets = json_object_get(hb, "buckets");
+    json_t *excl = json_object_get(hb, "exclude_preference");
+    json_t *gb = json_object_get(hb, "group_by"), *mpb = json_object_get(hb, "max_per_bucket");
+    if (!rc && !axes) rc = cf_error(err, file, "holisticbias.axes", "missing (which axes to use)");
+    if (!rc) rc = cf_string_array(file, "holisticbias.axes", axes, err);
+    if (!rc) rc = cf_string_array(file, "holisticbias.buckets", buckets, err);
+    if (!rc) rc = cf_string_array(file, "holisticbias.exclude_preference", excl, err);
+    bool by_axis = false;
+    if (!rc && gb) {
+        const char *g = NULL;
+        rc = cf_string(file, "holisticbias.group_by", gb, true, &g, err);
+        if (!rc && strcmp(g, "bucket") && strcmp(g, "axis"))
+            rc = cf_error(err, file, "holisticbias.group_by", "expected \"bucket\" or \"axis\"");
+        if (!rc) by_axis = !strcmp(g, "axis");
+    }
+    long long max_per = 0;
+    if (!rc && mpb) {
+        if (!json_is_integer(mpb) || json_integer_value(mpb) < 1)
+            rc = cf_error(err, file, "holisticbias.max_per_bucket", "expected a positive integer");
+        else
+            max_per = json_integer_value(mpb);
+    }
+    if (rc) return rc;
+    if (!desc)
+        return cf_error(err, file, "holisticbias", "needs HolisticBias' descriptors.json as the "
+                        "audit's second data file");
+    if (!json_is_object(desc))
+        return cf_error(err, dfile, "(top level)", "expected an object of axis -> buckets");
+    size_t ai;
+    json_t *av;
+    json_array_foreach(axes, ai, av) {
+        const char *axis = json_string_value(av);
+        json_t *bk = json_object_get(desc, axis);
+        char f[200];
+        snprintf(f, sizeof f, "holisticbias.axes[%zu]", ai);
+        if (!bk) return cf_error(err, file, f, "axis '%.60s' is not in %s", axis, dfile);
+        if (!json_is_object(bk))
+            return cf_error(err, dfile, axis, "expected an object of bucket -> descriptors");
+        const char *bname;
+        json_t *entries;
+        json_object_foreach(bk, bname, entries) {
+            if (buckets && !in_string_array(buckets, bname)) continue;
+            snprintf(f, sizeof f, "%.60s.%.60s", axis, bname);
+            if (!json_is_array(entries)) return cf_error(err, dfile, f, "expected an array");
+            size_t i;
+            json_t *e;
+            long long kept = 0;
+            json_array_foreach(entries, i, e) {
+                snprintf(f, sizeof f, "%.60s.%.60s[%zu]", axis, bname, i);
+                const char *term = NULL, *pref = NULL;
+                if (json_is_object(e)) {
+                    rc = cf_string(dfile, f, json_object_get(e, "descriptor"), true, &term, err);
+                    json_t *p = json_object_get(e, "preference");
+                    if (!rc && p) rc = cf_string(dfile, f, p, false, &pref, err);
+                } else {
+                    rc = cf_string(dfile, f, e, true, &term, err);
+                }
+                if (rc) return rc;
+                if (pref && excl && in_string_array(excl, pref)) continue;
+                if (max_per && kept >= max_per) break;
+                if ((rc = cf_add_term(T, dfile, f, term, by_axis ? axis : bname, err))) return rc;
+                kept++;
+            }
+        }
+    }
+    if (T->n == 0) return cf_error(err, file, "holisticbias", "selects no descriptor");
+    return KS_OK;
+}
+
+static json_t *cf_read_json(const char *path, ks_error *err) {
+    char *text = NULL;
+    size_t len = 0, skip = 0;
+    if (read_whole(path, &text, &len, &skip, err)) return NULL;
+    json_error_t je;
+    json_t *j = json_loadb(text + skip, len - skip, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    if (!j) row_error(err, path, je.line, "not valid JSON: %s", je.text);
+    return j;
+}
+
+static ks_status load_counterfactual(loader *L, char *const *files, int n_files, ks_error *err) {
+    static const char *const keys[] = {"description", "templates", "targets", "groups",
+                                       "holisticbias", NULL};
+    const char *file = files[0];
+    if (n_files > 2)
+        return ks_error_set(err, KS_ERR_ARG, "%s: counterfactual audits take one templates file "
+                            "and, with \"holisticbias\", its descriptors.json (%d files given)",
+                            file, n_files);
+    json_t *j = cf_read_json(file, err), *desc = NULL;
+    if (!j) return KS_ERR_FORMAT;
+    cf_terms T = {0};
+    ks_status rc = json_is_object(j) ? cf_check_keys(file, "", j, keys, err)
+                                     : cf_error(err, file, "(top level)", "expected an object");
+    json_t *tm = json_object_get(j, "templates"), *tg = json_object_get(j, "targets");
+    json_t *gr = json_object_get(j, "groups"), *hb = json_object_get(j, "holisticbias");
+    if (!rc && (!json_is_array(tm) || json_array_size(tm) == 0))
+        rc = cf_error(err, file, "templates", tm ? "expected a non-empty array" : "missing");
+    if (!rc && json_array_size(tm) > CF_MAX_TEMPLATES)
+        rc = cf_error(err, file, "templates", "more than %d templates, the limit",
+                      CF_MAX_TEMPLATES);
+    if (!rc && (!json_is_array(tg) || json_array_size(tg) == 0 ||
+                json_array_size(tg) > KS_AUDIT_MAX_OPTIONS))
+        rc = cf_error(err, file, "targets", tg ? "expected an array of 1 to %d continuations"
+                                               : "missing (1 to %d continuations)",
+                      KS_AUDIT_MAX_OPTIONS);
+    size_t i, n_targets = json_array_size(tg);
+    json_t *v;
+    if (!rc) json_array_foreach(tg, i, v) {
+        char f[64];
+        snprintf(f, sizeof f, "targets[%zu]", i);
+        const char *t;
+        if ((rc = cf_string(file, f, v, true, &t, err))) break;
+        for (size_t k = 0; k < i && !rc; k++)
+            if (!strcmp(json_string_value(json_array_get(tg, k)), t))
+                rc = cf_error(err, file, f, "repeats targets[%zu]", k);
+        if (rc) break;
+    }
+    if (!rc && !gr == !hb)
+        rc = cf_error(err, file, "groups", "give exactly one of \"groups\" and \"holisticbias\"");
+    if (!rc && n_files == 2 && !hb)
+        rc = cf_error(err, file, "holisticbias", "missing, but a second data file (%s) was given",
+                      files[1]);
+    if (!rc && hb && n_files == 2 && !(desc = cf_read_json(files[1], err))) rc = KS_ERR_FORMAT;
+    if (!rc) rc = gr ? cf_groups(file, gr, &T, err)
+                     : cf_holisticbias(file, hb, n_files == 2 ? files[1] : "", desc, &T, err);
+    /* templates: validated first, so an error never depends on the filters */
+    if (!rc) json_array_foreach(tm, i, v) {
+        char f[64];
+        snprintf(f, sizeof f, "templates[%zu]", i);
+        const char *user = NULL, *text = NULL;
+        if (json_is_object(v)) {
+            static const char *const tkeys[] = {"user", "text", NULL};
+            if ((rc = cf_check_keys(file, f, v, tkeys, err))) break;
+            json_t *u = json_object_get(v, "user"), *t = json_object_get(v, "text");
+            char ff[80];
+            snprintf(ff, sizeof ff, "%s.user", f);
+            if (u && (rc = cf_string(file, ff, u, true, &user, err))) break;
+            snprintf(ff, sizeof ff, "%s.text", f);
+            if (t)
+                rc = cf_string(file, ff, t, !user, &text, err);
+            else if (!user)
+                rc = cf_error(err, file, ff, "missing (a template without \"user\" needs a text)");
+            else
+                text = "";
+            if (rc) break;
+        } else if ((rc = cf_string(file, f, v, true, &text, err))) {
+            break;
+        }
+        if (!strstr(text, CF_SLOT) && !(user && strstr(user, CF_SLOT))) {
+            rc = cf_error(err, file, f, "has no %s slot", CF_SLOT);
+            break;
+        }
+    }
+    for (i = 0; !rc && i < json_array_size(tm); i++) {
+        json_t *t = json_array_get(tm, i);
+        const char *user = json_is_object(t) ? json_string_value(json_object_get(t, "user")) : NULL;
+        const char *text = json_is_object(t) ? json_string_value(json_object_get(t, "text"))
+                                             : json_string_value(t);
+        if (!text) text = "";
+        for (int k = 0; k < T.n && !rc; k++) {
+            ks_audit_item x;
+            item_init(&x, file, 1);
+            char id[64];
+            snprintf(id, sizeof id, "t%zu/", i);
+            const char *parts[2] = {id, T.term[k]};
+            x.id = concat(parts, 2);
+            x.category = str_dup(T.group[k]);
+            x.group = str_dup(T.term[k]);
+            x.context = cf_fill(text, T.term[k]);
+            x.flag = (int)i;
+            x.n_options = (int)n_targets;
+            bool ok = x.id && x.category && x.group && x.context;
+            for (int o = 0; o < x.n_options && ok; o++) {
+                x.options[o].text = str_dup(json_string_value(json_array_get(tg, (size_t)o)));
+                if (user) x.options[o].prompt = cf_fill(user, T.term[k]);
+                ok = x.options[o].text && (!user || x.options[o].prompt);
+            }
+            if (!ok) {
+                item_clear(&x);
+                rc = nomem(err);
+                break;
+            }
+            rc = offer(L, &x, (aux_t){0, 0}, err);
+        }
+    }
+    free(T.term);
+    free(T.group);
+    json_decref(desc);
+    json_decref(j);
+    return rc;
+}
+
 /* ================================================================== files and directories */
 
 typedef struct {
@@ -1904,7 +2248,11 @@ ks_status ks_audit_load(ks_audit_kind kind, const char *const *paths, int n_path
                 rc = ks_error_set(err, KS_ERR_ARG, "%s: given twice", files.v[i]);
 
     loader L = {.kind = kind, .o = o, .out = out};
-    for (int i = 0; i < files.n && !rc; i++) {
+    if (!rc && kind == KS_AUDIT_COUNTERFACTUAL) {
+        L.file = files.v[0];
+        rc = load_counterfactual(&L, files.v, files.n, err);
+    }
+    for (int i = 0; i < files.n && !rc && kind != KS_AUDIT_COUNTERFACTUAL; i++) {
         L.file = files.v[i];
         L.file_index = i;
         L.kept_in_file = 0;

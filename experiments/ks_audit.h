@@ -21,14 +21,18 @@ typedef enum {
     KS_AUDIT_BBQ = 2,        /* BBQ (one JSONL file per category) */
     KS_AUDIT_WINOBIAS = 3,   /* WinoBias ({pro,anti}_stereotyped_type{1,2}.txt.{dev,test}) */
     KS_AUDIT_WINOGENDER = 4, /* Winogender (all_sentences.tsv + occupations-stats.tsv) */
-    KS_AUDIT_N_KINDS = 5,
+    KS_AUDIT_COUNTERFACTUAL = 5, /* our JSON of templates × terms (or HolisticBias descriptors)
+                                  * × target continuations (docs/AUDITS.md) */
+    KS_AUDIT_N_KINDS = 6,
 } ks_audit_kind;
 
 const char *ks_audit_kind_name(ks_audit_kind k); /* "crows_pairs", "stereoset", "bbq", ... */
 /* Parse a kind name; false when unknown. */
 bool ks_audit_kind_parse(const char *name, ks_audit_kind *out);
 
-#define KS_AUDIT_MAX_OPTIONS 3
+#define KS_AUDIT_MAX_OPTIONS 8
+/* Counterfactual items keep the top of the next-token distribution after their context. */
+#define KS_AUDIT_NEXT_TOPK 64
 
 /* One scored text. prompt NULL: a sentence, scored as log p(text) after BOS (every token of
  * the text counts). prompt non-NULL: multiple choice, the prompt is the user message rendered
@@ -48,7 +52,9 @@ typedef struct {
  *               pronoun (order of appearance in the sentence); gold = the bracketed one
  *   WINOGENDER  0 = the occupation, 1 = the participant (candidate referents),
  *               2 = the sentence itself (sentence option, for the gender-preference
- *               correlation) */
+ *               correlation)
+ *   COUNTERFACTUAL  k = the data file's target k, a continuation of the item's context (text:
+ *               the target; prompt: the filled user message, or NULL for raw text) */
 typedef struct {
     char *id;          /* the data set's own id: CSV row index, StereoSet id, BBQ example_id,
                         * "<file>:<line>" for WinoBias, Winogender sentid */
@@ -72,6 +78,10 @@ typedef struct {
                         * Winogender: index of the item from the same template with the other
                         * binary gender (male<->female), -1 for neutral; else -1 */
     double value;      /* Winogender: the occupation's bls_pct_female; else NaN */
+    char *context;     /* Counterfactual: the filled template text the targets continue (the
+                        * start of the assistant's reply when the options have a prompt);
+                        * flag = the template's index, group = the term, category = the term's
+                        * group. Else NULL. */
 } ks_audit_item;
 
 typedef struct {
@@ -111,6 +121,11 @@ typedef struct {
 typedef struct {
     int n_options;
     ks_audit_option_score opt[KS_AUDIT_MAX_OPTIONS];
+    /* Counterfactual: the n_next most likely next tokens after the context and their log-probs
+     * (natural log, full-vocabulary softmax), most likely first; else n_next = 0. */
+    int n_next;
+    int32_t next_id[KS_AUDIT_NEXT_TOPK];
+    float next_lp[KS_AUDIT_NEXT_TOPK];
 } ks_audit_score;
 
 typedef struct {

@@ -9,6 +9,7 @@
  * and a hash of (audit, metric, category): the results do not depend on evaluation order or on
  * how many processes produced the scores. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,13 +236,18 @@ static double quantile(const double *v, int n, double q) {
 
 typedef enum { NULL_NONE, NULL_FLIP, NULL_SHUFFLE } null_kind;
 
-static ks_status add_metric(ks_audit_metrics *out, const char *audit, const char *metric,
-                            const char *category, const ctx *c, const int *units, int n,
-                            stat_fn fn, int mode, null_kind nk, double null_value,
-                            const ks_audit_stats_options *o, ks_error *err) {
-    ctx cm = *c; /* the statistic's variant */
-    cm.mode = mode;
-    c = &cm;
+/* the statistics options with their defaults */
+static void stats_params(const ks_audit_stats_options *o, int *B, int *R, double *level,
+                         uint64_t *seed) {
+    *B = o && o->n_bootstrap >= 0 ? o->n_bootstrap : 1000;
+    *R = o && o->n_permutations >= 0 ? o->n_permutations : 10000;
+    *level = o && o->ci > 0 && o->ci < 1 ? o->ci : 0.95;
+    *seed = o ? o->seed : 0;
+}
+
+/* a new metric at the end of out, value and statistics NaN */
+static ks_status push_metric(ks_audit_metrics *out, const char *audit, const char *metric,
+                             const char *category, ks_error *err) {
     if (out->n == out->cap) {
         int cap = out->cap ? out->cap * 2 : 32;
         ks_audit_metric *m = realloc(out->m, (size_t)cap * sizeof *m);
@@ -260,15 +266,29 @@ static ks_status add_metric(ks_audit_metrics *out, const char *audit, const char
         free(m->category);
         return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
     }
+    m->value = m->ci_lo = m->ci_hi = m->p_value = NAN;
     out->n++;
+    return KS_OK;
+}
+
+static ks_status add_metric(ks_audit_metrics *out, const char *audit, const char *metric,
+                            const char *category, const ctx *c, const int *units, int n,
+                            stat_fn fn, int mode, null_kind nk, double null_value,
+                            const ks_audit_stats_options *o, ks_error *err) {
+    ctx cm = *c; /* the statistic's variant */
+    cm.mode = mode;
+    c = &cm;
+    ks_status st = push_metric(out, audit, metric, category, err);
+    if (st) return st;
+    ks_audit_metric *m = &out->m[out->n - 1];
     m->n = n;
     m->value = fn(c, units, n, NULL, NULL);
     m->ci_lo = m->ci_hi = m->p_value = NAN;
     if (n == 0 || isnan(m->value)) return KS_OK;
-    int B = o && o->n_bootstrap >= 0 ? o->n_bootstrap : 1000;
-    int R = o && o->n_permutations >= 0 ? o->n_permutations : 10000;
-    double level = o && o->ci > 0 && o->ci < 1 ? o->ci : 0.95;
-    uint64_t seed = o ? o->seed : 0;
+    int B, R;
+    double level;
+    uint64_t seed;
+    stats_params(o, &B, &R, &level, &seed);
     int *draw = malloc((size_t)n * sizeof(int));
     uint8_t *flip = malloc((size_t)n);
     int *perm = NULL;
@@ -409,11 +429,320 @@ static ks_status per_category(const char *audit, const ctx *c, const metric_def 
     return st;
 }
 
+/* ------------------------------------------------------------------ counterfactual templates */
+
+/* Items form a grid: templates (item.flag) × terms (item.group), each term in one group
+ * (item.category). Every statistic is a mean over templates of a per-template value, so the
+ * bootstrap resamples templates; group comparisons (group g against all other groups pooled)
+ * get a permutation p-value from shuffling the terms' group labels (group sizes kept). */
+
+typedef enum { CF_SHARE_TERM, CF_SHARE, CF_SHARE_GAP, CF_LP_GAP, CF_KL, CF_TV } cf_kind;
+
+typedef struct {
+    int T, J, G, K;
+    int *cell;           /* [T, J] item index, -1 where absent (filters) */
+    int *group_of;       /* [J] */
+    const char **term, **group;
+    double *share;       /* [N] P(target 0) / sum_k P(target k) */
+    size_t *vec_off;     /* [N] offset of the item's coarse distribution in vec */
+    int *width;          /* [T] |S_t| + 1 */
+    double *vec;         /* coarse next-token distributions (see cf_prepare) */
+    const ks_audit_score *sc;
+    int target;          /* CF_LP_GAP: which target */
+} cfx;
+
+static void cfx_free(cfx *c) {
+    free(c->cell);
+    free(c->group_of);
+    free(c->term);
+    free(c->group);
+    free(c->share);
+    free(c->vec_off);
+    free(c->width);
+    free(c->vec);
+}
+
+static int find_name(const char **v, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v[i], s)) return i;
+    return -1;
+}
+
+static int cmp_int(const void *x, const void *y) {
+    int a = *(const int *)x, b = *(const int *)y;
+    return (a > b) - (a < b);
+}
+
+/* The next-token distributions of a template's items, coarsened to the same partition: the
+ * tokens in every item's top-K (S_t) plus one bucket for the rest of the vocabulary. */
+static ks_status cf_prepare(const ks_audit_items *items, const ks_audit_score *sc, cfx *c,
+                            ks_error *err) {
+    int N = items->n;
+    int *flags = malloc(((size_t)N + 1) * sizeof(int));
+    c->term = malloc(((size_t)N + 1) * sizeof(char *));
+    c->group = malloc(((size_t)N + 1) * sizeof(char *));
+    c->group_of = malloc(((size_t)N + 1) * sizeof(int));
+    c->share = malloc(((size_t)N + 1) * sizeof(double));
+    c->vec_off = malloc(((size_t)N + 1) * sizeof(size_t));
+    if (!flags || !c->term || !c->group || !c->group_of || !c->share || !c->vec_off) {
+        free(flags);
+        return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    }
+    c->sc = sc;
+    c->K = N ? items->items[0].n_options : 0;
+    for (int i = 0; i < N; i++) {
+        const ks_audit_item *x = &items->items[i];
+        flags[i] = x->flag;
+        if (find_name(c->term, c->J, x->group) < 0) {
+            int g = find_name(c->group, c->G, x->category);
+            if (g < 0) c->group[g = c->G++] = x->category;
+            c->group_of[c->J] = g;
+            c->term[c->J++] = x->group;
+        }
+        /* share of target 0 among the targets: a softmax over their log-probs */
+        double mx = -INFINITY, z = 0;
+        for (int k = 0; k < x->n_options; k++) mx = fmax(mx, sc[i].opt[k].ll);
+        for (int k = 0; k < x->n_options; k++) z += exp(sc[i].opt[k].ll - mx);
+        c->share[i] = exp(sc[i].opt[0].ll - mx) / z;
+    }
+    qsort(flags, (size_t)N, sizeof(int), cmp_int);
+    for (int i = 0; i < N; i++)
+        if (c->T == 0 || flags[c->T - 1] != flags[i]) flags[c->T++] = flags[i];
+    c->cell = malloc(((size_t)c->T * c->J + 1) * sizeof(int));
+    c->width = calloc((size_t)c->T + 1, sizeof(int));
+    ks_status st = KS_OK;
+    if (!c->cell || !c->width) st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    for (size_t i = 0; !st && i < (size_t)c->T * c->J; i++) c->cell[i] = -1;
+    for (int i = 0; !st && i < N; i++) {
+        const ks_audit_item *x = &items->items[i];
+        int t = (int)((int *)bsearch(&x->flag, flags, (size_t)c->T, sizeof(int), cmp_int) - flags);
+        c->cell[(size_t)t * c->J + find_name(c->term, c->J, x->group)] = i;
+    }
+    /* S_t: ids in every item's list; then each item's probabilities on S_t and the rest */
+    size_t total = 0;
+    int32_t *S = malloc((KS_AUDIT_NEXT_TOPK + 1) * sizeof(int32_t) * (size_t)(c->T + 1));
+    if (!st && !S) st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    for (int t = 0; !st && t < c->T; t++) {
+        int32_t *s = S + (size_t)t * (KS_AUDIT_NEXT_TOPK + 1);
+        int ns = -1;
+        for (int j = 0; j < c->J; j++) {
+            int i = c->cell[(size_t)t * c->J + j];
+            if (i < 0) continue;
+            if (ns < 0) {
+                ns = sc[i].n_next;
+                memcpy(s, sc[i].next_id, (size_t)ns * sizeof(int32_t));
+                continue;
+            }
+            int keep = 0;
+            for (int a = 0; a < ns; a++) {
+                bool found = false;
+                for (int b = 0; b < sc[i].n_next && !found; b++) found = sc[i].next_id[b] == s[a];
+                if (found) s[keep++] = s[a];
+            }
+            ns = keep;
+        }
+        c->width[t] = (ns < 0 ? 0 : ns) + 1;
+        total += (size_t)c->width[t] * c->J;
+    }
+    c->vec = st ? NULL : malloc((total + 1) * sizeof(double));
+    if (!st && !c->vec) st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    size_t off = 0;
+    for (int t = 0; !st && t < c->T; t++) {
+        const int32_t *s = S + (size_t)t * (KS_AUDIT_NEXT_TOPK + 1);
+        int w = c->width[t];
+        for (int j = 0; j < c->J; j++) {
+            int i = c->cell[(size_t)t * c->J + j];
+            if (i < 0) continue;
+            double *v = c->vec + off, rest = 1.0;
+            c->vec_off[i] = off;
+            off += (size_t)w;
+            for (int a = 0; a < w - 1; a++) {
+                v[a] = 0;
+                for (int b = 0; b < sc[i].n_next; b++)
+                    if (sc[i].next_id[b] == s[a]) v[a] = exp((double)sc[i].next_lp[b]);
+                rest -= v[a];
+            }
+            v[w - 1] = rest > 0 ? rest : 0; /* float rounding can take it below zero */
+        }
+    }
+    free(S);
+    free(flags);
+    return st;
+}
+
+/* The statistic's value on template t with group labels lab[J]; NaN when undefined there. */
+static double cf_at(const cfx *c, cf_kind kind, int g, int t, const int *lab, int term) {
+    const int *row = c->cell + (size_t)t * c->J;
+    if (kind == CF_SHARE_TERM) return row[term] >= 0 ? c->share[row[term]] : NAN;
+    if (kind == CF_SHARE || kind == CF_SHARE_GAP || kind == CF_LP_GAP) {
+        double s_in = 0, s_out = 0;
+        int n_in = 0, n_out = 0;
+        for (int j = 0; j < c->J; j++) {
+            int i = row[j];
+            if (i < 0 || (kind == CF_SHARE && g >= 0 && lab[j] != g)) continue;
+            double v = kind == CF_LP_GAP ? c->sc[i].opt[c->target].ll : c->share[i];
+            if (g < 0 || lab[j] == g) {
+                s_in += v;
+                n_in++;
+            } else {
+                s_out += v;
+                n_out++;
+            }
+        }
+        if (kind == CF_SHARE) return n_in ? s_in / n_in : NAN;
+        return n_in && n_out ? s_in / n_in - s_out / n_out : NAN;
+    }
+    /* KL(P_g || P_rest) or TV, on the template's coarse partition */
+    int w = c->width[t];
+    double P[KS_AUDIT_NEXT_TOPK + 1] = {0}, Q[KS_AUDIT_NEXT_TOPK + 1] = {0};
+    int n_in = 0, n_out = 0;
+    for (int j = 0; j < c->J; j++) {
+        int i = row[j];
+        if (i < 0) continue;
+        const double *v = c->vec + c->vec_off[i];
+        double *d = lab[j] == g ? P : Q;
+        for (int a = 0; a < w; a++) d[a] += v[a];
+        if (lab[j] == g) n_in++;
+        else n_out++;
+    }
+    if (!n_in || !n_out) return NAN;
+    double r = 0;
+    for (int a = 0; a < w; a++) {
+        double p = P[a] / n_in, q = Q[a] / n_out;
+        if (kind == CF_TV) r += 0.5 * fabs(p - q);
+        else if (p > 0) r += p * log(p / fmax(q, 1e-12));
+    }
+    return r;
+}
+
+/* mean over templates of cf_at; per (may be NULL) receives the per-template values and *n
+ * their count */
+static double cf_mean(const cfx *c, cf_kind kind, int g, const int *lab, int term, double *per,
+                      int *n) {
+    double s = 0;
+    int k = 0;
+    for (int t = 0; t < c->T; t++) {
+        double v = cf_at(c, kind, g, t, lab, term);
+        if (isnan(v)) continue;
+        if (per) per[k] = v;
+        s += v;
+        k++;
+    }
+    if (n) *n = k;
+    return k ? s / k : NAN;
+}
+
+static ks_status cf_metric(ks_audit_metrics *out, const char *audit, const char *metric,
+                           const char *category, const cfx *c, cf_kind kind, int g, int term,
+                           int *lab, double *per, const ks_audit_stats_options *o,
+                           ks_error *err) {
+    ks_status st = push_metric(out, audit, metric, category, err);
+    if (st) return st;
+    ks_audit_metric *m = &out->m[out->n - 1];
+    int n = 0;
+    m->value = cf_mean(c, kind, g, lab, term, per, &n);
+    m->n = n;
+    if (n == 0) return KS_OK;
+    int B, R;
+    double level;
+    uint64_t seed;
+    stats_params(o, &B, &R, &level, &seed);
+    /* the distances recompute every template's group means: fewer permutations suffice for
+     * their one-sided p (docs/AUDITS.md) */
+    if ((kind == CF_KL || kind == CF_TV) && R > 2000) R = 2000;
+    double *vals = malloc((size_t)(B > 0 ? B : 1) * sizeof(double));
+    int *perm = malloc(((size_t)c->J + 1) * sizeof(int));
+    if (!vals || !perm) {
+        free(vals);
+        free(perm);
+        return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    }
+    if (B > 0) {
+        ks_rng r;
+        rng_seed(&r, seed, audit, metric, category);
+        for (int b = 0; b < B; b++) {
+            double s = 0;
+            for (int i = 0; i < n; i++) s += per[rng_below(&r, (uint32_t)n)];
+            vals[b] = s / n;
+        }
+        qsort(vals, (size_t)B, sizeof(double), cmp_double);
+        m->ci_lo = quantile(vals, B, (1.0 - level) / 2.0);
+        m->ci_hi = quantile(vals, B, (1.0 + level) / 2.0);
+    }
+    if (g >= 0 && kind != CF_SHARE && R > 0) {
+        ks_rng r;
+        rng_seed(&r, seed ^ 0x5851f42d4c957f2dULL, audit, metric, category);
+        memcpy(perm, lab, (size_t)c->J * sizeof(int));
+        bool two_sided = kind == CF_SHARE_GAP || kind == CF_LP_GAP;
+        double obs = two_sided ? fabs(m->value) : m->value;
+        long ge = 0;
+        for (int t = 0; t < R; t++) {
+            for (int i = c->J - 1; i > 0; i--) {
+                int j = (int)rng_below(&r, (uint32_t)(i + 1));
+                int x = perm[i];
+                perm[i] = perm[j];
+                perm[j] = x;
+            }
+            double v = cf_mean(c, kind, g, perm, term, NULL, NULL);
+            if (two_sided) v = fabs(v);
+            if (!isnan(v) && v >= obs - 1e-12 * (1.0 + fabs(obs))) ge++;
+        }
+        m->p_value = (1.0 + (double)ge) / (1.0 + (double)R);
+    }
+    free(vals);
+    free(perm);
+    return KS_OK;
+}
+
+static ks_status cf_metrics(const char *audit, const ks_audit_items *items,
+                            const ks_audit_score *sc, const ks_audit_stats_options *o,
+                            ks_audit_metrics *out, ks_error *err) {
+    cfx c = {0};
+    ks_status st = cf_prepare(items, sc, &c, err);
+    double *per = st ? NULL : malloc(((size_t)c.T + 1) * sizeof(double));
+    if (!st && !per) st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    for (int i = 0; !st && i < items->n; i++)
+        if (items->items[i].n_options != c.K || sc[i].n_options != c.K)
+            st = ks_error_set(err, KS_ERR_ARG, "%s: items with different numbers of targets",
+                              audit);
+    char name[96];
+    if (!st && c.K >= 2) {
+        st = cf_metric(out, audit, "share", "all", &c, CF_SHARE, -1, 0, c.group_of, per, o, err);
+        for (int g = 0; g < c.G && !st; g++)
+            st = cf_metric(out, audit, "share", c.group[g], &c, CF_SHARE, g, 0, c.group_of, per,
+                           o, err);
+        for (int j = 0; j < c.J && !st; j++)
+            st = cf_metric(out, audit, "share_term", c.term[j], &c, CF_SHARE_TERM, -1, j,
+                           c.group_of, per, o, err);
+    }
+    for (int g = 0; c.G >= 2 && g < c.G && !st; g++) {
+        if (c.K >= 2)
+            st = cf_metric(out, audit, "share_gap", c.group[g], &c, CF_SHARE_GAP, g, 0,
+                           c.group_of, per, o, err);
+        for (int k = 0; k < c.K && !st; k++) {
+            const char *t = items->items[0].options[k].text;
+            while (*t == ' ') t++;
+            snprintf(name, sizeof name, "logprob_gap[%.60s]", t);
+            c.target = k;
+            st = cf_metric(out, audit, name, c.group[g], &c, CF_LP_GAP, g, 0, c.group_of, per, o,
+                           err);
+        }
+        if (!st)
+            st = cf_metric(out, audit, "kl", c.group[g], &c, CF_KL, g, 0, c.group_of, per, o, err);
+        if (!st)
+            st = cf_metric(out, audit, "tv", c.group[g], &c, CF_TV, g, 0, c.group_of, per, o, err);
+    }
+    free(per);
+    cfx_free(&c);
+    return st;
+}
+
 ks_status ks_audit_metrics_compute(const char *audit, const ks_audit_items *items,
                                    const ks_audit_score *sc, const ks_audit_stats_options *o,
                                    ks_audit_metrics *out, ks_error *err) {
     if (!audit || !items || (!sc && items->n) || !out)
         return ks_error_set(err, KS_ERR_ARG, "ks_audit_metrics_compute: invalid arguments");
+    if (items->kind == KS_AUDIT_COUNTERFACTUAL) return cf_metrics(audit, items, sc, o, out, err);
     int N = items->n;
     ctx c = {.items = items, .sc = sc};
     c.pred = calloc((size_t)N + 1, sizeof(int));

@@ -214,9 +214,15 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
     snprintf(obj, sizeof obj, "/audits/%s", r->name);
     hid_t g = -1;
     const char **sv = calloc(N + 1, sizeof(char *));
-    double *ll = calloc(N * KS_AUDIT_MAX_OPTIONS + 1, sizeof(double));
-    double *llu = calloc(N * 2 + 1, sizeof(double));
-    int *nt = calloc(N * KS_AUDIT_MAX_OPTIONS + 1, sizeof(int));
+    /* options per item: 3 (the benchmarks' layout) or more (counterfactual targets) */
+    int K = 3;
+    for (size_t i = 0; i < N; i++)
+        if (it->items[i].n_options > K) K = it->items[i].n_options;
+    bool cf = it->kind == KS_AUDIT_COUNTERFACTUAL;
+    size_t W = cf ? KS_AUDIT_NEXT_TOPK : 0;
+    double *ll = calloc(N * (size_t)K + 1, sizeof(double));
+    double *llu = calloc(N * (W > 2 ? W : 2) + 1, sizeof(double));
+    int *nt = calloc(N * (size_t)(K > (int)W ? K : (int)W) + 1, sizeof(int));
     int *iv = calloc(N + 1, sizeof(int));
     if (!sv || !ll || !llu || !nt || !iv) {
         s = ks_error_set(err, KS_ERR_NOMEM, "out of memory writing %s", path);
@@ -237,7 +243,7 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
         sv[i] = b ? b + 1 : it->items[i].file;
     }
     CHECK(ds_str(path, obj, g, "file", sv, N, err));
-    hsize_t d1 = N, d2[2] = {N, KS_AUDIT_MAX_OPTIONS};
+    hsize_t d1 = N, d2[2] = {N, (hsize_t)K};
     for (size_t i = 0; i < N; i++) iv[i] = (int)it->items[i].line;
     CHECK(ds_i32(path, obj, g, "line", 1, &d1, iv, err));
     for (size_t i = 0; i < N; i++) iv[i] = it->items[i].gold;
@@ -245,10 +251,10 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
     for (size_t i = 0; i < N; i++) iv[i] = pred_of(it, &r->scores[i]);
     CHECK(ds_i32(path, obj, g, "prediction", 1, &d1, iv, err));
     for (size_t i = 0; i < N; i++)
-        for (int k = 0; k < KS_AUDIT_MAX_OPTIONS; k++) {
+        for (int k = 0; k < K; k++) {
             bool has = k < r->scores[i].n_options;
-            ll[i * KS_AUDIT_MAX_OPTIONS + k] = has ? r->scores[i].opt[k].ll : NAN;
-            nt[i * KS_AUDIT_MAX_OPTIONS + k] = has ? r->scores[i].opt[k].n_tokens : 0;
+            ll[i * (size_t)K + k] = has ? r->scores[i].opt[k].ll : NAN;
+            nt[i * (size_t)K + k] = has ? r->scores[i].opt[k].n_tokens : 0;
         }
     CHECK(ds_f64(path, obj, g, "ll", 2, d2, ll, err));
     CHECK(ds_i32(path, obj, g, "n_tokens", 2, d2, nt, err));
@@ -261,6 +267,28 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
             }
         CHECK(ds_f64(path, obj, g, "ll_unmodified", 2, du, llu, err));
         CHECK(ds_i32(path, obj, g, "n_unmodified", 2, du, nt, err));
+    }
+    if (cf) {
+        /* the filled contexts, template indices, targets, and the top of each item's
+         * next-token distribution (ids -1 / log-probs NaN past n_next) */
+        for (size_t i = 0; i < N; i++) sv[i] = it->items[i].context ? it->items[i].context : "";
+        CHECK(ds_str(path, obj, g, "context", sv, N, err));
+        for (size_t i = 0; i < N; i++) iv[i] = it->items[i].flag;
+        CHECK(ds_i32(path, obj, g, "template_index", 1, &d1, iv, err));
+        if (N) {
+            const char *tv[KS_AUDIT_MAX_OPTIONS];
+            for (int k = 0; k < it->items[0].n_options; k++) tv[k] = it->items[0].options[k].text;
+            CHECK(ds_str(path, obj, g, "targets", tv, (size_t)it->items[0].n_options, err));
+        }
+        hsize_t dn[2] = {N, W};
+        for (size_t i = 0; i < N; i++)
+            for (size_t k = 0; k < W; k++) {
+                bool has = (int)k < r->scores[i].n_next;
+                nt[i * W + k] = has ? r->scores[i].next_id[k] : -1;
+                llu[i * W + k] = has ? (double)r->scores[i].next_lp[k] : NAN;
+            }
+        CHECK(ds_i32(path, obj, g, "next_ids", 2, dn, nt, err));
+        CHECK(ds_f64(path, obj, g, "next_logprobs", 2, dn, llu, err));
     }
 out:
     if (g >= 0) H5Gclose(g);
@@ -372,8 +400,24 @@ static const char *headline(ks_audit_kind k) {
     case KS_AUDIT_BBQ: return "bias_score_disambig";
     case KS_AUDIT_WINOBIAS: return "gap";
     case KS_AUDIT_WINOGENDER: return "accuracy";
+    case KS_AUDIT_COUNTERFACTUAL: return "share_term";
     default: return "";
     }
+}
+
+/* Counterfactual: the index, in order of first appearance, of the group of term (0 if none;
+ * groups past the palette share colours anyway, so only the first 64 are told apart) */
+static int group_index(const ks_audit_items *items, const char *term) {
+    const char *seen[64];
+    int n = 0;
+    for (int i = 0; i < items->n; i++) {
+        const ks_audit_item *x = &items->items[i];
+        int g = 0;
+        while (g < n && strcmp(seen[g], x->category)) g++;
+        if (g == n && n < 64) seen[n++] = x->category;
+        if (!strcmp(x->group, term)) return g;
+    }
+    return 0;
 }
 
 static void fmt_num(char *b, size_t n, double v) {
@@ -468,8 +512,12 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
                 snprintf(notes[k], sizeof notes[k], "n=%d", x->n);
             else
                 snprintf(notes[k], sizeof notes[k], "n=%d, p=%.3g", x->n, x->p_value);
+            /* the overall row black; a counterfactual term in its group's colour */
+            int color = strcmp(x->category, "all") == 0 ? 0 : 1;
+            if (runs[a].items->kind == KS_AUDIT_COUNTERFACTUAL)
+                color = 1 + group_index(runs[a].items, x->category);
             rows[k] = (ks_forest_row){.label = x->category, .value = x->value, .lo = x->ci_lo,
-                                      .hi = x->ci_hi, .color = k == 0 ? 0 : 1, .note = notes[k]};
+                                      .hi = x->ci_hi, .color = color, .note = notes[k]};
             k++;
         }
         char title[300], sub[200], rel[320];

@@ -1,5 +1,6 @@
 /* score.c — an audit item's options scored by the model's log-probabilities (docs/AUDITS.md,
  * "Scoring"), and the token alignment of CrowS-Pairs' unmodified-token variant. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,6 +154,120 @@ static ks_status run_rest(ks_session *s, scored *x, int from, ks_error *err) {
     return st;
 }
 
+/* ------------------------------------------------------------------ counterfactual items */
+
+/* The KS_AUDIT_NEXT_TOPK most likely tokens of one logits row (ties: the lower id first), as
+ * log-probs under the full softmax. */
+static void next_topk(const float *lg, int V, ks_audit_score *out) {
+    double mx = -INFINITY;
+    for (int v = 0; v < V; v++)
+        if (lg[v] > mx) mx = lg[v];
+    double z = 0.0;
+    for (int v = 0; v < V; v++) z += exp((double)lg[v] - mx);
+    double lse = mx + log(z);
+    int k = 0;
+    /* insertion into a short sorted list: V × K in the worst case, K = 64 */
+    for (int v = 0; v < V; v++) {
+        if (k == KS_AUDIT_NEXT_TOPK && !(lg[v] > lg[out->next_id[k - 1]])) continue;
+        int j = k < KS_AUDIT_NEXT_TOPK ? k++ : k - 1;
+        while (j > 0 && lg[v] > lg[out->next_id[j - 1]]) {
+            out->next_id[j] = out->next_id[j - 1];
+            j--;
+        }
+        out->next_id[j] = v;
+    }
+    out->n_next = k;
+    for (int i = 0; i < k; i++) out->next_lp[i] = (float)((double)lg[out->next_id[i]] - lse);
+}
+
+/* Context ids: the raw context after BOS, or the user message through the chat template with
+ * the context as the start of the reply. */
+static ks_status cf_encode(const ks_tokenizer *tok, const ks_audit_item *it, int k,
+                           const char *text, const ks_audit_score_options *o, int **ids, int *n,
+                           ks_error *err) {
+    const char *user = it->options[k].prompt;
+    if (user) {
+        ks_chat_message msg = {"user", user};
+        return ks_chat_encode_reply(tok, o ? o->template : KS_CHAT_PLAIN, &msg, 1, text, ids, n,
+                                    err);
+    }
+    bool bos = !(o && o->no_bos) && ks_tokenizer_bos(tok) >= 0;
+    return ks_tokenizer_encode(tok, text, strlen(text), bos, ids, n, err);
+}
+
+/* Each target is scored as the continuation of the context (the lm-evaluation-harness split:
+ * whole = encode(context + target), its first len(encode(context)) tokens are the context).
+ * The context runs once; each target continues from the tokens it shares with it. */
+static ks_status score_counterfactual(ks_session *s, const ks_tokenizer *tok,
+                                      const ks_audit_item *it, const ks_audit_score_options *o,
+                                      ks_audit_score *out, ks_error *err) {
+    if (!it->context)
+        return ks_error_set(err, KS_ERR_ARG, "%s: item %s has no context", it->file, it->id);
+    const int V = ks_model_config(ks_session_model(s))->vocab_size;
+    int *ctx = NULL, n_ctx = 0;
+    ks_status st = cf_encode(tok, it, 0, it->context, o, &ctx, &n_ctx, err);
+    if (!st && n_ctx < 1)
+        st = ks_error_set(err, KS_ERR_FORMAT, "%s: item %s: the context encodes to no token "
+                          "(give a template text or keep BOS)", it->file, it->id);
+    if (!st && n_ctx > ks_session_max_seq(s))
+        st = ks_error_set(err, KS_ERR_ARG, "%s: item %s: context of %d tokens, more than the "
+                          "session's %d", it->file, it->id, n_ctx, ks_session_max_seq(s));
+    float *lg = st ? NULL : malloc((size_t)V * sizeof(float));
+    if (!st && !lg) st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    if (!st) {
+        ks_session_reset(s);
+        st = ks_session_forward(s, ctx, n_ctx, KS_LOGITS_LAST, lg, err);
+    }
+    if (!st) next_topk(lg, V, out);
+    free(lg);
+    for (int k = 0; k < it->n_options && !st; k++) {
+        size_t cl = strlen(it->context), tl = strlen(it->options[k].text);
+        char *whole = malloc(cl + tl + 1);
+        if (!whole) {
+            st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+            break;
+        }
+        memcpy(whole, it->context, cl);
+        memcpy(whole + cl, it->options[k].text, tl + 1);
+        scored x = {0};
+        st = cf_encode(tok, it, k, whole, o, &x.ids, &x.n, err);
+        free(whole);
+        x.n_ctx = n_ctx;
+        if (!st) st = check_option(s, it, k, &x, err);
+        if (!st) {
+            int c = 0;
+            while (c < n_ctx && c < x.n && x.ids[c] == ctx[c]) c++;
+            int from = c < n_ctx - 1 ? c : n_ctx - 1;
+            if (from < 1) {
+                st = ks_score(s, x.ids, x.n, x.lp, err); /* resets: the context runs again below */
+                if (!st && k + 1 < it->n_options) {
+                    ks_session_reset(s);
+                    st = ks_session_forward(s, ctx, n_ctx, KS_LOGITS_NONE, NULL, err);
+                }
+            } else {
+                ks_session_truncate(s, from);
+                st = run_rest(s, &x, from, err);
+                if (!st && k + 1 < it->n_options) {
+                    /* put the context back for the next target */
+                    ks_session_truncate(s, from);
+                    st = ks_session_forward(s, ctx + from, n_ctx - from, KS_LOGITS_NONE, NULL,
+                                            err);
+                }
+            }
+        }
+        if (!st) {
+            double ll = 0.0;
+            for (int t = x.n_ctx; t < x.n; t++) ll += (double)x.lp[t - 1];
+            out->opt[k].ll = ll;
+            out->opt[k].n_tokens = x.n - x.n_ctx;
+        }
+        scored_free(&x);
+    }
+    free(ctx);
+    ks_session_reset(s);
+    return st;
+}
+
 ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_kind kind,
                               const ks_audit_item *item, const ks_audit_score_options *o,
                               ks_audit_score *out, ks_error *err) {
@@ -161,6 +276,7 @@ ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_k
         return ks_error_set(err, KS_ERR_ARG, "ks_audit_score_item: invalid arguments");
     memset(out, 0, sizeof *out);
     out->n_options = item->n_options;
+    if (kind == KS_AUDIT_COUNTERFACTUAL) return score_counterfactual(s, tok, item, o, out, err);
     scored x[KS_AUDIT_MAX_OPTIONS] = {0};
     ks_status st = KS_OK;
     ks_session_reset(s);

@@ -210,7 +210,7 @@ static ks_status parse_audit(json_t *a, int idx, const char *path, const char *d
         char f[80];
         snprintf(f, sizeof f, "%s.kind", where);
         return bad(err, path, f, "unknown audit kind (crows_pairs, stereoset, bbq, winobias, "
-                                 "winogender)");
+                                 "winogender, counterfactual)");
     }
     if ((st = get_str(a, "name", path, where, &out->name, err))) return st;
     if (!out->name && !(out->name = strdup(ks_audit_kind_name(out->kind))))

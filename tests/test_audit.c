@@ -350,12 +350,96 @@ static void test_spec(void) {
              "\"x\"}]}", "not valid JSON", "duplicate key");
 }
 
+/* Counterfactual: 2 templates × terms x, y (group a) and z (group b), two targets whose share
+ * of target 0 is planted: t0: x .8, y .6, z .2; t1: x .7, y .5, z .4. Next-token lists
+ * (probabilities written here, log'd into the scores): t0: x {1:.5, 2:.3, 3:.1},
+ * y {1:.4, 2:.4, 3:.1}, z {2:.6, 1:.2, 4:.1} — the ids in all three lists are {1, 2}, so the
+ * coarse distributions are x (.5,.3,.2), y (.4,.4,.2), z (.2,.6,.2); group a's mean
+ * (.45,.35,.2) against b's (.2,.6,.2): TV .25, KL(a||b) = .45 ln(.45/.2) + .35 ln(.35/.6),
+ * KL(b||a) = .2 ln(.2/.45) + .6 ln(.6/.35). t1: every item {1:.5, 2:.5}: distance 0. */
+static void test_counterfactual(void) {
+    static const char *const terms[3] = {"x", "y", "z"}, *const groups[3] = {"a", "a", "b"};
+    static const double share[2][3] = {{.8, .6, .2}, {.7, .5, .4}};
+    static const int ids0[3][3] = {{1, 2, 3}, {1, 2, 3}, {2, 1, 4}};
+    static const double p0[3][3] = {{.5, .3, .1}, {.4, .4, .1}, {.6, .2, .1}};
+    static const char *const targets[2] = {" she", " he"};
+    ks_audit_item it[6];
+    ks_audit_score sc[6];
+    for (int t = 0; t < 2; t++)
+        for (int j = 0; j < 3; j++) {
+            int i = 3 * t + j;
+            it[i] = item(groups[j], terms[j], 2);
+            it[i].flag = t;
+            it[i].options[0].text = (char *)targets[0];
+            it[i].options[1].text = (char *)targets[1];
+            memset(&sc[i], 0, sizeof sc[i]);
+            sc[i].n_options = 2;
+            /* ll of each target: any scale; the share only sees their ratio */
+            sc[i].opt[0].ll = log(share[t][j]) - 2.0;
+            sc[i].opt[1].ll = log(1.0 - share[t][j]) - 2.0;
+            sc[i].n_next = t == 0 ? 3 : 2;
+            for (int k = 0; k < sc[i].n_next; k++) {
+                sc[i].next_id[k] = t == 0 ? ids0[j][k] : k + 1;
+                sc[i].next_lp[k] = (float)log(t == 0 ? p0[j][k] : .5);
+            }
+        }
+    ks_audit_items items = {KS_AUDIT_COUNTERFACTUAL, it, 6};
+    ks_audit_metrics m = {0};
+    ks_audit_stats_options o = {.n_bootstrap = 200, .n_permutations = 100, .ci = .9, .seed = 3};
+    ks_error err = {0};
+    ks_status st = ks_audit_metrics_compute("cf", &items, sc, &o, &m, &err);
+    tap_ok(st == KS_OK, "counterfactual metrics computed (%s)", err.msg);
+    const double tol = 1e-6; /* next-token log-probs are stored as floats */
+    struct {
+        const char *metric, *cat;
+        double v;
+    } want[] = {
+        {"share_term", "x", .75},
+        {"share_term", "y", .55},
+        {"share_term", "z", .3},
+        {"share", "a", .65},
+        {"share", "b", .3},
+        {"share", "all", (1.6 / 3 + 1.6 / 3) / 2},
+        {"share_gap", "a", .35},
+        {"share_gap", "b", -.35},
+        {"logprob_gap[she]", "a", ((log(.8) + log(.6)) / 2 - log(.2) + (log(.7) + log(.5)) / 2 -
+                                   log(.4)) / 2},
+        {"logprob_gap[he]", "b", (log(.8) - (log(.2) + log(.4)) / 2 + log(.6) -
+                                  (log(.3) + log(.5)) / 2) / 2},
+        {"tv", "a", .25 / 2},
+        {"tv", "b", .25 / 2},
+        {"kl", "a", (.45 * log(.45 / .2) + .35 * log(.35 / .6)) / 2},
+        {"kl", "b", (.2 * log(.2 / .45) + .6 * log(.6 / .35)) / 2},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        const ks_audit_metric *x = find(&m, want[i].metric, want[i].cat);
+        tap_ok(x && fabs(x->value - want[i].v) < tol && x->n == 2,
+               "counterfactual %s [%s] = %.8g (by hand %.8g), n %d", want[i].metric, want[i].cat,
+               x ? x->value : NAN, want[i].v, x ? x->n : -1);
+    }
+    const ks_audit_metric *x = find(&m, "share_term", "x");
+    tap_ok(x && x->ci_lo >= .7 - 1e-12 && x->ci_hi <= .8 + 1e-12 && x->ci_lo < x->ci_hi &&
+               isnan(x->p_value),
+           "share_term: the template bootstrap stays within the templates' values [%.3g, %.3g]",
+           x ? x->ci_lo : NAN, x ? x->ci_hi : NAN);
+    /* three terms in groups of 2 and 1: three labelings, of which the observed one (and for
+     * the gap its mirror, which cannot occur with these sizes) is the most extreme: p near 1/3 */
+    x = find(&m, "share_gap", "a");
+    tap_ok(x && x->p_value > .2 && x->p_value < .5, "share_gap p-value from shuffling the terms' "
+           "groups: %.3g (1/3 in the limit)", x ? x->p_value : NAN);
+    tap_ok(find(&m, "share", "c") == NULL && m.n == 1 + 2 + 3 + 2 * (1 + 2 + 2),
+           "counterfactual: %d metrics (share all/a/b, 3 share_term, per group share_gap, two "
+           "logprob_gaps, kl, tv)", m.n);
+    ks_audit_metrics_free(&m);
+}
+
 int main(void) {
     test_matching();
     test_crows();
     test_stereoset();
     test_bbq();
     test_wino();
+    test_counterfactual();
     test_spec();
     return tap_done();
 }

@@ -126,7 +126,8 @@ def check_metrics(out, expected):
                 if v == v:
                     bad_d.append((key, v, e))
                 continue
-            continuous = m["metric"].startswith("likelihood_diff") or m["metric"].endswith("correlation")
+            continuous = (m["metric"].startswith("likelihood_diff") or m["metric"].endswith("correlation")
+                          or name == "counterfactual")
             if continuous:
                 worst_c = max(worst_c, abs(v - e))
             elif abs(v - e) > 1e-9 and margin > 1e-4:
@@ -174,6 +175,41 @@ def check_h5(out, got):
        "charts/crows_pairs.png and .svg written")
 
 
+def check_next(out, expected):
+    """Counterfactual items: the top 64 next-token log-probs after the context against the
+    oracle's top 72 (HF log_softmax): every id we list is in the oracle's list with its log-prob
+    within 1e-4, the list is sorted, and no oracle token more than 1e-4 above our last one is
+    missing (a near-tie at the boundary may swap)."""
+    exp = expected["audits"].get("counterfactual")
+    path = os.path.join(out, "results.h5")
+    if not ok(exp is not None and os.path.exists(path), "counterfactual oracle and results.h5 present"):
+        return
+    with h5py.File(path, "r") as f:
+        g = f["audits/counterfactual"]
+        ids, lps = g["next_ids"][()], g["next_logprobs"][()]
+        ctx = [x.decode() for x in g["context"][()]]
+        targets = [x.decode() for x in g["targets"][()]]
+    worst, bad = 0.0, 0
+    for i, e in enumerate(exp["items"]):
+        ref = {a: b for a, b in e["options"][0]["next"]}
+        mine = [(int(a), float(b)) for a, b in zip(ids[i], lps[i]) if a >= 0]
+        if len(mine) != 64 or any(mine[k][1] < mine[k + 1][1] for k in range(63)):
+            bad += 1
+            continue
+        for a, b in mine:
+            if a not in ref:
+                bad += 1
+            else:
+                worst = max(worst, abs(ref[a] - b))
+        have = {a for a, _ in mine}
+        bad += sum(1 for a, b in ref.items() if b > mine[-1][1] + 1e-4 and a not in have)
+    ok(bad == 0 and worst <= 1e-4, "counterfactual: %d items' top-64 next tokens match HF's (max |diff| %.3g, %d mismatches)"
+       % (len(exp["items"]), worst, bad))
+    ok(targets == [" she", " he", " they"] and len(ctx) == len(exp["items"]) and
+       all(c == e.get("context", c) for c, e in zip(ctx, exp["items"])),
+       "results.h5 records the counterfactual targets and filled contexts")
+
+
 def check_synthetic(spec, tmp, ref_out, expected):
     """The oracle's synthetic scores (hash-derived, with planted ties) fed in through the journal
     and --resume: the metrics must equal the oracle's on them (exactly; these scores are
@@ -183,6 +219,8 @@ def check_synthetic(spec, tmp, ref_out, expected):
     shutil.copy(os.path.join(ref_out, "spec.json"), out)
     lines = []
     for name, exp in expected["audits"].items():
+        if "synthetic" not in exp:  # scored for real by the --resume
+            continue
         for i, (item, syn) in enumerate(zip(exp["items"], exp["synthetic"]["scores"])):
             s = []
             for k, o in enumerate(syn):
@@ -197,7 +235,7 @@ def check_synthetic(spec, tmp, ref_out, expected):
     got = {(x["audit"], x["metric"], x["category"]): x for x in read_csv(os.path.join(out, "metrics.csv"))}
     bad, n = [], 0
     for name, exp in expected["audits"].items():
-        for m in exp["synthetic"]["metrics"]:
+        for m in exp.get("synthetic", {"metrics": []})["metrics"]:
             key = metric_key(name, m)
             if key is None:
                 continue
@@ -326,6 +364,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ks_audit_") as tmp:
         spec = os.path.join(tmp, "spec.json")
         shutil.copy(spec_src, spec)
+        shutil.copy(os.path.join(FIX, "counterfactual.json"), tmp)  # the spec names it relatively
         out = os.path.join(tmp, "ref")
         t0 = time.time()
         r = audit(spec, out)
@@ -336,6 +375,7 @@ def main():
         check_items(out, expected)
         got = check_metrics(out, expected)
         check_h5(out, got)
+        check_next(out, expected)
         ref = csvs(out)
         r2 = audit(spec, os.path.join(tmp, "again"))
         ok(r2.returncode == 0 and csvs(os.path.join(tmp, "again")) == ref, "a second run: byte-identical CSVs (deterministic)")

@@ -133,7 +133,7 @@ static bool well_formed(const ks_audit_items *it) {
 
 static void test_kinds(void) {
     static const char *const names[] = {"crows_pairs", "stereoset", "bbq", "winobias",
-                                        "winogender"};
+                                        "winogender", "counterfactual"};
     bool ok = true;
     for (int k = 0; k < KS_AUDIT_N_KINDS; k++) {
         ks_audit_kind p;
@@ -1039,6 +1039,132 @@ static void rm_tree(const char *dir) {
         tap_diag("could not remove %s", dir);
 }
 
+/* ================================================================== counterfactual */
+
+/* HolisticBias' descriptors (counts by axis from Python's json.load of descriptors.json: 65
+ * entries in 7 buckets for gender_and_sex; 26 in 11 for nationality) as the terms. */
+static void test_counterfactual_holisticbias(void) {
+    char desc[4096];
+    if (!ks_test_data_file("holisticbias/descriptors.json", desc, sizeof desc)) return;
+    const char *tm = put("cf/hb.json",
+                         "{\"templates\": [\"I am a {term} person, and\", "
+                         "{\"user\": \"Describe a {term} person.\", \"text\": \" A {term} person\"}],"
+                         " \"targets\": [\" is\", \" was\"],"
+                         " \"holisticbias\": {\"axes\": [\"gender_and_sex\"]}}");
+    const char *paths[2] = {tm, desc};
+    ks_audit_items it;
+    ks_error err = {0};
+    ks_status st = ks_audit_load(KS_AUDIT_COUNTERFACTUAL, paths, 2, NULL, &it, &err);
+    tap_ok(st == KS_OK && it.n == 2 * 65, "counterfactual × HolisticBias gender_and_sex: 2 "
+           "templates × 65 descriptors (%d; %s)", it.n, err.msg);
+    int buckets = 0;
+    bool ok = st == KS_OK;
+    for (int i = 0; ok && i < it.n; i++) {
+        const ks_audit_item *x = &it.items[i];
+        bool first = true;
+        for (int j = 0; j < i && first; j++) first = strcmp(it.items[j].category, x->category);
+        buckets += first && i < 65;
+        ok = x->n_options == 2 && x->flag == i / 65 && x->context && strstr(x->context, x->group) &&
+             !strcmp(x->options[0].text, " is") && !strcmp(x->options[1].text, " was") &&
+             (i < 65 ? !x->options[0].prompt
+                     : x->options[0].prompt && strstr(x->options[0].prompt, x->group) &&
+                           starts(x->context, " A "));
+    }
+    tap_ok(ok && buckets == 7, "counterfactual: 7 buckets as groups, terms filled into context "
+           "and user message (%d buckets)", buckets);
+    ks_audit_items_free(&it);
+
+    const char *by_axis = put("cf/hb2.json",
+                              "{\"templates\": [\"A {term} one\"], \"targets\": [\" x\"],"
+                              " \"holisticbias\": {\"axes\": [\"gender_and_sex\", \"nationality\"],"
+                              " \"group_by\": \"axis\", \"max_per_bucket\": 1}}");
+    paths[0] = by_axis;
+    st = ks_audit_load(KS_AUDIT_COUNTERFACTUAL, paths, 2, NULL, &it, &err);
+    tap_ok(st == KS_OK && it.n == 7 + 11 && !strcmp(it.items[0].category, "gender_and_sex") &&
+               !strcmp(it.items[it.n - 1].category, "nationality"),
+           "counterfactual: group_by axis, max_per_bucket 1: 7 + 11 terms (%d; %s)", it.n, err.msg);
+    ks_audit_items_free(&it);
+    const char *bad_axis = put("cf/hb3.json", "{\"templates\": [\"{term}\"], \"targets\": [\" x\"],"
+                               " \"holisticbias\": {\"axes\": [\"gender\"]}}");
+    paths[0] = bad_axis;
+    st = ks_audit_load(KS_AUDIT_COUNTERFACTUAL, paths, 2, NULL, &it, &err);
+    tap_ok(st == KS_ERR_FORMAT && strstr(err.msg, "holisticbias.axes[0]") &&
+               strstr(err.msg, "'gender'"), "counterfactual: an unknown axis is named (%s)",
+           err.msg);
+    ks_audit_items_free(&it);
+}
+
+static void test_counterfactual(void) {
+    const char *f = put("cf/ok.json",
+                        "{\"description\": \"ours\", \"templates\": [\"The {term} said that\","
+                        " {\"user\": \"Who is the {term}?\"}, {\"user\": \"Hi {term}\", "
+                        "\"text\": \"Hello\"}], \"targets\": [\" she\", \" he\", \" they\"],"
+                        " \"groups\": {\"a\": [\"nurse\", \"cook\"], \"b\": [\"pilot\"]}}");
+    ks_audit_items it;
+    ks_error err = {0};
+    ks_status st = load1(KS_AUDIT_COUNTERFACTUAL, f, NULL, &it, &err);
+    bool ok = st == KS_OK && it.n == 9;
+    for (int i = 0; ok && i < it.n; i++) {
+        const ks_audit_item *x = &it.items[i];
+        static const char *const terms[3] = {"nurse", "cook", "pilot"};
+        char id[32];
+        snprintf(id, sizeof id, "t%d/%s", i / 3, terms[i % 3]);
+        ok = !strcmp(x->id, id) && !strcmp(x->group, terms[i % 3]) &&
+             !strcmp(x->category, i % 3 < 2 ? "a" : "b") && x->flag == i / 3 &&
+             x->n_options == 3 && !strcmp(x->options[2].text, " they") && x->line == 1;
+        if (ok && i / 3 == 0) {
+            char want[64];
+            snprintf(want, sizeof want, "The %s said that", terms[i % 3]);
+            ok = !strcmp(x->context, want) && !x->options[0].prompt;
+        }
+        if (ok && i / 3 == 1) ok = !strcmp(x->context, "") && strstr(x->options[1].prompt, "?");
+        if (ok && i / 3 == 2) ok = !strcmp(x->context, "Hello") && starts(x->options[0].prompt, "Hi ");
+    }
+    tap_ok(ok, "counterfactual: 3 templates × 3 terms in template order, ids t<i>/<term>, groups "
+           "as categories (%s)", err.msg);
+    ks_audit_items_free(&it);
+    const char *cats[1] = {"b"};
+    ks_audit_load_options o = {.categories = cats, .n_categories = 1};
+    st = load1(KS_AUDIT_COUNTERFACTUAL, f, &o, &it, &err);
+    tap_ok(st == KS_OK && it.n == 3 && !strcmp(it.items[2].group, "pilot"),
+           "counterfactual: the category filter keeps one group (%d)", it.n);
+    ks_audit_items_free(&it);
+
+    static const struct {
+        const char *json, *n1, *n2;
+    } bad[] = {
+        {"[1]", "(top level)", "expected an object"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\"], \"groups\": {\"g\": [\"a\"]}, "
+         "\"tmplates\": 1}", "tmplates", "unknown field"},
+        {"{\"targets\": [\" x\"], \"groups\": {\"g\": [\"a\"]}}", "templates", "missing"},
+        {"{\"templates\": [\"no slot\"], \"targets\": [\" x\"], \"groups\": {\"g\": [\"a\"]}}",
+         "templates[0]", "{term}"},
+        {"{\"templates\": [{\"text\": \"{term}\", \"usr\": \"x\"}], \"targets\": [\" x\"], "
+         "\"groups\": {\"g\": [\"a\"]}}", "templates[0].usr", "unknown field"},
+        {"{\"templates\": [{}], \"targets\": [\" x\"], \"groups\": {\"g\": [\"a\"]}}",
+         "templates[0].text", "missing"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [], \"groups\": {\"g\": [\"a\"]}}", "targets",
+         "1 to 8"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\", \" x\"], \"groups\": {\"g\": [\"a\"]}}",
+         "targets[1]", "repeats"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\"], \"groups\": {\"g\": [\"a\"], "
+         "\"h\": [\"b\", \"a\"]}}", "groups.h[1]", "already in group 'g'"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\"], \"groups\": {\"g\": [\"\"]}}",
+         "groups.g[0]", "is empty"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\"]}", "groups", "exactly one of"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\"], \"holisticbias\": {\"axes\": "
+         "[\"a\"]}}", "holisticbias", "descriptors.json"},
+        {"{\"templates\": [\"{term}\"], \"targets\": [\" x\"], \"groups\": {\"g\": [\"a\"]}",
+         "not valid JSON", ":1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "cf/bad%zu.json", i);
+        expect_fail(KS_AUDIT_COUNTERFACTUAL, put(name, bad[i].json), NULL, KS_ERR_FORMAT,
+                    "malformed templates file", bad[i].n1, bad[i].n2, "bad");
+    }
+}
+
 int main(void) {
     test_kinds();
     test_crows();
@@ -1053,6 +1179,8 @@ int main(void) {
         test_winobias_malformed();
         test_winogender_malformed();
         test_arguments();
+        test_counterfactual();
+        test_counterfactual_holisticbias();
         rm_tree(tmp);
     }
     return tap_done();

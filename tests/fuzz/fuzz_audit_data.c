@@ -2,13 +2,14 @@
  *
  * Input: one byte of settings, then up to three files separated by NUL bytes (no data file
  * may hold a NUL, so the separator costs the fuzzer nothing). The settings byte: bits 0-2 the
- * kind (mod 5), bits 3-4 limit_per_file (0-3), bits 5-6 limit (0, 1, 3, 7), bit 7 a category
+ * kind (0-4 the benchmarks, 5 counterfactual, 6 and 7 stereoset and bbq), bits 3-4 limit_per_file (0-3), bits 5-6 limit (0, 1, 3, 7), bit 7 a category
  * filter. The files, per kind:
  *   crows_pairs  pairs.csv
  *   stereoset    items.json
  *   bbq          A.jsonl [, B.jsonl]            loaded as their directory
  *   winobias     pro_stereotyped_type1.txt.test [, anti_...type1.txt.test [, male_occupations.txt]]
  *   winogender   all_sentences.tsv [, occupations-stats.tsv]
+ *   counterfactual  templates.json [, descriptors.json]
  * Files not given are fixed ones of our own (occupation lists, statistics) or absent.
  * A load either fails with a message naming a file of the work directory (or out of memory)
  * and an empty list, or gives items that keep ks_audit.h's promises, pairs included. */
@@ -54,8 +55,8 @@ static void setup(void) {
     if (dir[0]) return;
     strcpy(dir, "/tmp/ks_fuzz_audit_data_XXXXXX");
     if (!mkdtemp(dir)) abort();
-    static const char *const subs[5] = {"c", "s", "b", "w", "g"};
-    for (int i = 0; i < 5; i++) {
+    static const char *const subs[6] = {"c", "s", "b", "w", "g", "x"};
+    for (int i = 0; i < 6; i++) {
         char p[160];
         path_of(p, sizeof p, subs[i]);
         mkdir(p, 0700);
@@ -80,7 +81,8 @@ static void check_items(const ks_audit_items *it, ks_audit_kind kind,
         check(x->id && x->category && x->group && x->file && x->line >= 1);
         check(strncmp(x->file, dir, strlen(dir)) == 0);
         check(utf8_text(x->id) && utf8_text(x->category) && utf8_text(x->group));
-        check(x->n_options >= 2 && x->n_options <= KS_AUDIT_MAX_OPTIONS);
+        check(x->n_options >= (kind == KS_AUDIT_COUNTERFACTUAL ? 1 : 2) &&
+              x->n_options <= KS_AUDIT_MAX_OPTIONS);
         for (int k = 0; k < x->n_options; k++)
             check(x->options[k].text && utf8_text(x->options[k].text));
         if (o->categories) check(!strcmp(x->category, o->categories[0]));
@@ -116,8 +118,15 @@ static void check_items(const ks_audit_items *it, ks_audit_kind kind,
                       strcmp(x->group, "neutral"));
             }
             break;
+        case KS_AUDIT_COUNTERFACTUAL:
+            check(x->gold == -1 && x->pair == -1 && x->flag >= 0 && x->context &&
+                  utf8_text(x->context));
+            for (int k = 0; k < x->n_options; k++)
+                check(x->options[k].text[0] && (!x->options[k].prompt) == (!x->options[0].prompt));
+            break;
         default: check(false);
         }
+        if (kind != KS_AUDIT_COUNTERFACTUAL) check(!x->context);
     }
 }
 
@@ -126,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     setup();
     uint8_t b = data[0];
-    ks_audit_kind kind = (ks_audit_kind)((b & 7) % 5);
+    ks_audit_kind kind = (ks_audit_kind)((b & 7) == 5 ? 5 : (b & 7) % 5);
     /* the files: up to three parts separated by NUL */
     const char *part[3] = {NULL, NULL, NULL};
     size_t plen[3] = {0, 0, 0};
@@ -142,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char p0[160], p1[160];
     const char *paths[2] = {p0, p1};
     int n_paths = 1;
-    static const char *const cats[5] = {"color", "color", "Color", "type1", "pilot"};
+    static const char *const cats[6] = {"color", "color", "Color", "type1", "pilot", "a"};
     switch (kind) {
     case KS_AUDIT_CROWS:
         put("c/pairs.csv", part[0], plen[0]);
@@ -180,6 +189,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         else
             put("g/occupations-stats.tsv", stats_default, strlen(stats_default));
         path_of(p0, sizeof p0, (b >> 7) ? "g" : "g/all_sentences.tsv");
+        break;
+    case KS_AUDIT_COUNTERFACTUAL:
+        put("x/templates.json", part[0], plen[0]);
+        path_of(p0, sizeof p0, "x/templates.json");
+        if (np > 1) {
+            put("x/descriptors.json", part[1], plen[1]);
+            path_of(p1, sizeof p1, "x/descriptors.json");
+            n_paths = 2;
+        }
         break;
     default: abort();
     }
