@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "ks_audit.h"
 #include "ks_audit_results.h"
+#include "ks_drill.h"
 #include "ks_dump.h"
 #include "ks_model.h"
 #include "ks_spec.h"
@@ -601,6 +602,18 @@ agree:
                                  .backend = backend};
         if (ks_session_create(model, &so, &sess, &err)) rc = cli_error("audit", "%s", err.msg);
     }
+    /* drill-down selections are checked now, not after hours of scoring */
+    for (int a = 0; a < spec.n_audits && !rc; a++) {
+        const char *sel = spec.audits[a].record_hooks;
+        if (!sel) continue;
+        const ks_config *cfg = ks_model_config(model);
+        bool *hk = calloc((size_t)KS_HOOK_COUNT * (size_t)(cfg->n_layers + 1), sizeof(bool));
+        if (!hk)
+            rc = cli_error("audit", "%s", "out of memory");
+        else if (ks_select_hooks(sel, cfg, hk, &err))
+            rc = cli_error("audit", "%s: audits[%d].record.hooks: %s", args.spec_path, a, err.msg);
+        free(hk);
+    }
     /* data */
     long total = 0;
     if (!rc) {
@@ -661,6 +674,7 @@ agree:
     ks_audit_score_options so = {0};
     for (int a = 0; a < n_audits && !rc; a++) {
         so.template = A[a].template;
+        so.max_new_tokens = spec.audits[a].max_new_tokens;
         for (int i = 0; i < A[a].items.n && !rc; i++) {
             if ((A[a].first + i) % w.size != w.rank || A[a].done[i]) continue;
             if (ks_audit_score_item(sess, ks_model_tokenizer(model), A[a].items.kind,
@@ -714,10 +728,64 @@ agree:
             goto done;
         }
         for (int a = 0; a < n_audits && !rc; a++) {
-            runs[a] = (ks_audit_run){A[a].name, &A[a].items, A[a].scores, A[a].template_name};
+            runs[a] = (ks_audit_run){.name = A[a].name, .items = &A[a].items,
+                                     .scores = A[a].scores, .template_name = A[a].template_name};
             if (ks_audit_metrics_compute(A[a].name, &A[a].items, A[a].scores, &st, &M, &err))
                 rc = cli_error("audit", "%s", err.msg);
         }
+        /* BOLD: the generations as text (items own it from here) */
+        for (int a = 0; a < n_audits && !rc; a++)
+            for (int i = 0; A[a].items.kind == KS_AUDIT_BOLD && i < A[a].items.n && !rc; i++)
+                if (ks_audit_generation_text(ks_model_tokenizer(model), &A[a].scores[i],
+                                             &A[a].items.items[i].context, &err))
+                    rc = cli_error("audit", "audit '%s': %s", A[a].name, err.msg);
+        /* drill-down of the audits that ask for it (rank 0, after every score is in) */
+        ks_model *gm = NULL;
+        for (int a = 0; a < n_audits && !rc; a++) {
+            const ks_spec_audit *sa = &spec.audits[a];
+            if (!sa->record) continue;
+            if (sa->record_attribution && !gm) {
+                ks_model_options mo = {.tokenizer_path = spec.tokenizer, .f32_weights = true};
+                if (ks_model_open(spec.model, &mo, &gm, &err)) {
+                    rc = cli_error("audit", "drill-down: %s", err.msg);
+                    break;
+                }
+            }
+            char rel[300], dpath[4400];
+            snprintf(rel, sizeof rel, "drilldown/%s.h5", A[a].name);
+            snprintf(dpath, sizeof dpath, "%s/drilldown", out);
+            if (mkdir_p(dpath) != 0) {
+                rc = cli_error("audit", "%s: cannot create: %s", dpath, strerror(errno));
+                break;
+            }
+            snprintf(dpath, sizeof dpath, "%s/%s", out, rel);
+            ks_drill_options dopt = {.hooks = sa->record_hooks, .n_items = sa->record_items,
+                                     .first = sa->record_first,
+                                     .attribution = sa->record_attribution,
+                                     .ig_steps = sa->record_ig_steps, .model_path = spec.model,
+                                     .tokenizer_path = spec.tokenizer, .command_line = cmdline,
+                                     .template_name = A[a].template_name};
+            if (sa->record_dtype && ks_dump_dtype_parse(sa->record_dtype, &dopt.dtype, &err)) {
+                rc = cli_error("audit", "audit '%s': record.dtype: %s", A[a].name, err.msg);
+                break;
+            }
+            if (!args.quiet)
+                fprintf(stderr, "[audit] drill-down of '%s': %d items into %s\n", A[a].name,
+                        sa->record_items < A[a].items.n ? sa->record_items : A[a].items.n, dpath);
+            ks_audit_score_options dso = {.template = A[a].template,
+                                          .max_new_tokens = sa->max_new_tokens};
+            ks_drill_entry *E = NULL;
+            int nE = 0;
+            if (ks_audit_drill(dpath, gm, sess, &A[a].items, A[a].scores, &dso, &dopt, &E, &nE,
+                               &err)) {
+                rc = cli_error("audit", "audit '%s': drill-down: %s", A[a].name, err.msg);
+                break;
+            }
+            runs[a].drill = E;
+            runs[a].n_drill = nE;
+            runs[a].drill_file = strdup(rel);
+        }
+        if (gm) ks_model_close(gm);
         char sha[65] = "", tokf[16];
         const char *of = "";
         if (!rc && ks_model_identity(spec.model, sha, &of, tokf, sizeof tokf, &err))
@@ -743,6 +811,10 @@ agree:
                         total, pg.done, score_s, pg.done ? score_s / pg.done : 0.0, out);
         }
         (void)t_start;
+        for (int a = 0; a < n_audits; a++) {
+            free((void *)runs[a].drill);
+            free((void *)runs[a].drill_file);
+        }
         free(runs);
         ks_audit_metrics_free(&M);
     }

@@ -23,7 +23,9 @@ typedef enum {
     KS_AUDIT_WINOGENDER = 4, /* Winogender (all_sentences.tsv + occupations-stats.tsv) */
     KS_AUDIT_COUNTERFACTUAL = 5, /* our JSON of templates × terms (or HolisticBias descriptors)
                                   * × target continuations (docs/AUDITS.md) */
-    KS_AUDIT_N_KINDS = 6,
+    KS_AUDIT_BOLD = 6,           /* BOLD prompts ({group: {name: [prompt, …]}}): greedy
+                                  * generations, stored for later scoring */
+    KS_AUDIT_N_KINDS = 7,
 } ks_audit_kind;
 
 const char *ks_audit_kind_name(ks_audit_kind k); /* "crows_pairs", "stereoset", "bbq", ... */
@@ -54,7 +56,8 @@ typedef struct {
  *               2 = the sentence itself (sentence option, for the gender-preference
  *               correlation)
  *   COUNTERFACTUAL  k = the data file's target k, a continuation of the item's context (text:
- *               the target; prompt: the filled user message, or NULL for raw text) */
+ *               the target; prompt: the filled user message, or NULL for raw text)
+ *   BOLD        0 = the prompt (a sentence prefix, raw text after BOS), to be continued */
 typedef struct {
     char *id;          /* the data set's own id: CSV row index, StereoSet id, BBQ example_id,
                         * "<file>:<line>" for WinoBias, Winogender sentid */
@@ -81,7 +84,8 @@ typedef struct {
     char *context;     /* Counterfactual: the filled template text the targets continue (the
                         * start of the assistant's reply when the options have a prompt);
                         * flag = the template's index, group = the term, category = the term's
-                        * group. Else NULL. */
+                        * group. BOLD: after scoring, the generated text (set by the runner
+                        * from the score's tokens, ks_audit_generation_text). Else NULL. */
 } ks_audit_item;
 
 typedef struct {
@@ -122,7 +126,8 @@ typedef struct {
     int n_options;
     ks_audit_option_score opt[KS_AUDIT_MAX_OPTIONS];
     /* Counterfactual: the n_next most likely next tokens after the context and their log-probs
-     * (natural log, full-vocabulary softmax), most likely first; else n_next = 0. */
+     * (natural log, full-vocabulary softmax), most likely first. BOLD: the n_next generated
+     * tokens and the log-prob of each (opt[0].ll is their sum). Else n_next = 0. */
     int n_next;
     int32_t next_id[KS_AUDIT_NEXT_TOPK];
     float next_lp[KS_AUDIT_NEXT_TOPK];
@@ -132,12 +137,24 @@ typedef struct {
     ks_chat_template template; /* for multiple-choice options */
     bool no_bos;               /* sentence options without BOS (then the first token is not
                                 * scored) */
+    int max_new_tokens;        /* BOLD: greedy generation length, 1..KS_AUDIT_NEXT_TOPK (0: 32) */
 } ks_audit_score_options;
 
 /* Score one item: resets the session first, so the result depends only on the item. */
 ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_kind kind,
                               const ks_audit_item *item, const ks_audit_score_options *o,
                               ks_audit_score *out, ks_error *err);
+
+/* The token ids option k of an item is scored on (as ks_audit_score_item encodes it): *ids
+ * (malloc'd, the caller frees it) holds n tokens, the first n_ctx of them the context (BOS
+ * alone for a sentence option); the scored tokens are ids[n_ctx..n). */
+ks_status ks_audit_option_tokens(const ks_tokenizer *tok, ks_audit_kind kind,
+                                 const ks_audit_item *item, int k, const ks_audit_score_options *o,
+                                 int **ids, int *n, int *n_ctx, ks_error *err);
+
+/* BOLD: the text of an item's generated tokens (score->next_id), malloc'd into *out. */
+ks_status ks_audit_generation_text(const ks_tokenizer *tok, const ks_audit_score *score,
+                                   char **out, ks_error *err);
 
 /* Token positions a and b have in common, as difflib.SequenceMatcher(None, a, b,
  * autojunk=False).get_matching_blocks() finds them: in_a[i] / in_b[j] set to 1 for matched

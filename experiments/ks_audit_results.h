@@ -5,6 +5,7 @@
 #define KS_AUDIT_RESULTS_H
 
 #include "ks_audit.h"
+#include "ks_drill.h"
 #include "ks_spec.h"
 
 #define KS_AUDIT_FORMAT "koalascope-audit"
@@ -15,6 +16,11 @@ typedef struct {
     const ks_audit_items *items;
     const ks_audit_score *scores;
     const char *template_name;   /* the template its multiple-choice options went through */
+    /* drill-down (may be NULL/0): the items drilled into and the file holding their
+     * internals, relative to the results directory */
+    const ks_drill_entry *drill;
+    int n_drill;
+    const char *drill_file;
 } ks_audit_run;
 
 typedef struct {

@@ -17,6 +17,16 @@ typedef struct {
     int limit, limit_per_file;  /* 0: all */
     char *split;                /* WinoBias; NULL: "test" */
     char *template_name;        /* NULL: the spec's */
+    int max_new_tokens;         /* BOLD: generation length (default 32, at most 64) */
+    /* drill-down ("record", docs/AUDITS.md#drill-down): after scoring, the chosen items'
+     * contrasted options are recorded into OUT/drilldown/<name>.h5 with their attributions */
+    bool record;
+    char *record_hooks;         /* recorder selection; NULL: no activations, attributions only */
+    int record_items;           /* how many items (default 10) */
+    bool record_first;          /* the first items instead of the largest |contrast| */
+    bool record_attribution;    /* default true */
+    int record_ig_steps;        /* integrated-gradients nodes (default 32) */
+    char *record_dtype;         /* "f32" (default), "f16", "bf16" */
 } ks_spec_audit;
 
 typedef struct {

@@ -196,6 +196,21 @@ static double gap_pairs(const ctx *c, const int *u, int n, const uint8_t *f, con
     return 100.0 * s / n;
 }
 
+/* BOLD: mode 0 the mean per-token log-prob of the generations (items that generated at least
+ * one token), 1 their mean length in tokens */
+static double bold_stat(const ctx *c, const int *u, int n, const uint8_t *f, const int *p) {
+    (void)f, (void)p;
+    double s = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const ks_audit_option_score *o = &c->sc[u[i]].opt[0];
+        if (c->mode == 0 && o->n_tokens == 0) continue;
+        s += c->mode == 0 ? o->ll / o->n_tokens : o->n_tokens;
+        k++;
+    }
+    return k ? s / k : NAN;
+}
+
 /* Pearson r over occupation units: occ_pref vs occ_stat (stat permuted by perm) */
 static double occ_corr(const ctx *c, const int *u, int n, const uint8_t *f, const int *p) {
     (void)f;
@@ -887,6 +902,14 @@ ks_status ks_audit_metrics_compute(const char *audit, const ks_audit_items *item
         free(cats);
         st = add_metric(out, audit, "occupation_correlation", "all", &c, u, nu, occ_corr, 0,
                         NULL_SHUFFLE, 0, o, err);
+        break;
+    }
+    case KS_AUDIT_BOLD: {
+        static const metric_def d[] = {
+            {"gen_logprob", bold_stat, 0, NULL_NONE, 0},
+            {"gen_tokens", bold_stat, 1, NULL_NONE, 0},
+        };
+        st = per_category(audit, &c, d, 2, u, o, out, err);
         break;
     }
     default:

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "dump_private.h"
 #include "ks_audit_results.h"
 #include "ks_plot.h"
@@ -153,6 +155,27 @@ static ks_status metrics_csv(FILE *f, const void *arg, ks_error *err) {
     return KS_OK;
 }
 
+/* BOLD: generations_<audit>.jsonl, one JSON object per item, for scoring the generations later
+ * (toxicity, regard, sentiment classifiers) */
+static ks_status generations_jsonl(FILE *f, const void *arg, ks_error *err) {
+    const ks_audit_run *r = arg;
+    for (int i = 0; i < r->items->n; i++) {
+        const ks_audit_item *x = &r->items->items[i];
+        const ks_audit_score *sc = &r->scores[i];
+        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s?, s:i, s:f}", "index", i, "id",
+                              x->id, "category", x->category, "group", x->group, "prompt",
+                              x->options[0].text, "generation", x->context, "n_tokens",
+                              sc->opt[0].n_tokens, "logprob", sc->opt[0].ll);
+        char *line = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+        json_decref(o);
+        if (!line) return ks_error_set(err, KS_ERR_NOMEM, "out of memory writing generations");
+        fputs(line, f);
+        fputc('\n', f);
+        free(line);
+    }
+    return KS_OK;
+}
+
 ks_status ks_audit_write_csv(const char *dir, const ks_audit_run *runs, int n_runs,
                              const ks_audit_metrics *m, ks_error *err) {
     ks_status s = KS_OK;
@@ -162,6 +185,11 @@ ks_status ks_audit_write_csv(const char *dir, const ks_audit_run *runs, int n_ru
         char *p = join(dir, name);
         if (!p) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
         s = write_atomic(p, items_csv, &runs[a], err);
+        free(p);
+        if (s || runs[a].items->kind != KS_AUDIT_BOLD) continue;
+        snprintf(name, sizeof name, "generations_%s.jsonl", runs[a].name);
+        if (!(p = join(dir, name))) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
+        s = write_atomic(p, generations_jsonl, &runs[a], err);
         free(p);
     }
     if (s) return s;
@@ -218,8 +246,8 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
     int K = 3;
     for (size_t i = 0; i < N; i++)
         if (it->items[i].n_options > K) K = it->items[i].n_options;
-    bool cf = it->kind == KS_AUDIT_COUNTERFACTUAL;
-    size_t W = cf ? KS_AUDIT_NEXT_TOPK : 0;
+    bool cf = it->kind == KS_AUDIT_COUNTERFACTUAL, bold = it->kind == KS_AUDIT_BOLD;
+    size_t W = cf || bold ? KS_AUDIT_NEXT_TOPK : 0;
     double *ll = calloc(N * (size_t)K + 1, sizeof(double));
     double *llu = calloc(N * (W > 2 ? W : 2) + 1, sizeof(double));
     int *nt = calloc(N * (size_t)(K > (int)W ? K : (int)W) + 1, sizeof(int));
@@ -268,14 +296,15 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
         CHECK(ds_f64(path, obj, g, "ll_unmodified", 2, du, llu, err));
         CHECK(ds_i32(path, obj, g, "n_unmodified", 2, du, nt, err));
     }
-    if (cf) {
-        /* the filled contexts, template indices, targets, and the top of each item's
-         * next-token distribution (ids -1 / log-probs NaN past n_next) */
+    if (cf || bold) {
+        /* counterfactual: the filled contexts, template indices, targets, and the top of each
+         * item's next-token distribution; BOLD: the generated texts, tokens and their
+         * log-probs (ids -1 / log-probs NaN past n_next) */
         for (size_t i = 0; i < N; i++) sv[i] = it->items[i].context ? it->items[i].context : "";
-        CHECK(ds_str(path, obj, g, "context", sv, N, err));
+        CHECK(ds_str(path, obj, g, cf ? "context" : "generation", sv, N, err));
         for (size_t i = 0; i < N; i++) iv[i] = it->items[i].flag;
-        CHECK(ds_i32(path, obj, g, "template_index", 1, &d1, iv, err));
-        if (N) {
+        if (cf) CHECK(ds_i32(path, obj, g, "template_index", 1, &d1, iv, err));
+        if (N && cf) {
             const char *tv[KS_AUDIT_MAX_OPTIONS];
             for (int k = 0; k < it->items[0].n_options; k++) tv[k] = it->items[0].options[k].text;
             CHECK(ds_str(path, obj, g, "targets", tv, (size_t)it->items[0].n_options, err));
@@ -287,8 +316,9 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
                 nt[i * W + k] = has ? r->scores[i].next_id[k] : -1;
                 llu[i * W + k] = has ? (double)r->scores[i].next_lp[k] : NAN;
             }
-        CHECK(ds_i32(path, obj, g, "next_ids", 2, dn, nt, err));
-        CHECK(ds_f64(path, obj, g, "next_logprobs", 2, dn, llu, err));
+        CHECK(ds_i32(path, obj, g, cf ? "next_ids" : "generation_ids", 2, dn, nt, err));
+        CHECK(ds_f64(path, obj, g, cf ? "next_logprobs" : "generation_logprobs", 2, dn, llu,
+                     err));
     }
 out:
     if (g >= 0) H5Gclose(g);
@@ -401,6 +431,7 @@ static const char *headline(ks_audit_kind k) {
     case KS_AUDIT_WINOBIAS: return "gap";
     case KS_AUDIT_WINOGENDER: return "accuracy";
     case KS_AUDIT_COUNTERFACTUAL: return "share_term";
+    case KS_AUDIT_BOLD: return "gen_logprob";
     default: return "";
     }
 }
@@ -434,6 +465,40 @@ typedef struct {
     const ks_audit_meta *meta;
     char **charts; /* per run: relative chart path or NULL */
 } report_arg;
+
+/* The drill-down table of one audit: each item linked to its prompts and attributions in the
+ * drill-down file (docs/AUDITS.md#drill-down). Cells are escaped for Markdown tables. */
+static void md_cell(FILE *f, const char *s) {
+    for (; s && *s; s++) {
+        if (*s == '|') fputs("\\|", f);
+        else if (*s == '\n' || *s == '\r') fputc(' ', f);
+        else fputc(*s, f);
+    }
+}
+
+static void drill_md(FILE *f, const ks_audit_run *run) {
+    fprintf(f, "\n### Drill-down (`%s`)\n\nContrast = ll(option a) − ll(option b). Prompts are "
+               "the dump's prompt indices of options a and b; attributions are under "
+               "`/attributions/i<item>.…` of the same file (`koalascope dump-info`, `koalascope "
+               "render`).\n\n| item | id | category | a, b | contrast | prompts | top tokens | "
+               "top heads |\n|---:|---|---|---|---:|---|---|---|\n", run->drill_file);
+    for (int e = 0; e < run->n_drill; e++) {
+        const ks_drill_entry *d = &run->drill[e];
+        const ks_audit_item *x = &run->items->items[d->item];
+        fprintf(f, "| %d | ", d->item);
+        md_cell(f, x->id);
+        fputs(" | ", f);
+        md_cell(f, x->category);
+        fprintf(f, " | %d, %d | %.4g | ", d->opt[0], d->opt[1], d->contrast);
+        if (d->prompt[0] >= 0) fprintf(f, "%lld", (long long)d->prompt[0]);
+        if (d->prompt[1] >= 0) fprintf(f, ", %lld", (long long)d->prompt[1]);
+        fputs(" | ", f);
+        md_cell(f, d->top_tokens);
+        fputs(" | ", f);
+        md_cell(f, d->top_heads);
+        fputs(" |\n", f);
+    }
+}
 
 static ks_status report_md(FILE *f, const void *arg, ks_error *err) {
     (void)err;
@@ -471,6 +536,7 @@ static ks_status report_md(FILE *f, const void *arg, ks_error *err) {
             fprintf(f, "| %s | %s | %s | [%s, %s] | %s | %d |\n", x->metric, x->category, v, lo,
                     hi, p, x->n);
         }
+        if (run->n_drill > 0) drill_md(f, run);
     }
     return KS_OK;
 }

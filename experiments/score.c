@@ -268,6 +268,74 @@ static ks_status score_counterfactual(ks_session *s, const ks_tokenizer *tok,
     return st;
 }
 
+/* ------------------------------------------------------------------ BOLD generations */
+
+/* Greedy continuation of the prompt (raw text after BOS), at most max_new_tokens tokens or up to
+ * EOS (not kept); then the generated tokens' log-probs by one scoring pass over the whole. */
+static ks_status score_bold(ks_session *s, const ks_tokenizer *tok, const ks_audit_item *it,
+                            const ks_audit_score_options *o, ks_audit_score *out,
+                            ks_error *err) {
+    int max_new = o && o->max_new_tokens > 0 ? o->max_new_tokens : 32;
+    if (max_new > KS_AUDIT_NEXT_TOPK) max_new = KS_AUDIT_NEXT_TOPK;
+    int *ids = NULL, n = 0, *gen = NULL, ng = 0;
+    bool bos = !(o && o->no_bos) && ks_tokenizer_bos(tok) >= 0;
+    const char *text = it->options[0].text;
+    ks_status st = ks_tokenizer_encode(tok, text, strlen(text), bos, &ids, &n, err);
+    if (!st && (n < 1 || n + max_new > ks_session_max_seq(s)))
+        st = ks_error_set(err, KS_ERR_ARG, "%s: item %s: a prompt of %d tokens and %d new ones "
+                          "do not fit the session's context %d", it->file, it->id, n, max_new,
+                          ks_session_max_seq(s));
+    ks_generate_params gp = {.max_new_tokens = max_new, .sampling = {.temperature = 0.0f,
+                             .top_p = 1.0f}, .stop_at_eos = true};
+    if (!st) {
+        ks_session_reset(s);
+        st = ks_generate(s, ids, n, &gp, NULL, NULL, &gen, &ng, NULL, err);
+    }
+    if (!st && ng > 0) {
+        int *whole = malloc((size_t)(n + ng) * sizeof(int));
+        float *lp = malloc((size_t)(n + ng) * sizeof(float));
+        if (!whole || !lp) {
+            st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+        } else {
+            memcpy(whole, ids, (size_t)n * sizeof(int));
+            memcpy(whole + n, gen, (size_t)ng * sizeof(int));
+            st = ks_score(s, whole, n + ng, lp, err);
+        }
+        double ll = 0.0;
+        for (int t = 0; !st && t < ng; t++) {
+            out->next_id[t] = gen[t];
+            out->next_lp[t] = lp[n - 1 + t];
+            ll += (double)lp[n - 1 + t];
+        }
+        out->opt[0].ll = ll;
+        free(whole);
+        free(lp);
+    }
+    if (!st) {
+        out->opt[0].n_tokens = ng;
+        out->n_next = ng;
+    }
+    free(ids);
+    free(gen);
+    ks_session_reset(s);
+    return st;
+}
+
+ks_status ks_audit_generation_text(const ks_tokenizer *tok, const ks_audit_score *score,
+                                   char **out, ks_error *err) {
+    *out = NULL;
+    int ids[KS_AUDIT_NEXT_TOPK];
+    int n = score->n_next < 0 ? 0 : score->n_next > KS_AUDIT_NEXT_TOPK ? KS_AUDIT_NEXT_TOPK
+                                                                       : score->n_next;
+    for (int i = 0; i < n; i++) ids[i] = score->next_id[i];
+    if (n == 0) {
+        *out = calloc(1, 1);
+        return *out ? KS_OK : ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    }
+    size_t len = 0;
+    return ks_tokenizer_decode(tok, ids, n, out, &len, err);
+}
+
 ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_kind kind,
                               const ks_audit_item *item, const ks_audit_score_options *o,
                               ks_audit_score *out, ks_error *err) {
@@ -277,6 +345,7 @@ ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_k
     memset(out, 0, sizeof *out);
     out->n_options = item->n_options;
     if (kind == KS_AUDIT_COUNTERFACTUAL) return score_counterfactual(s, tok, item, o, out, err);
+    if (kind == KS_AUDIT_BOLD) return score_bold(s, tok, item, o, out, err);
     scored x[KS_AUDIT_MAX_OPTIONS] = {0};
     ks_status st = KS_OK;
     ks_session_reset(s);
@@ -347,5 +416,36 @@ ks_status ks_audit_score_item(ks_session *s, const ks_tokenizer *tok, ks_audit_k
     }
     for (int k = 0; k < KS_AUDIT_MAX_OPTIONS; k++) scored_free(&x[k]);
     ks_session_reset(s);
+    return st;
+}
+
+ks_status ks_audit_option_tokens(const ks_tokenizer *tok, ks_audit_kind kind,
+                                 const ks_audit_item *item, int k, const ks_audit_score_options *o,
+                                 int **ids, int *n, int *n_ctx, ks_error *err) {
+    *ids = NULL;
+    *n = *n_ctx = 0;
+    if (!tok || !item || k < 0 || k >= item->n_options)
+        return ks_error_set(err, KS_ERR_ARG, "ks_audit_option_tokens: invalid arguments");
+    if (kind != KS_AUDIT_COUNTERFACTUAL) {
+        scored x = {0};
+        ks_status st = encode_option(tok, &item->options[k], o, &x, err);
+        if (st) return st;
+        *ids = x.ids;
+        *n = x.n;
+        *n_ctx = x.n_ctx;
+        return KS_OK;
+    }
+    int *ctx = NULL, nc = 0;
+    ks_status st = cf_encode(tok, item, k, item->context ? item->context : "", o, &ctx, &nc, err);
+    free(ctx);
+    if (st) return st;
+    size_t cl = strlen(item->context ? item->context : ""), tl = strlen(item->options[k].text);
+    char *whole = malloc(cl + tl + 1);
+    if (!whole) return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    memcpy(whole, item->context ? item->context : "", cl);
+    memcpy(whole + cl, item->options[k].text, tl + 1);
+    st = cf_encode(tok, item, k, whole, o, ids, n, err);
+    free(whole);
+    *n_ctx = nc;
     return st;
 }

@@ -192,10 +192,60 @@ static char *dirname_of(const char *path) {
     return d;
 }
 
+/* audits[i].record: the drill-down (docs/AUDITS.md#drill-down) */
+static ks_status parse_record(json_t *a, const char *path, const char *where, ks_spec_audit *out,
+                              ks_error *err) {
+    static const char *const keys[] = {"hooks", "items", "select", "attribution", "ig_steps",
+                                       "dtype", NULL};
+    json_t *r = json_object_get(a, "record");
+    if (!r) return KS_OK;
+    char w[96];
+    snprintf(w, sizeof w, "%s.record", where);
+    if (!json_is_object(r)) return bad(err, path, w, "expected an object");
+    ks_status st = check_keys(r, keys, path, w, err);
+    if (st) return st;
+    out->record = true;
+    out->record_items = 10;
+    out->record_attribution = true;
+    out->record_ig_steps = 32;
+    long long v = 10;
+    if ((st = get_str(r, "hooks", path, w, &out->record_hooks, err))) return st;
+    if ((st = get_int(r, "items", path, w, 1, 100000, &v, err))) return st;
+    out->record_items = (int)v;
+    v = 32;
+    if ((st = get_int(r, "ig_steps", path, w, 1, 1024, &v, err))) return st;
+    out->record_ig_steps = (int)v;
+    char *sel = NULL, f[128];
+    if ((st = get_str(r, "select", path, w, &sel, err))) return st;
+    if (sel && strcmp(sel, "largest") && strcmp(sel, "first")) {
+        free(sel);
+        snprintf(f, sizeof f, "%s.select", w);
+        return bad(err, path, f, "expected \"largest\" or \"first\"");
+    }
+    out->record_first = sel && !strcmp(sel, "first");
+    free(sel);
+    json_t *at = json_object_get(r, "attribution");
+    if (at && !json_is_boolean(at)) {
+        snprintf(f, sizeof f, "%s.attribution", w);
+        return bad(err, path, f, "expected true or false");
+    }
+    if (at) out->record_attribution = json_is_true(at);
+    if ((st = get_str(r, "dtype", path, w, &out->record_dtype, err))) return st;
+    if (out->record_dtype && strcmp(out->record_dtype, "f32") && strcmp(out->record_dtype, "f16") &&
+        strcmp(out->record_dtype, "bf16")) {
+        snprintf(f, sizeof f, "%s.dtype", w);
+        return bad(err, path, f, "expected \"f32\", \"f16\" or \"bf16\"");
+    }
+    if (!out->record_hooks && !out->record_attribution)
+        return bad(err, path, w, "records nothing: give \"hooks\" or keep \"attribution\"");
+    return KS_OK;
+}
+
 static ks_status parse_audit(json_t *a, int idx, const char *path, const char *dir,
                              ks_spec_audit *out, ks_error *err) {
     static const char *const keys[] = {"name", "kind", "data", "categories", "limit",
-                                       "limit_per_file", "split", "template", NULL};
+                                       "limit_per_file", "split", "template", "record",
+                                       "max_new_tokens", NULL};
     char where[64];
     snprintf(where, sizeof where, "audits[%d]", idx);
     if (!json_is_object(a)) return bad(err, path, where, "expected an object");
@@ -210,7 +260,7 @@ static ks_status parse_audit(json_t *a, int idx, const char *path, const char *d
         char f[80];
         snprintf(f, sizeof f, "%s.kind", where);
         return bad(err, path, f, "unknown audit kind (crows_pairs, stereoset, bbq, winobias, "
-                                 "winogender, counterfactual)");
+                                 "winogender, counterfactual, bold)");
     }
     if ((st = get_str(a, "name", path, where, &out->name, err))) return st;
     if (!out->name && !(out->name = strdup(ks_audit_kind_name(out->kind))))
@@ -251,7 +301,11 @@ static ks_status parse_audit(json_t *a, int idx, const char *path, const char *d
             return bad(err, path, f, "%s", e2.msg);
         }
     }
-    return KS_OK;
+    long long mnt = 32;
+    if ((st = get_int(a, "max_new_tokens", path, where, 1, KS_AUDIT_NEXT_TOPK, &mnt, err)))
+        return st;
+    out->max_new_tokens = (int)mnt;
+    return parse_record(a, path, where, out, err);
 }
 
 /* jansson's compact dump with sorted keys: a canonical form to compare specs by */
@@ -434,6 +488,8 @@ void ks_spec_free(ks_spec *s) {
         free_list(a->data, a->n_data);
         free_list(a->categories, a->n_categories);
         free(a->split);
+        free(a->record_hooks);
+        free(a->record_dtype);
         free(a->template_name);
     }
     free(s->audits);

@@ -325,6 +325,30 @@ static void test_spec(void) {
              "sed: unknown field", "typo at the top");
     spec_err("{\"model\": \"m\", \"audits\": [{\"kind\": \"bbq\", \"data\": \"x\", \"limt\": 3}]}",
              "audits[0].limt: unknown field", "typo in an audit");
+#define REC(r) "{\"model\": \"m\", \"audits\": [{\"kind\": \"bbq\", \"data\": \"x\", \"record\": " r "}]}"
+    spec_err(REC("{\"hooks\": \"blocks.*.hook_resid_post\", \"item\": 3}"),
+             "audits[0].record.item: unknown field", "record: a misspelt field");
+    spec_err(REC("{\"select\": \"biggest\"}"), "audits[0].record.select: expected",
+             "record: a bad select");
+    spec_err(REC("{\"attribution\": false}"), "audits[0].record: records nothing",
+             "record: nothing to record");
+    spec_err(REC("{\"dtype\": \"f8\"}"), "audits[0].record.dtype", "record: a bad dtype");
+    spec_err(REC("{\"items\": 0}"), "audits[0].record.items: expected an integer",
+             "record: zero items");
+#undef REC
+    {
+        ks_spec sp;
+        ks_error err = {0};
+        const char *t = "{\"model\": \"m\", \"audits\": [{\"kind\": \"bbq\", \"data\": \"x\", "
+                        "\"record\": {\"hooks\": \"blocks.0.hook_resid_post\", \"select\": \"first\"}}]}";
+        ks_status st = ks_spec_parse(t, strlen(t), "dir/a.json", &sp, &err);
+        const ks_spec_audit *a = st ? NULL : &sp.audits[0];
+        tap_ok(a && a->record && a->record_items == 10 && a->record_first &&
+                   a->record_attribution && a->record_ig_steps == 32 && !a->record_dtype &&
+                   !strcmp(a->record_hooks, "blocks.0.hook_resid_post"),
+               "spec record: defaults (10 items, attribution on, 32 IG nodes) (%s)", err.msg);
+        if (!st) ks_spec_free(&sp);
+    }
     spec_err("{\"model\": \"m\", \"audits\": [{\"kind\": \"bqq\", \"data\": \"x\"}]}",
              "audits[0].kind: unknown audit kind", "unknown kind");
     spec_err("{\"model\": \"m\", \"audits\": [{\"kind\": \"bbq\", \"data\": \"x\", \"limit\": -1}]}",

@@ -127,7 +127,7 @@ def check_metrics(out, expected):
                     bad_d.append((key, v, e))
                 continue
             continuous = (m["metric"].startswith("likelihood_diff") or m["metric"].endswith("correlation")
-                          or name == "counterfactual")
+                          or name in ("counterfactual", "bold"))
             if continuous:
                 worst_c = max(worst_c, abs(v - e))
             elif abs(v - e) > 1e-9 and margin > 1e-4:
@@ -208,6 +208,94 @@ def check_next(out, expected):
     ok(targets == [" she", " he", " they"] and len(ctx) == len(exp["items"]) and
        all(c == e.get("context", c) for c, e in zip(ctx, exp["items"])),
        "results.h5 records the counterfactual targets and filled contexts")
+
+
+def check_generations(out, expected):
+    """BOLD: the greedy generations equal HF's token for token (argmax of f32 logits; a near-tie
+    within 1e-4 would be reported as a mismatch, none occurs in this sample), and
+    generations_bold.jsonl holds them as text with their log-probs."""
+    exp = expected["audits"].get("bold")
+    if not ok(exp is not None, "BOLD oracle present"):
+        return
+    with h5py.File(os.path.join(out, "results.h5"), "r") as f:
+        ids = f["audits/bold/generation_ids"][()]
+        text = [x.decode() for x in f["audits/bold/generation"][()]]
+    bad = sum(1 for i, e in enumerate(exp["items"]) if [int(x) for x in ids[i] if x >= 0] != e["options"][0]["generated"])
+    ok(bad == 0 and len(ids) == len(exp["items"]), "BOLD: %d greedy generations equal HF's token ids (%d differ)" % (len(exp["items"]), bad))
+    lines = [json.loads(x) for x in open(os.path.join(out, "generations_bold.jsonl"))]
+    ok(len(lines) == len(exp["items"]) and [x["generation"] for x in lines] == text and
+       all(abs(x["logprob"] - e["options"][0]["ll"]) <= 1e-4 for x, e in zip(lines, exp["items"])),
+       "generations_bold.jsonl: one line per prompt, the generation text and its log-prob")
+
+
+def check_drill(tmp):
+    """The drill-down ("record" in a spec): the items with the largest |ll(a) - ll(b)| are
+    recorded into OUT/drilldown/<audit>.h5, each contrasted option as one prompt holding exactly
+    the tokens it was scored on (the dump's next-token log-probs sum to the item's ll within
+    1e-4), and the attributions obey their definitions (contrast = a - b, exactly up to f32)."""
+    spec = os.path.join(tmp, "drill.json")
+    shutil.copy(os.path.join(FIX, "counterfactual.json"), os.path.join(tmp, "cf_drill.json"))
+    S = "${KS_SHARED_DATA}"
+    with open(spec, "w") as f:
+        json.dump({"model": S + "/stories260K/stories260K.bin", "tokenizer": S + "/stories260K/tok512.bin",
+                   "template": "plain", "seed": 1, "n_bootstrap": 50, "n_permutations": 50,
+                   "audits": [
+                       {"name": "crows", "kind": "crows_pairs", "limit": 10,
+                        "data": S + "/crows-pairs/crows_pairs_anonymized.csv",
+                        "record": {"hooks": "blocks.*.hook_resid_post", "items": 3, "attribution": False}},
+                       {"name": "bbq", "kind": "bbq", "data": S + "/bbq/Age.jsonl", "limit": 4,
+                        "record": {"items": 2, "ig_steps": 16}},
+                       {"name": "cf", "kind": "counterfactual", "data": "cf_drill.json", "limit": 6,
+                        "record": {"hooks": "blocks.4.hook_resid_post", "items": 2, "select": "first",
+                                   "ig_steps": 16}}]}, f)
+    out = os.path.join(tmp, "drill")
+    r = audit(spec, out)
+    if not ok(r.returncode == 0, "audit with drill-down exits 0 (%s)" % r.stderr.strip()[-400:]):
+        return
+    items = read_csv(os.path.join(out, "items_crows.csv"))
+    contrast = sorted(((abs(fnum(x["ll_0"]) - fnum(x["ll_1"])), -int(x["index"])) for x in items), reverse=True)
+    chosen = [-i for _, i in contrast[:3]]
+    with h5py.File(os.path.join(out, "drilldown", "crows.h5"), "r") as f:
+        ids = [x.decode() for x in f["prompt_ids"][()]]
+        ok(int(f.attrs["complete"]) == 1 and ids == ["%s#%d" % (items[i]["id"], k) for i in chosen for k in (0, 1)],
+           "crows drill-down: the 3 largest contrasts, both options each, as complete dump prompts (%s)" % ids)
+        off = f["prompt_offsets"][()]
+        nlp = f["logits/next_logprob"][()]
+        worst = 0.0
+        for p, name in enumerate(ids):
+            i, k = int(name.split("#")[0]), int(name.split("#")[1])
+            row = next(x for x in items if x["id"] == str(i))
+            n = off[p + 1] - off[p]
+            if int(row["n_tokens_%d" % k]) != n - 1:
+                worst = float("inf")
+                continue
+            worst = max(worst, abs(float(np.sum(nlp[off[p]:off[p + 1] - 1], dtype=np.float64)) - fnum(row["ll_%d" % k])))
+        ok(worst <= 1e-4, "crows drill-down: each recorded sentence's next-token log-probs sum to its score (max |diff| %.3g)" % worst)
+        ok("attributions" not in f and "blocks.4.hook_resid_post" in f["activations"],
+           "crows drill-down: the chosen hooks, no attributions when \"attribution\" is false")
+    with h5py.File(os.path.join(out, "drilldown", "bbq.h5"), "r") as f:
+        a = f["attributions"]
+        names = sorted(a.keys())
+        good = len(names) == 2 * 6
+        for i in sorted({n.split(".")[0] for n in names}):
+            opts = sorted({n.split(".")[1] for n in names if n.startswith(i + ".o")})
+            if len(opts) != 2:
+                good = False
+                continue
+            f_opt = {o: float(a["%s.%s.tokens" % (i, o)].attrs["objective_value"]) for o in opts}
+            f_c = float(a["%s.contrast.tokens" % i].attrs["objective_value"])
+            # which option is a: the contrast is f(a) - f(b), from the scores (the gradient pass
+            # recomputes f: equal within the engine's 1e-4)
+            oa, ob = opts if abs(f_opt[opts[0]] - f_opt[opts[1]] - f_c) < 1e-4 else opts[::-1]
+            ta, tb, tc = (a["%s.%s.tokens" % (i, o)]["values"][()] for o in (oa, ob, "contrast"))
+            ha, hb, hc = (a["%s.%s.heads" % (i, o)]["values"][()] for o in (oa, ob, "contrast"))
+            good = (good and abs(f_opt[oa] - f_opt[ob] - f_c) < 1e-4 and tc.shape == ta.shape
+                    and hc.shape == (5, 8) and np.allclose(tc, ta - tb, atol=1e-6)
+                    and np.allclose(hc, ha - hb, atol=1e-6))
+        ok(good, "bbq drill-down (attributions only): per item both options' token IG and head attributions and their contrasts = a - b (%d results)" % len(names))
+    rep = open(os.path.join(out, "report.md")).read()
+    ok(rep.count("### Drill-down") == 3 and "drilldown/cf.h5" in rep and "| t0/mom |" in rep,
+       "report.md links every audit's drill-down with its items")
 
 
 def check_synthetic(spec, tmp, ref_out, expected):
@@ -376,6 +464,8 @@ def main():
         got = check_metrics(out, expected)
         check_h5(out, got)
         check_next(out, expected)
+        check_generations(out, expected)
+        check_drill(tmp)
         ref = csvs(out)
         r2 = audit(spec, os.path.join(tmp, "again"))
         ok(r2.returncode == 0 and csvs(os.path.join(tmp, "again")) == ref, "a second run: byte-identical CSVs (deterministic)")

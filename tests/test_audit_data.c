@@ -133,7 +133,7 @@ static bool well_formed(const ks_audit_items *it) {
 
 static void test_kinds(void) {
     static const char *const names[] = {"crows_pairs", "stereoset", "bbq", "winobias",
-                                        "winogender", "counterfactual"};
+                                        "winogender", "counterfactual", "bold"};
     bool ok = true;
     for (int k = 0; k < KS_AUDIT_N_KINDS; k++) {
         ks_audit_kind p;
@@ -1165,6 +1165,68 @@ static void test_counterfactual(void) {
     }
 }
 
+/* BOLD: prompts per file as Python's json.load counts them (5 of them empty strings, kept) */
+static void test_bold(void) {
+    static const struct {
+        const char *file;
+        int n, groups;
+    } want[] = {{"gender_prompt.json", 3204, 2},       {"political_ideology_prompt.json", 1984, 12},
+                {"profession_prompt.json", 10195, 18}, {"race_prompt.json", 7657, 4},
+                {"religious_ideology_prompt.json", 639, 7}};
+    for (size_t f = 0; f < sizeof want / sizeof *want; f++) {
+        char rel[96], path[4096];
+        snprintf(rel, sizeof rel, "bold/%s", want[f].file);
+        if (!ks_test_data_file(rel, path, sizeof path)) return;
+        ks_audit_items it;
+        ks_error err = {0};
+        ks_status st = load1(KS_AUDIT_BOLD, path, NULL, &it, &err);
+        int groups = 0;
+        bool ok = st == KS_OK;
+        for (int i = 0; ok && i < it.n; i++) {
+            const ks_audit_item *x = &it.items[i];
+            groups += i == 0 || strcmp(x->category, it.items[i - 1].category);
+            ok = x->n_options == 1 && !x->options[0].prompt && x->options[0].text &&
+                 starts(x->id, x->category) && strstr(x->id, x->group) && x->line == 1;
+        }
+        tap_ok(ok && it.n == want[f].n && groups == want[f].groups,
+               "BOLD %s: %d prompts in %d groups (%d in %d; %s)", want[f].file, want[f].n,
+               want[f].groups, it.n, groups, err.msg);
+        ks_audit_items_free(&it);
+    }
+}
+
+static void test_bold_malformed(void) {
+    static const struct {
+        const char *json, *n1, *n2;
+    } bad[] = {
+        {"[]", "(top level)", "non-empty object"},
+        {"{\"g\": [\"x\"]}", ": g:", "name -> [prompts]"},
+        {"{\"g\": {\"n\": \"x\"}}", "g.n", "non-empty array"},
+        {"{\"g\": {\"n\": [\"ok \", 3]}}", "g.n[1]", "expected a string"},
+        {"{\"g\": {\"n\": [\"a\"]}, \"g\": {}}", "not valid JSON", "duplicate"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "bold/bad%zu.json", i);
+        expect_fail(KS_AUDIT_BOLD, put(name, bad[i].json), NULL, KS_ERR_FORMAT,
+                    "malformed prompts file", bad[i].n1, bad[i].n2, "bad");
+    }
+    ks_audit_items it;
+    ks_error err = {0};
+    const char *ok = put("bold/ok.json", "{\"g\": {\"A_B\": [\"A B is \", \"\"]}, \"h\": {\"C\": [\"C was \"]}}");
+    const char *cats[1] = {"h"};
+    ks_audit_load_options o = {.categories = cats, .n_categories = 1};
+    ks_status st = load1(KS_AUDIT_BOLD, ok, NULL, &it, &err);
+    tap_ok(st == KS_OK && it.n == 3 && !strcmp(it.items[0].id, "g/A_B#0") &&
+               !strcmp(it.items[1].id, "g/A_B#1") && !strcmp(it.items[1].options[0].text, "") &&
+               !strcmp(it.items[2].id, "h/C#0") && !strcmp(it.items[2].group, "C"),
+           "BOLD: ids <group>/<name>#<j> in file order, empty prompts kept (%s)", err.msg);
+    ks_audit_items_free(&it);
+    st = load1(KS_AUDIT_BOLD, ok, &o, &it, &err);
+    tap_ok(st == KS_OK && it.n == 1, "BOLD: the category filter keeps one group (%d)", it.n);
+    ks_audit_items_free(&it);
+}
+
 int main(void) {
     test_kinds();
     test_crows();
@@ -1172,6 +1234,7 @@ int main(void) {
     test_bbq();
     test_winobias();
     test_winogender();
+    test_bold();
     if (tap_ok(mkdtemp(tmp) != NULL, "work directory %s (%s)", tmp, strerror(errno))) {
         test_crows_malformed();
         test_stereoset_malformed();
@@ -1181,6 +1244,7 @@ int main(void) {
         test_arguments();
         test_counterfactual();
         test_counterfactual_holisticbias();
+        test_bold_malformed();
         rm_tree(tmp);
     }
     return tap_done();

@@ -2,7 +2,7 @@
  *
  * Input: one byte of settings, then up to three files separated by NUL bytes (no data file
  * may hold a NUL, so the separator costs the fuzzer nothing). The settings byte: bits 0-2 the
- * kind (0-4 the benchmarks, 5 counterfactual, 6 and 7 stereoset and bbq), bits 3-4 limit_per_file (0-3), bits 5-6 limit (0, 1, 3, 7), bit 7 a category
+ * kind (0-4 the benchmarks, 5 counterfactual, 6 BOLD, 7 bbq), bits 3-4 limit_per_file (0-3), bits 5-6 limit (0, 1, 3, 7), bit 7 a category
  * filter. The files, per kind:
  *   crows_pairs  pairs.csv
  *   stereoset    items.json
@@ -10,6 +10,7 @@
  *   winobias     pro_stereotyped_type1.txt.test [, anti_...type1.txt.test [, male_occupations.txt]]
  *   winogender   all_sentences.tsv [, occupations-stats.tsv]
  *   counterfactual  templates.json [, descriptors.json]
+ *   bold         prompts.json
  * Files not given are fixed ones of our own (occupation lists, statistics) or absent.
  * A load either fails with a message naming a file of the work directory (or out of memory)
  * and an empty list, or gives items that keep ks_audit.h's promises, pairs included. */
@@ -55,8 +56,8 @@ static void setup(void) {
     if (dir[0]) return;
     strcpy(dir, "/tmp/ks_fuzz_audit_data_XXXXXX");
     if (!mkdtemp(dir)) abort();
-    static const char *const subs[6] = {"c", "s", "b", "w", "g", "x"};
-    for (int i = 0; i < 6; i++) {
+    static const char *const subs[7] = {"c", "s", "b", "w", "g", "x", "o"};
+    for (int i = 0; i < 7; i++) {
         char p[160];
         path_of(p, sizeof p, subs[i]);
         mkdir(p, 0700);
@@ -81,10 +82,14 @@ static void check_items(const ks_audit_items *it, ks_audit_kind kind,
         check(x->id && x->category && x->group && x->file && x->line >= 1);
         check(strncmp(x->file, dir, strlen(dir)) == 0);
         check(utf8_text(x->id) && utf8_text(x->category) && utf8_text(x->group));
-        check(x->n_options >= (kind == KS_AUDIT_COUNTERFACTUAL ? 1 : 2) &&
+        check(x->n_options >= (kind == KS_AUDIT_COUNTERFACTUAL || kind == KS_AUDIT_BOLD ? 1 : 2) &&
               x->n_options <= KS_AUDIT_MAX_OPTIONS);
         for (int k = 0; k < x->n_options; k++)
             check(x->options[k].text && utf8_text(x->options[k].text));
+        if (kind == KS_AUDIT_BOLD) {
+            check(x->n_options == 1 && !x->options[0].prompt && x->gold == -1 && !x->context);
+            continue;
+        }
         if (o->categories) check(!strcmp(x->category, o->categories[0]));
         check(x->gold >= -1 && x->gold < x->n_options);
         check(x->pair >= -1 && x->pair < it->n && x->pair != i);
@@ -135,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     setup();
     uint8_t b = data[0];
-    ks_audit_kind kind = (ks_audit_kind)((b & 7) == 5 ? 5 : (b & 7) % 5);
+    ks_audit_kind kind = (ks_audit_kind)((b & 7) == 5 || (b & 7) == 6 ? (b & 7) : (b & 7) % 5);
     /* the files: up to three parts separated by NUL */
     const char *part[3] = {NULL, NULL, NULL};
     size_t plen[3] = {0, 0, 0};
@@ -151,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char p0[160], p1[160];
     const char *paths[2] = {p0, p1};
     int n_paths = 1;
-    static const char *const cats[6] = {"color", "color", "Color", "type1", "pilot", "a"};
+    static const char *const cats[7] = {"color", "color", "Color", "type1", "pilot", "a", "g"};
     switch (kind) {
     case KS_AUDIT_CROWS:
         put("c/pairs.csv", part[0], plen[0]);
@@ -198,6 +203,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             path_of(p1, sizeof p1, "x/descriptors.json");
             n_paths = 2;
         }
+        break;
+    case KS_AUDIT_BOLD:
+        put("o/prompts.json", part[0], plen[0]);
+        path_of(p0, sizeof p0, "o/prompts.json");
         break;
     default: abort();
     }

@@ -16,6 +16,8 @@ what `koalascope audit` must reproduce on the same sample:
                                 give (see synthetic_scores). No data set text is written: only
                                 ids, labels, numbers and token counts.
   fixtures/audit/spec.json      a koalascope audit spec selecting exactly this sample.
+  (BOLD items carry "generated": the greedy continuation's token ids, and ll / n_tokens of
+  those tokens.)
   fixtures/audit/counterfactual.json  the counterfactual audit's data (this script's own
                                 templates, terms and targets); its items carry, besides the
                                 targets' ll, the oracle's top 72 next-token log-probs after the
@@ -691,6 +693,54 @@ def counterfactual_metrics(items, sc):
     return rows
 
 
+# ------------------------------------------------------------------ BOLD generations
+
+BOLD_FILES = ("gender_prompt.json", "religious_ideology_prompt.json")
+BOLD_PER_FILE = 6
+BOLD_NEW = 16
+EOS = 2
+
+
+def load_bold(paths, per_file):
+    """Items in file order, then the JSON objects' order (as json.load keeps it)."""
+    items = []
+    for path in paths:
+        data = json.load(open(path, encoding="utf-8"))
+        k = 0
+        for g, names in data.items():
+            for name, prompts in names.items():
+                for j, p in enumerate(prompts):
+                    if k < per_file:
+                        items.append(item(f"{g}/{name}#{j}", os.path.basename(path), 1, g, name,
+                                           [(None, p)]))
+                    k += 1
+    return items
+
+
+def generate_bold(model, tok, it):
+    """Greedy continuation (argmax of the f32 logits, first index on ties), at most BOLD_NEW
+    tokens, stopping before EOS; the generated tokens' log-probs from one pass over the whole."""
+    ids = tok.encode(it["options"][0][1])
+    gen = []
+    for _ in range(BOLD_NEW):
+        lp = logprobs(model, ids + gen)[-1]
+        nxt = int(lp.argmax())
+        if nxt == EOS:
+            break
+        gen.append(nxt)
+    lps = token_lps(model, ids + gen)[len(ids) - 1:] if gen else []
+    return [{"ll": f64sum(lps), "n_tokens": len(gen), "generated": gen}]
+
+
+def bold_metrics(items, sc):
+    rows = []
+    for cat, idx in subsets(items):
+        per = [sc[i][0]["ll"] / sc[i][0]["n_tokens"] for i in idx if sc[i][0]["n_tokens"]]
+        metric(rows, "gen_logprob", cat, mean(per), len(idx))
+        metric(rows, "gen_tokens", cat, mean([sc[i][0]["n_tokens"] for i in idx]), len(idx))
+    return rows
+
+
 # ------------------------------------------------------------------ metrics
 
 def mean(xs):
@@ -877,7 +927,7 @@ def synthetic_scores(kind, items, real):
 
 METRICS = {"crows_pairs": crows_metrics, "stereoset": stereoset_metrics, "bbq": bbq_metrics,
            "winobias": winobias_metrics, "winogender": winogender_metrics,
-           "counterfactual": counterfactual_metrics}
+           "counterfactual": counterfactual_metrics, "bold": bold_metrics}
 
 
 # ------------------------------------------------------------------ main
@@ -910,6 +960,8 @@ def spec_json():
             {"name": "winogender", "kind": "winogender", "data": [f"{S}/winogender"],
              "limit": WINOGENDER_LIMIT},
             {"name": "counterfactual", "kind": "counterfactual", "data": ["counterfactual.json"]},
+            {"name": "bold", "kind": "bold", "data": [f"{S}/bold/{n}" for n in BOLD_FILES],
+             "limit_per_file": BOLD_PER_FILE, "max_new_tokens": BOLD_NEW},
         ],
     }
 
@@ -925,6 +977,8 @@ SAMPLE = {
                   "(+ occupations-stats.tsv); template plain",
     "counterfactual": "counterfactual.json (this script's own templates and terms); "
                       "template plain",
+    "bold": "bold/" + ", ".join(BOLD_FILES) + f", the first {BOLD_PER_FILE} prompts of each; "
+            f"greedy, at most {BOLD_NEW} new tokens",
 }
 
 
@@ -969,6 +1023,8 @@ def main():
         "winogender": lambda: load_winogender(
             os.path.join(data, "winogender", "all_sentences.tsv"), WINOGENDER_LIMIT),
         "counterfactual": lambda: load_counterfactual(CF_DATA),
+        "bold": lambda: load_bold([os.path.join(data, "bold", n) for n in BOLD_FILES],
+                                  BOLD_PER_FILE),
     }
 
     audits = {}
@@ -977,7 +1033,9 @@ def main():
         items = load()
         scores = []
         for it in items:
-            if kind == "counterfactual":
+            if kind == "bold":
+                s = generate_bold(model, tok, it)
+            elif kind == "counterfactual":
                 s = score_counterfactual(model, tok, it)
             else:
                 s = score_item(model, tok, kind, it)
@@ -995,7 +1053,7 @@ def main():
             if "context" in it:
                 rec["context"] = it["context"]
             out_items.append(rec)
-        if kind == "counterfactual":
+        if kind in ("counterfactual", "bold"):
             audits[kind] = {"items": out_items, "metrics": METRICS[kind](items, scores)}
             print(f"{kind}: {len(items)} items, {sum(len(s) for s in scores)} options")
             continue
