@@ -113,7 +113,7 @@ ks_status ks_token_bars_draw(cairo_t *cr, const ks_token_bars *v, double W, doub
             cairo_set_source_rgb(cr, 0.5, 0.5, 0.5);
             ks_view_text(cr, nb, lfs * 0.3, cen[k], 0, 0.5, lfs * 3);
             cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-            double w = ks_view_text(cr, tb, x0 - lfs * 0.4, cen[k], 1, 0.5, lw - lfs * 3.9);
+            double w = ks_view_text(cr, tb, x0 - lfs * 0.4, cen[k], 1, 0.5, lw - lfs * 3.3);
             ks_view_geom_add(geom, KS_VIEW_ITEM_ROW_LABEL, x0 - lfs * 0.4 - w, y, w, rh, i, 0);
         }
     }

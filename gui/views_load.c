@@ -27,6 +27,7 @@ static bool attr_str(hid_t loc, const char *name, char *buf, size_t cap) {
             char *s = NULL;
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, H5T_VARIABLE);
+            H5Tset_cset(mt, H5Tget_cset(t));
             if (H5Aread(a, mt, &s) >= 0 && s) {
                 snprintf(buf, cap, "%s", s);
                 ok = true;
@@ -38,6 +39,7 @@ static bool attr_str(hid_t loc, const char *name, char *buf, size_t cap) {
             char *s = n > 0 && n < (1 << 20) ? calloc(1, n + 1) : NULL;
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, n);
+            H5Tset_cset(mt, H5Tget_cset(t));
             if (s && H5Aread(a, mt, s) >= 0) {
                 snprintf(buf, cap, "%s", s);
                 ok = true;
@@ -149,7 +151,7 @@ static ks_status read_strs(const char *path, hid_t loc, const char *name, int64_
         char **raw = calloc(n ? n : 1, sizeof *raw);
         mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5T_CSET_UTF8);
+        H5Tset_cset(mt, H5Tget_cset(t));
         if (!raw || (n && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)) {
             free(raw);
             s = ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot read /%s", path, name);
@@ -165,6 +167,7 @@ static ks_status read_strs(const char *path, hid_t loc, const char *name, int64_
         char *raw = w > 0 && w < (1 << 16) ? malloc(n * w + 1) : NULL;
         mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, w ? w : 1);
+        H5Tset_cset(mt, H5Tget_cset(t));
         if (!raw || (n && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)) {
             free(raw);
             s = ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot read /%s", path, name);
