@@ -123,9 +123,10 @@ bool ks_view_geom_cell(const ks_view_geom *g, double x, double y, int64_t *row, 
 
 /* Which of n labels, centred at centre[i] along an axis (ascending), fit without overlap
  * when each takes extent[i] along the axis plus gap: chosen greedily, most important first
- * (priority[i] higher first; NULL: every label equal, left to right), each kept only when it
- * overlaps none kept so far. keep[i] receives the choice. Returns the count kept. Cost
- * O(n log n). This is what thins the token labels of a 2,048-token map. */
+ * (priority[i] higher first, ties by index; NULL: every label equal, in order), each kept
+ * only when it overlaps none kept so far. keep[i] receives the choice. Returns the count
+ * kept. Cost O(n) without priorities, O(n log n + n · kept) with. This is what thins the
+ * token labels of a 2,048-token map. */
 int64_t ks_view_labels_thin(const double *centre, const double *extent, const double *priority,
                             int64_t n, double gap, bool *keep);
 
@@ -182,9 +183,11 @@ typedef struct {
 
 /* Labels are thinned with ks_view_labels_thin so none overlap (rows: labels left of the map;
  * columns: rotated labels under it); items: ROW_LABEL / COL_LABEL for each label drawn,
- * LEGEND. The map is drawn from the pooled level whose cells are the largest not bigger
- * than a pixel (max-pooling for attention: nothing hot disappears when zoomed out), scaled
- * with nearest-neighbour filtering; geom->pool_level says which. */
+ * LEGEND. Cells stay square (the plot shrinks to the window's aspect). The map is drawn from
+ * the pooled level k whose cells are the smallest that still cover at least one device pixel
+ * on both axes (2^k >= cells per pixel), so with max-pooling nothing hot disappears when
+ * zoomed out, and the level window read has about as many cells as the plot has pixels; it
+ * is scaled with nearest-neighbour filtering. geom->pool_level says which level. */
 ks_status ks_heatmap_view_draw(cairo_t *cr, const ks_heatmap_view *v, double width,
                                double height, ks_view_geom *geom, ks_error *err);
 

@@ -22,6 +22,16 @@ void ks_view_font(cairo_t *cr, double size);
 /* white background over (0, 0, w, h) */
 void ks_view_clear(cairo_t *cr, double w, double h);
 
+/* a token piece for a label: newline as ⏎, tab as →, other control bytes as '?' */
+void ks_view_token_label(const char *piece, char *out, size_t cap);
+/* clamp a heatmap window (all-empty axis: the whole axis); KS_ERR_ARG when outside */
+ks_status ks_view_window(const ks_heatmap *h, double *r0, double *r1, double *c0, double *c1,
+                         ks_error *err);
+/* paint the window of h into the rectangle from the right pooled level; returns the level */
+int ks_view_paint_map(cairo_t *cr, const ks_heatmap *h, double r0, double r1, double c0,
+                      double c1, double px, double py, double pw, double ph, ks_colormap cmap,
+                      double vmin, double vmax);
+
 /* geometry */
 void ks_view_geom_reset(ks_view_geom *g);
 /* append an item (an allocation failure drops it: geometry is advisory to the caller) */
