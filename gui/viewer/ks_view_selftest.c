@@ -39,12 +39,18 @@ static void selftest_free(selftest *t) {
 
 static gboolean save_widget_png(GtkWidget *w, const char *path) {
     int width = gtk_widget_get_width(w), height = gtk_widget_get_height(w);
-    if (width <= 0 || height <= 0) return FALSE;
+    if (width <= 0 || height <= 0) {
+        fprintf(stderr, "self-test: %s: the widget has no size (%d x %d)\n", path, width, height);
+        return FALSE;
+    }
     g_autoptr(GdkPaintable) paintable = gtk_widget_paintable_new(w);
     GtkSnapshot *snap = gtk_snapshot_new();
     gdk_paintable_snapshot(paintable, snap, width, height);
     g_autoptr(GskRenderNode) node = gtk_snapshot_free_to_node(snap);
-    if (!node) return FALSE;
+    if (!node) {
+        fprintf(stderr, "self-test: %s: the widget drew nothing\n", path);
+        return FALSE;
+    }
     GskRenderer *r = gtk_native_get_renderer(gtk_widget_get_native(w));
     g_autoptr(GdkTexture) tex =
         gsk_renderer_render_texture(r, node, &GRAPHENE_RECT_INIT(0, 0, width, height));
