@@ -154,8 +154,17 @@ static void on_document_changed(KsViewDocument *doc, KsViewWindow *self) {
     ks_view_nav_invalidate(&self->nav);
     g_autofree char *title = ks_view_document_title(self->doc);
     adw_window_title_set_title(self->title, title);
-    const char *path = ks_view_document_path(self->doc);
-    adw_window_title_set_subtitle(self->title, path ? path : "");
+    /* the shape of what is open (the full path is in the tooltip) */
+    g_autofree char *sub = NULL;
+    if (ks_view_document_dump(self->doc))
+        sub = g_strdup_printf("%" G_GINT64_FORMAT " prompt%s · %d layers × %d heads",
+                              ks_view_nav_n_prompts(&self->nav),
+                              ks_view_nav_n_prompts(&self->nav) == 1 ? "" : "s",
+                              ks_view_nav_n_layers(&self->nav), ks_view_nav_n_heads(&self->nav));
+    else if (ks_view_document_source(self->doc) == KS_VIEW_SOURCE_MODEL)
+        sub = g_strdup("type a prompt and run it");
+    adw_window_title_set_subtitle(self->title, sub ? sub : "");
+    gtk_widget_set_tooltip_text(GTK_WIDGET(self->title), ks_view_document_path(self->doc));
     ks_view_window_sync(self);
     /* a page that has nothing for this document gives way to one that has */
     if (!ks_view_page_available(&self->nav, ks_view_window_current_page(self)))
