@@ -326,6 +326,20 @@ static const ks_heatmap *head_of(ks_view_nav *nav, ks_error *err) {
 
 /* ---------------------------------------------------------------- pages */
 
+/* The current prompt and head for the head-like pages; false (with the reason drawn and its
+ * status in *st) when either cannot be read. */
+static bool prompt_and_head(ks_view_nav *nav, cairo_t *cr, double w, double h,
+                            const ks_view_prompt **p, const ks_heatmap **map, ks_status *st,
+                            ks_error *err) {
+    ks_error e = {0};
+    *map = NULL;
+    *p = prompt_of(nav, &e);
+    if (*p) *map = head_of(nav, &e);
+    if (*map) return true;
+    *st = draw_failure(cr, w, h, *p ? "Head not recorded" : "No tokens", &e, err);
+    return false;
+}
+
 static ks_status draw_tokens(ks_view_nav *nav, cairo_t *cr, double w, double h, ks_view_geom *g,
                              ks_error *err) {
     ks_error e = {0};
@@ -373,11 +387,10 @@ static ks_status draw_grid(ks_view_nav *nav, cairo_t *cr, double w, double h, ks
 
 static ks_status draw_head(ks_view_nav *nav, cairo_t *cr, double w, double h, ks_view_geom *g,
                            ks_error *err) {
-    ks_error e = {0};
-    const ks_view_prompt *p = prompt_of(nav, &e);
-    if (!p) return draw_failure(cr, w, h, "No tokens", &e, err);
-    const ks_heatmap *map = head_of(nav, &e);
-    if (!map) return draw_failure(cr, w, h, "Head not recorded", &e, err);
+    const ks_view_prompt *p;
+    const ks_heatmap *map;
+    ks_status st;
+    if (!prompt_and_head(nav, cr, w, h, &p, &map, &st, err)) return st;
     int64_t t = current_token(nav, p->n);
     ks_attention_head v = {
         .map = map,
@@ -393,11 +406,10 @@ static ks_status draw_head(ks_view_nav *nav, cairo_t *cr, double w, double h, ks
 
 static ks_status draw_from_to(ks_view_nav *nav, cairo_t *cr, double w, double h, ks_view_geom *g,
                               ks_error *err) {
-    ks_error e = {0};
-    const ks_view_prompt *p = prompt_of(nav, &e);
-    if (!p) return draw_failure(cr, w, h, "No tokens", &e, err);
-    const ks_heatmap *map = head_of(nav, &e);
-    if (!map) return draw_failure(cr, w, h, "Head not recorded", &e, err);
+    const ks_view_prompt *p;
+    const ks_heatmap *map;
+    ks_status st;
+    if (!prompt_and_head(nav, cr, w, h, &p, &map, &st, err)) return st;
     int64_t t = current_token(nav, p->n);
     int64_t first = (int64_t)fmax(0, nav->scroll);
     if (first >= p->n) first = p->n - 1;
@@ -586,11 +598,10 @@ static ks_status draw_compare(ks_view_nav *nav, cairo_t *cr, double w, double h,
         return draw_message(cr, w, h, "Nothing to compare yet",
                             "choose a second dump (Compare with… in the menu, Ctrl+Shift+O): the "
                             "current head of both dumps and their difference appear here"), KS_OK;
-    ks_error e = {0};
-    const ks_view_prompt *p = prompt_of(nav, &e);
-    if (!p) return draw_failure(cr, w, h, "No tokens", &e, err);
-    const ks_heatmap *a = head_of(nav, &e);
-    if (!a) return draw_failure(cr, w, h, "Head not recorded", &e, err);
+    const ks_view_prompt *p;
+    const ks_heatmap *a;
+    ks_status st;
+    if (!prompt_and_head(nav, cr, w, h, &p, &a, &st, err)) return st;
     ks_view_cache *c = nav->cache;
     if (!slot_hit(&c->s_cmp, nav->prompt, nav->layer, nav->head, (int64_t)(intptr_t)other)) {
         g_clear_pointer(&c->cmp_b, ks_heatmap_free);

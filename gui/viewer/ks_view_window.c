@@ -195,50 +195,58 @@ void ks_view_window_open(KsViewWindow *self, const char *path, const char *token
     ks_view_document_open_async(self->doc, path, tokenizer, NULL, open_done, g_object_ref(self));
 }
 
-static void on_open_response(GtkNativeDialog *dialog, int response, gpointer data) {
+/* A file chooser whose accepted path goes to fn (ext, may be NULL: appended when the name
+ * lacks it). */
+typedef void (*path_fn)(KsViewWindow *self, const char *path);
+
+static void on_chooser_response(GtkNativeDialog *dialog, int response, gpointer data) {
     KsViewWindow *self = data;
+    path_fn fn = g_object_get_data(G_OBJECT(dialog), "ks-fn");
+    const char *ext = g_object_get_data(G_OBJECT(dialog), "ks-ext");
     if (response == GTK_RESPONSE_ACCEPT) {
         g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dialog));
         g_autofree char *path = f ? g_file_get_path(f) : NULL;
-        if (path) ks_view_window_open(self, path, NULL);
+        if (path && ext && !g_str_has_suffix(path, ext)) {
+            char *p2 = g_strconcat(path, ext, NULL);
+            g_free(path);
+            path = p2;
+        }
+        if (path) fn(self, path);
     }
     g_object_unref(dialog);
 }
+
+static void choose_file(KsViewWindow *self, const char *title, GtkFileChooserAction action,
+                        const char *accept, const char *name, const char *ext, path_fn fn) {
+    GtkFileChooserNative *fc =
+        gtk_file_chooser_native_new(title, GTK_WINDOW(self), action, accept, "_Cancel");
+    if (name) gtk_file_chooser_set_current_name(GTK_FILE_CHOOSER(fc), name);
+    g_object_set_data(G_OBJECT(fc), "ks-fn", (gpointer)fn);
+    g_object_set_data_full(G_OBJECT(fc), "ks-ext", g_strdup(ext), g_free);
+    g_signal_connect(fc, "response", G_CALLBACK(on_chooser_response), self);
+    gtk_native_dialog_show(GTK_NATIVE_DIALOG(fc));
+}
+
+static void open_path(KsViewWindow *self, const char *path) { ks_view_window_open(self, path, NULL); }
 
 static void action_open(GSimpleAction *a, GVariant *p, gpointer data) {
     (void)a;
     (void)p;
-    KsViewWindow *self = data;
-    GtkFileChooserNative *fc = gtk_file_chooser_native_new(
-        "Open a dump, results or model", GTK_WINDOW(self), GTK_FILE_CHOOSER_ACTION_OPEN, "_Open",
-        "_Cancel");
-    g_signal_connect(fc, "response", G_CALLBACK(on_open_response), self);
-    gtk_native_dialog_show(GTK_NATIVE_DIALOG(fc));
+    choose_file(data, "Open a dump, results or model", GTK_FILE_CHOOSER_ACTION_OPEN, "_Open", NULL,
+                NULL, open_path);
 }
 
-static void on_compare_response(GtkNativeDialog *dialog, int response, gpointer data) {
-    KsViewWindow *self = data;
-    if (response == GTK_RESPONSE_ACCEPT) {
-        g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dialog));
-        g_autofree char *path = f ? g_file_get_path(f) : NULL;
-        g_autoptr(GError) err = NULL;
-        if (path && !ks_view_document_open_other(self->doc, path, &err))
-            ks_view_window_toast(self, err->message);
-        else if (path)
-            ks_view_window_show_page(self, KS_PAGE_COMPARE);
-    }
-    g_object_unref(dialog);
+static void compare_path(KsViewWindow *self, const char *path) {
+    g_autoptr(GError) err = NULL;
+    if (!ks_view_document_open_other(self->doc, path, &err)) ks_view_window_toast(self, err->message);
+    else ks_view_window_show_page(self, KS_PAGE_COMPARE);
 }
 
 static void action_compare(GSimpleAction *a, GVariant *p, gpointer data) {
     (void)a;
     (void)p;
-    KsViewWindow *self = data;
-    GtkFileChooserNative *fc = gtk_file_chooser_native_new(
-        "A second dump to compare", GTK_WINDOW(self), GTK_FILE_CHOOSER_ACTION_OPEN, "_Compare",
-        "_Cancel");
-    g_signal_connect(fc, "response", G_CALLBACK(on_compare_response), self);
-    gtk_native_dialog_show(GTK_NATIVE_DIALOG(fc));
+    choose_file(data, "A second dump to compare", GTK_FILE_CHOOSER_ACTION_OPEN, "_Compare", NULL,
+                NULL, compare_path);
 }
 
 /* ---------------------------------------------------------------- export */
@@ -264,63 +272,34 @@ gboolean ks_view_window_export(KsViewWindow *self, const char *path, GError **er
     return TRUE;
 }
 
-static void on_export_response(GtkNativeDialog *dialog, int response, gpointer data) {
-    KsViewWindow *self = data;
-    if (response == GTK_RESPONSE_ACCEPT) {
-        g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dialog));
-        g_autofree char *path = f ? g_file_get_path(f) : NULL;
-        const char *ext = g_object_get_data(G_OBJECT(dialog), "ext");
-        if (path && !g_str_has_suffix(path, ext)) {
-            char *p2 = g_strconcat(path, ext, NULL);
-            g_free(path);
-            path = p2;
-        }
-        g_autoptr(GError) err = NULL;
-        if (path && !ks_view_window_export(self, path, &err)) ks_view_window_toast(self, err->message);
-        else if (path) {
-            g_autofree char *msg = g_strdup_printf("saved %s", path);
-            ks_view_window_toast(self, msg);
-        }
-    }
-    g_object_unref(dialog);
+static void export_path(KsViewWindow *self, const char *path) {
+    g_autoptr(GError) err = NULL;
+    g_autofree char *msg = NULL;
+    if (!ks_view_window_export(self, path, &err)) ks_view_window_toast(self, err->message);
+    else ks_view_window_toast(self, (msg = g_strdup_printf("saved %s", path)));
 }
 
 static void action_export(GSimpleAction *a, GVariant *p, gpointer data) {
     (void)a;
     KsViewWindow *self = data;
     const char *fmt = g_variant_get_string(p, NULL);
-    GtkFileChooserNative *fc = gtk_file_chooser_native_new(
-        "Export this view", GTK_WINDOW(self), GTK_FILE_CHOOSER_ACTION_SAVE, "_Export", "_Cancel");
     const ks_view_page_info *pi = ks_view_page_info_get(ks_view_window_current_page(self));
     g_autofree char *name = g_strdup_printf("%s.%s", pi->id, fmt);
-    gtk_file_chooser_set_current_name(GTK_FILE_CHOOSER(fc), name);
-    g_object_set_data_full(G_OBJECT(fc), "ext", g_strconcat(".", fmt, NULL), g_free);
-    g_signal_connect(fc, "response", G_CALLBACK(on_export_response), self);
-    gtk_native_dialog_show(GTK_NATIVE_DIALOG(fc));
+    g_autofree char *ext = g_strconcat(".", fmt, NULL);
+    choose_file(self, "Export this view", GTK_FILE_CHOOSER_ACTION_SAVE, "_Export", name, ext,
+                export_path);
 }
 
-static void on_save_run_response(GtkNativeDialog *dialog, int response, gpointer data) {
-    KsViewWindow *self = data;
-    if (response == GTK_RESPONSE_ACCEPT) {
-        g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dialog));
-        g_autofree char *path = f ? g_file_get_path(f) : NULL;
-        g_autoptr(GError) err = NULL;
-        if (path && !ks_view_document_save_dump(self->doc, path, &err))
-            ks_view_window_toast(self, err->message);
-    }
-    g_object_unref(dialog);
+static void save_run_path(KsViewWindow *self, const char *path) {
+    g_autoptr(GError) err = NULL;
+    if (!ks_view_document_save_dump(self->doc, path, &err)) ks_view_window_toast(self, err->message);
 }
 
 static void action_save_run(GSimpleAction *a, GVariant *p, gpointer data) {
     (void)a;
     (void)p;
-    KsViewWindow *self = data;
-    GtkFileChooserNative *fc = gtk_file_chooser_native_new(
-        "Save the run as a dump", GTK_WINDOW(self), GTK_FILE_CHOOSER_ACTION_SAVE, "_Save",
-        "_Cancel");
-    gtk_file_chooser_set_current_name(GTK_FILE_CHOOSER(fc), "run.h5");
-    g_signal_connect(fc, "response", G_CALLBACK(on_save_run_response), self);
-    gtk_native_dialog_show(GTK_NATIVE_DIALOG(fc));
+    choose_file(data, "Save the run as a dump", GTK_FILE_CHOOSER_ACTION_SAVE, "_Save", "run.h5",
+                ".h5", save_run_path);
 }
 
 /* ---------------------------------------------------------------- live runs */
