@@ -65,7 +65,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "\rbench_view_dump: %d/%d prompts", p + 1, n_prompts);
     }
     fputc('\n', stderr);
-    if (ks_recorder_finish(r, &err)) {
+    ks_status st = ks_recorder_finish(r, &err);
+    ks_recorder_free(r);
+    if (st) {
         fprintf(stderr, "bench_view_dump: %s\n", err.msg);
         return 1;
     }

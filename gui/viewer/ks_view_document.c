@@ -482,6 +482,7 @@ static void run_thread(GTask *task, gpointer source, gpointer data, GCancellable
     if (st) goto fail;
     if (g_cancellable_is_cancelled(c)) goto cancelled;
     st = ks_recorder_finish(rec, &e);
+    ks_recorder_free(rec); /* finish closes the file; the handle is still ours */
     rec = NULL;
     if (st) goto fail;
     if (ks_dump_open(o->tmp_dump, &o->dump, &e)) goto fail;
