@@ -340,11 +340,16 @@ DRAW(ks_compare_curves_draw, ks_compare_curves)
 
 /* a minimal audit results.h5 as docs/AUDITS.md lays it out (strings fixed-length UTF-8) */
 static void h5_strs(hid_t g, const char *name, const char *const *v, int n) {
+    /* exactly as wide as the longest, NUL-padded: as the audit writer does (docs/FORMAT.md
+     * "Strings"), which a reader converting to a NUL-terminated type of that width cuts short */
+    size_t w = 1;
+    for (int i = 0; i < n; i++) w = strlen(v[i]) > w ? strlen(v[i]) : w;
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, 32);
+    H5Tset_size(t, w);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    char buf[8][32] = {{0}};
-    for (int i = 0; i < n; i++) snprintf(buf[i], 32, "%s", v[i]);
+    char buf[8 * 32] = {0};
+    for (int i = 0; i < n; i++) memcpy(buf + i * w, v[i], strlen(v[i]));
     hsize_t d = (hsize_t)n;
     hid_t sp = H5Screate_simple(1, &d, NULL), ds = H5Dcreate2(g, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dwrite(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
@@ -574,7 +579,8 @@ static void test_dump(void) {
     ks_view_probe_free(&pc);
     ks_view_audit au;
     tap_ok(ks_view_audit_load(tmpdir, NULL, NULL, &au, &e) == KS_OK && au.forest.n_rows == 2 &&
-               !strcmp(au.metric, "pct_stereotype") && au.items.n_rows == 2 && !strcmp(au.items.cells[2], "0"),
+               !strcmp(au.metric, "pct_stereotype") && au.items.n_rows == 2 && !strcmp(au.items.cells[2], "0") &&
+               !strcmp(au.forest.rows[1].label, "race") && !strcmp(au.items.cells[1], "gender"),
            "audit results from the run directory: the headline metric's 2 categories, 2 items %s", e.msg);
     draws("audit scores", ks_audit_scores_draw_v, &au.forest);
     draws("audit items", ks_table_draw_v, &au.items);
