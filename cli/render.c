@@ -340,13 +340,18 @@ int cmd_render(int argc, char **argv) {
         } else {
             if ((st = ks_view_residual_load(d, prompt, pos, &rn, &e))) goto done;
             if ((st = ks_view_residual_load(d2, prompt, pos, &rn2, &e))) goto done;
-            if (rn.n != rn2.n) {
-                st = ks_error_set(&e, KS_ERR_ARG, "--other %s recorded %d residual points, %s %d: they do not line up",
-                                  other, rn2.n, path, rn.n);
+            /* the points both dumps recorded (one may lack hook_embed or some layers) */
+            double cx[4096], ca[4096], cb[4096];
+            int n = 0;
+            for (int i = 0; i < rn.n; i++)
+                for (int j = 0; j < rn2.n && n < 4096; j++)
+                    if (rn.x[i] == rn2.x[j]) cx[n] = rn.x[i], ca[n] = rn.mean[i], cb[n++] = rn2.mean[j];
+            if (!n) {
+                st = ks_error_set(&e, KS_ERR_ARG, "--other %s and %s recorded no residual point in common", other, path);
                 goto done;
             }
             snprintf(title, sizeof title, "residual stream norm (mean over positions), prompt %ld", prompt);
-            ks_compare_curves cc = {.n = rn.n, .x = rn.x, .a = rn.mean, .b = rn2.mean, .name_a = path,
+            ks_compare_curves cc = {.n = n, .x = cx, .a = ca, .b = cb, .name_a = path,
                                     .name_b = other, .ylabel = "mean ‖x‖₂", .title = title};
             st = ks_view_save(out, (int)width, (int)height, (double)scale, ks_compare_curves_draw_v, &cc, &e);
         }

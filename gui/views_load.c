@@ -39,6 +39,7 @@ static bool attr_str(hid_t loc, const char *name, char *buf, size_t cap) {
             char *s = n > 0 && n < (1 << 20) ? calloc(1, n + 1) : NULL;
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, n);
+            H5Tset_strpad(mt, H5T_STR_NULLPAD); /* NULLTERM would keep only n - 1 bytes */
             H5Tset_cset(mt, H5Tget_cset(t));
             if (s && H5Aread(a, mt, s) >= 0) {
                 snprintf(buf, cap, "%s", s);
@@ -167,6 +168,7 @@ static ks_status read_strs(const char *path, hid_t loc, const char *name, int64_
         char *raw = w > 0 && w < (1 << 16) ? malloc(n * w + 1) : NULL;
         mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, w ? w : 1);
+        H5Tset_strpad(mt, H5T_STR_NULLPAD); /* a full-width NULLTERM string would lose a byte */
         H5Tset_cset(mt, H5Tget_cset(t));
         if (!raw || (n && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0)) {
             free(raw);
