@@ -18,7 +18,9 @@ Usage (meson passes these): test_view_gui.py KOALASCOPE [KOALASCOPE_VIEW]   (TAP
   3. the window's state (size, last page) is written to $XDG_CONFIG_HOME/koalascope/viewer.ini;
   4. the stories260K checkpoint opened as a model: the self-test runs a prompt live (worker
      thread, recorded into a temporary dump) and the same pages are saved;
-  5. a file that is not a dump exits the self-test with status 1 naming it.
+  5. a file that is not a dump exits the self-test with status 1 naming it;
+  6. an audit directory (`koalascope audit` on 12 CrowS-Pairs items of the shared data, the
+     first audit of tests/reference/fixtures/audit/spec.json): the scores and items pages.
 
 Needs xvfb-run and dbus-run-session (a session bus, which GtkApplication asks for), the viewer
 built (meson option gui) and the stories260K shared data; each missing one is a visible SKIP,
@@ -242,6 +244,37 @@ def main():
         p = self_test([prompts], os.path.join(tmp, "shots-bad"), tmp)
         ok(p.returncode == 1 and "prompts.txt" in p.stderr,
            "a file that is not a dump fails the self-test naming it")
+
+        # 6. audit results
+        import json
+        with open(os.path.join(HERE, "reference", "fixtures", "audit", "spec.json")) as f:
+            spec = json.load(f)
+        spec["audits"] = spec["audits"][:1]
+        spec["audits"][0]["limit"] = 12
+        data_files = [d.replace("${KS_SHARED_DATA}", DATA) for d in spec["audits"][0]["data"]]
+        if not all(os.path.exists(d) for d in data_files):
+            if CI:
+                ok(False, "audit data missing (%s); CI=true requires it" % data_files)
+            else:
+                skip("audit data missing (%s)" % data_files)
+        else:
+            spec_path, run_dir = os.path.join(tmp, "spec.json"), os.path.join(tmp, "audit")
+            with open(spec_path, "w") as f:
+                json.dump(spec, f)
+            r = subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, KS_SHARED_DATA=DATA))
+            if ok(r.returncode == 0, "audit of 12 CrowS-Pairs items"):
+                out3 = os.path.join(tmp, "shots-audit")
+                p = self_test([run_dir], out3, tmp)
+                diag(p.stdout.strip())
+                if p.returncode != 0:
+                    diag(p.stderr.strip()[-3000:])
+                ok(p.returncode == 0 and "self-test: 2 pages" in p.stdout and "self-test: ok" in p.stdout,
+                   "audit: the scores and items pages draw")
+                check_pages(out3, ["audit", "items"], "audit")
+            else:
+                diag(r.stderr[-2000:])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     plan()

@@ -26,6 +26,7 @@ struct _KsViewWindow {
     GtkProgressBar *progress;
     GtkAdjustment *prompt_adj, *layer_adj, *head_adj;
     GtkToggleButton *to_button;
+    GtkWidget *nav_box;
     GtkLabel *token_label;
     GtkStack *stack;
     GtkLabel *status;
@@ -135,6 +136,8 @@ void ks_view_window_sync(KsViewWindow *self) {
         GtkStackPage *sp = gtk_stack_get_page(self->stack, GTK_WIDGET(self->canvas[p]));
         gtk_stack_page_set_visible(sp, ks_view_page_available(&self->nav, p));
     }
+    /* prompt / layer / head mean something only for a dump (or a live run) */
+    gtk_widget_set_visible(self->nav_box, ks_view_document_dump(self->doc) != NULL);
     gboolean live = ks_view_document_source(self->doc) == KS_VIEW_SOURCE_MODEL;
     gtk_revealer_set_reveal_child(self->live_revealer, live);
     gboolean running = ks_view_document_running(self->doc);
@@ -549,6 +552,7 @@ static void ks_view_window_class_init(KsViewWindowClass *klass) {
     CHILD(layer_adj);
     CHILD(head_adj);
     CHILD(to_button);
+    CHILD(nav_box);
     CHILD(token_label);
     CHILD(stack);
     CHILD(status);
