@@ -36,6 +36,10 @@ int cmd_export_arrays(const char *format, int argc, char **argv);
 int cmd_export_notebook(int argc, char **argv);
 /* koalascope audit SPEC.json … (cli/audit.c) */
 int cmd_audit(int argc, char **argv);
+/* koalascope render FILE --view VIEW … (cli/render.c) */
+int cmd_render(int argc, char **argv);
+/* koalascope view … (cli/view.c): starts the GTK viewer, a program of its own */
+int cmd_view(int argc, char **argv);
 /* koalascope import safetensors … (cli/export_arrays.c) */
 int cmd_import(int argc, char **argv);
 

@@ -754,7 +754,9 @@ static const char *help_main =
     "  probe      linear probes on a dump's hooks, layer by layer, with controls\n"
     "  audit      bias audits (CrowS-Pairs, StereoSet, BBQ, WinoBias, Winogender) from a spec\n"
     "  export     a dump as a Jupyter notebook, .npz, safetensors or CSV\n"
+    "  render     a view of the viewer (attention, tokens, lens, ...) into PNG/SVG/PDF\n"
     "  import     a TransformerLens-style safetensors cache into a dump\n"
+    "  view       the desktop viewer (GTK4) of a dump, results or a model run live\n"
     "  version    print the version\n\n"
     "MODEL is an HF directory (config.json + *.safetensors), a .gguf file, or a llama2.c .bin\n"
     "checkpoint (with --tokenizer FILE). PyTorch pickles are refused: convert them to\n"
@@ -776,7 +778,8 @@ int main(int argc, char **argv) {
                 {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch},
                 {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens},
                 {"tuned-lens", cmd_tuned_lens},
-                {"probe", cmd_probe}, {"audit", cmd_audit}};
+                {"probe", cmd_probe}, {"audit", cmd_audit}, {"render", cmd_render},
+                {"view", cmd_view}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

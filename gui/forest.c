@@ -6,9 +6,7 @@
 
 #include "plot_private.h"
 
-/* s as valid UTF-8 in out (an invalid byte becomes '?', a character is never split): cairo
- * refuses to draw anything after invalid text */
-static void clean_utf8(const char *s, char *out, size_t cap) {
+void ks_chart_clean_utf8(const char *s, char *out, size_t cap) {
     size_t o = 0;
     const unsigned char *p = (const unsigned char *)(s ? s : "");
     while (*p) {
@@ -33,9 +31,8 @@ static void clean_utf8(const char *s, char *out, size_t cap) {
     out[o] = 0;
 }
 
-/* s cut (with "…") to fit max_w */
-static void fit(cairo_t *cr, const char *s, double max_w, char *out, size_t cap) {
-    clean_utf8(s, out, cap > 4 ? cap - 3 : cap);
+void ks_chart_fit(cairo_t *cr, const char *s, double max_w, char *out, size_t cap) {
+    ks_chart_clean_utf8(s, out, cap > 4 ? cap - 3 : cap);
     cairo_text_extents_t e;
     cairo_text_extents(cr, out, &e);
     size_t n = strlen(out);
@@ -90,11 +87,11 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
     for (int i = 0; i < f->n_rows; i++) {
         cairo_text_extents_t e;
         char cb[256];
-        clean_utf8(f->rows[i].label, cb, sizeof cb);
+        ks_chart_clean_utf8(f->rows[i].label, cb, sizeof cb);
         cairo_text_extents(cr, cb, &e);
         label_w = fmax(label_w, e.x_advance);
         if (f->rows[i].note) {
-            clean_utf8(f->rows[i].note, cb, sizeof cb);
+            ks_chart_clean_utf8(f->rows[i].note, cb, sizeof cb);
             cairo_text_extents(cr, cb, &e);
             note_w = fmax(note_w, e.x_advance);
         }
@@ -115,13 +112,13 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
     char tb[512];
     if (f->title) {
         cairo_set_font_size(cr, fs * 1.25);
-        clean_utf8(f->title, tb, sizeof tb);
+        ks_chart_clean_utf8(f->title, tb, sizeof tb);
         ks_chart_text_at(cr, tb, W / 2, fs * 0.5, 0.5, 0);
         cairo_set_font_size(cr, fs);
     }
     if (f->subtitle) {
         cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
-        clean_utf8(f->subtitle, tb, sizeof tb);
+        ks_chart_clean_utf8(f->subtitle, tb, sizeof tb);
         ks_chart_text_at(cr, tb, W / 2, fs * (f->title ? 2.0 : 0.5), 0.5, 0);
     }
     /* grid and x ticks */
@@ -139,7 +136,7 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         ks_chart_text_at(cr, buf, x, fr.y1 + fs * 0.4, 0.5, 0);
     }
     if (f->xlabel) {
-        clean_utf8(f->xlabel, tb, sizeof tb);
+        ks_chart_clean_utf8(f->xlabel, tb, sizeof tb);
         ks_chart_text_at(cr, tb, (fr.x0 + fr.x1) / 2, H - fs * 1.4, 0.5, 0);
     }
     cairo_set_source_rgb(cr, 0, 0, 0);
@@ -167,10 +164,10 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
         double y = ks_forest_row_y(&fr, f->n_rows, i);
         char lab[256];
         cairo_set_source_rgb(cr, 0, 0, 0);
-        fit(cr, r->label, label_w - fs * 0.5, lab, sizeof lab);
+        ks_chart_fit(cr, r->label, label_w - fs * 0.5, lab, sizeof lab);
         ks_chart_text_at(cr, lab, fr.x0 - fs * 0.5, y, 1, 0.5);
         if (r->note) {
-            fit(cr, r->note, note_w - fs * 0.5, lab, sizeof lab);
+            ks_chart_fit(cr, r->note, note_w - fs * 0.5, lab, sizeof lab);
             ks_chart_text_at(cr, lab, fr.x1 + fs * 0.5, y, 0, 0.5);
         }
         double rgb[3];

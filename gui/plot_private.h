@@ -12,6 +12,11 @@ void ks_chart_text_at(cairo_t *cr, const char *s, double x, double y, double ax,
 double ks_chart_nice_step(double span, int want);
 /* tick label of v for ticks step apart */
 void ks_chart_fmt_tick(char *buf, size_t n, double v, double step);
+/* s as valid UTF-8 in out (an invalid byte becomes '?', a character is never split): cairo
+ * refuses to draw anything after invalid text (forest.c) */
+void ks_chart_clean_utf8(const char *s, char *out, size_t cap);
+/* s cut (with "…") to fit max_w, cleaned as above (forest.c) */
+void ks_chart_fit(cairo_t *cr, const char *s, double max_w, char *out, size_t cap);
 /* Write a chart to path (.png at 2× scale, .svg, .pdf by extension): draw(cr, arg, w, h). */
 typedef void (*ks_chart_draw_fn)(cairo_t *cr, const void *arg, double width, double height);
 ks_status ks_chart_save(const char *path, int width, int height, ks_chart_draw_fn draw,

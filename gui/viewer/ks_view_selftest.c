@@ -1,0 +1,242 @@
+/* ks_view_selftest.c — the automation entry of the viewer (see ks_view_selftest.h).
+ *
+ * Screenshots go through GTK's own rendering: the widget's paintable is snapshotted into a
+ * render node and rendered by the window's GskRenderer to a GdkTexture, saved as PNG, so a
+ * screenshot is what the window shows (not a second drawing through cairo). A page counts as
+ * drawn once its canvas has produced a frame after being shown. */
+#include "ks_view_selftest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+gint64 ks_view_start_us;
+
+typedef struct {
+    KsViewWindow *win; /* borrowed: the window owns this struct */
+    KsViewApp *app;
+    char *dir, *prompt, *compare;
+    int pages[KS_N_PAGES + 4];
+    const char *names[KS_N_PAGES + 4];
+    int n_steps, step;
+    guint frames_before;
+    gint64 step_started;
+    guint tick_id;
+    int failures;
+    gboolean first_frame_reported;
+    gint64 opened_us;
+} selftest;
+
+/* extra steps after the pages: a zoomed head, attention to a token */
+enum { STEP_HEAD_ZOOMED = 100, STEP_ATTENTION_TO = 101 };
+
+static void selftest_free(selftest *t) {
+    g_free(t->dir);
+    g_free(t->prompt);
+    g_free(t->compare);
+    g_free(t);
+}
+
+/* 1 saved, 0 failed, -1 nothing to render yet (the widget is between frames: try at the
+ * next one) */
+static int save_widget_png(GtkWidget *w, const char *path) {
+    int width = gtk_widget_get_width(w), height = gtk_widget_get_height(w);
+    if (width <= 0 || height <= 0) {
+        fprintf(stderr, "self-test: %s: the widget has no size (%d x %d)\n", path, width, height);
+        return 0;
+    }
+    g_autoptr(GdkPaintable) paintable = gtk_widget_paintable_new(w);
+    GtkSnapshot *snap = gtk_snapshot_new();
+    gdk_paintable_snapshot(paintable, snap, width, height);
+    g_autoptr(GskRenderNode) node = gtk_snapshot_free_to_node(snap);
+    if (!node) return -1;
+    GskRenderer *r = gtk_native_get_renderer(gtk_widget_get_native(w));
+    g_autoptr(GdkTexture) tex =
+        gsk_renderer_render_texture(r, node, &GRAPHENE_RECT_INIT(0, 0, width, height));
+    return tex && gdk_texture_save_to_png(tex, path) ? 1 : 0;
+}
+
+static long peak_rss_kb(void) {
+    g_autofree char *status = NULL;
+    if (!g_file_get_contents("/proc/self/status", &status, NULL, NULL)) return -1;
+    const char *p = strstr(status, "VmHWM:");
+    return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+static gboolean quit_idle(gpointer data) {
+    KsViewApp *app = data;
+    g_application_quit(G_APPLICATION(app));
+    return G_SOURCE_REMOVE;
+}
+
+static void finish(selftest *t) {
+    guint problems = ks_view_log_problems();
+    printf("self-test: peak-rss-kb %ld\n", peak_rss_kb());
+    printf("self-test: log warnings/criticals %u\n", problems);
+    printf("self-test: %s (%d page failures)\n", t->failures || problems ? "FAILED" : "ok",
+           t->failures);
+    fflush(stdout);
+    ks_view_app_set_exit_status(t->app, t->failures || problems ? 1 : 0);
+    KsViewApp *app = t->app;
+    /* closing the window saves its state (tested); quitting then ends the main loop */
+    gtk_window_close(GTK_WINDOW(t->win));
+    g_idle_add(quit_idle, app);
+}
+
+static void on_page_failed(KsViewCanvas *c, const char *msg, selftest *t) {
+    const ks_view_page_info *pi = ks_view_page_info_get(ks_view_canvas_page(c));
+    fprintf(stderr, "self-test: page %s failed to draw: %s\n", pi->id, msg);
+    t->failures++;
+}
+
+static void begin_step(selftest *t);
+
+static gboolean on_tick(GtkWidget *w, GdkFrameClock *clock, gpointer data) {
+    (void)w;
+    (void)clock;
+    selftest *t = data;
+    KsViewPage page = ks_view_window_current_page(t->win);
+    KsViewCanvas *c = ks_view_window_canvas(t->win, page);
+    gint64 now = g_get_monotonic_time();
+    if (ks_view_canvas_frames(c) <= t->frames_before) {
+        if (now - t->step_started > 20 * G_USEC_PER_SEC) {
+            fprintf(stderr, "self-test: page %s: no frame within 20 s\n", t->names[t->step]);
+            t->failures++;
+        } else {
+            return G_SOURCE_CONTINUE;
+        }
+    } else {
+        if (!t->first_frame_reported) {
+            t->first_frame_reported = TRUE;
+            printf("self-test: first-frame-ms %.1f (process start), %.1f (file opened)\n",
+                   (now - ks_view_start_us) / 1000.0, (now - t->opened_us) / 1000.0);
+        }
+        g_autofree char *png = g_strdup_printf("%s/%s.png", t->dir, t->names[t->step]);
+        g_autofree char *wpng = g_strdup_printf("%s/%s-window.png", t->dir, t->names[t->step]);
+        int ok = save_widget_png(GTK_WIDGET(c), png);
+        if (ok == 1) ok = save_widget_png(GTK_WIDGET(t->win), wpng);
+        if (ok < 0 && now - t->step_started < 20 * G_USEC_PER_SEC) return G_SOURCE_CONTINUE;
+        if (ok != 1) t->failures++;
+        printf("self-test: page %s %s (%.0f ms)\n", t->names[t->step], ok == 1 ? "saved" : "NOT SAVED",
+               (now - t->step_started) / 1000.0);
+        fflush(stdout);
+    }
+    t->tick_id = 0;
+    t->step++;
+    begin_step(t);
+    return G_SOURCE_REMOVE;
+}
+
+static void begin_step(selftest *t) {
+    if (t->step >= t->n_steps) {
+        /* one view through the export path too, in each format */
+        static const char *ext[] = {"png", "svg", "pdf"};
+        for (int i = 0; i < 3; i++) {
+            g_autofree char *path = g_strdup_printf("%s/export.%s", t->dir, ext[i]);
+            g_autoptr(GError) err = NULL;
+            if (!ks_view_window_export(t->win, path, &err)) {
+                fprintf(stderr, "self-test: export %s: %s\n", path, err->message);
+                t->failures++;
+            }
+        }
+        finish(t);
+        return;
+    }
+    ks_view_nav *nav = ks_view_window_nav(t->win);
+    int p = t->pages[t->step];
+    if (p == STEP_HEAD_ZOOMED) {
+        ks_view_window_show_page(t->win, KS_PAGE_HEAD);
+        nav->zoom = 4;
+        nav->row0 = nav->col0 = 0;
+        p = KS_PAGE_HEAD;
+    } else if (p == STEP_ATTENTION_TO) {
+        nav->zoom = 1;
+        nav->token = 1;
+        nav->to_token = true;
+        p = KS_PAGE_FROM_TO;
+    }
+    ks_view_window_sync(t->win);
+    ks_view_window_show_page(t->win, p);
+    KsViewCanvas *c = ks_view_window_canvas(t->win, p);
+    ks_view_canvas_refresh(c);
+    t->frames_before = ks_view_canvas_frames(c);
+    t->step_started = g_get_monotonic_time();
+    t->tick_id = gtk_widget_add_tick_callback(GTK_WIDGET(t->win), on_tick, t, NULL);
+}
+
+static void start_pages(selftest *t) {
+    ks_view_nav *nav = ks_view_window_nav(t->win);
+    t->n_steps = 0;
+    for (int p = 0; p < KS_N_PAGES; p++)
+        if (ks_view_page_available(nav, p)) {
+            t->pages[t->n_steps] = p;
+            t->names[t->n_steps++] = ks_view_page_info_get(p)->id;
+        }
+    if (ks_view_page_available(nav, KS_PAGE_HEAD) && ks_view_document_dump(ks_view_window_document(t->win))) {
+        t->pages[t->n_steps] = STEP_HEAD_ZOOMED;
+        t->names[t->n_steps++] = "head-zoomed";
+        t->pages[t->n_steps] = STEP_ATTENTION_TO;
+        t->names[t->n_steps++] = "attention-to";
+    }
+    for (int p = 0; p < KS_N_PAGES; p++)
+        g_signal_connect(ks_view_window_canvas(t->win, p), "failed", G_CALLBACK(on_page_failed), t);
+    printf("self-test: %d pages\n", t->n_steps);
+    t->step = 0;
+    begin_step(t);
+}
+
+static void on_run_finished(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
+    (void)win;
+    if (!ok) {
+        fprintf(stderr, "self-test: the live run failed: %s\n", msg);
+        t->failures++;
+        finish(t);
+        return;
+    }
+    printf("self-test: live run done\n");
+    start_pages(t);
+}
+
+static void on_opened(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
+    t->opened_us = g_get_monotonic_time();
+    if (!ok) {
+        fprintf(stderr, "self-test: cannot open: %s\n", msg);
+        t->failures++;
+        finish(t);
+        return;
+    }
+    KsViewDocument *doc = ks_view_window_document(win);
+    if (t->compare) {
+        g_autoptr(GError) err = NULL;
+        if (!ks_view_document_open_other(doc, t->compare, &err)) {
+            fprintf(stderr, "self-test: --compare: %s\n", err->message);
+            t->failures++;
+        }
+    }
+    if (ks_view_document_source(doc) == KS_VIEW_SOURCE_MODEL) {
+        g_signal_connect(win, "run-finished", G_CALLBACK(on_run_finished), t);
+        ks_view_window_run(win, t->prompt ? t->prompt : "Once upon a time", "none", 8);
+        return;
+    }
+    start_pages(t);
+}
+
+void ks_view_selftest_attach(KsViewWindow *win, KsViewApp *app, const char *dir,
+                             const char *prompt, const char *compare) {
+    selftest *t = g_new0(selftest, 1);
+    t->win = win;
+    t->app = app;
+    t->dir = g_strdup(dir);
+    t->prompt = g_strdup(prompt);
+    t->compare = g_strdup(compare);
+    g_mkdir_with_parents(dir, 0755);
+    g_object_set_data_full(G_OBJECT(win), "ks-selftest", t, (GDestroyNotify)selftest_free);
+    g_signal_connect(win, "opened", G_CALLBACK(on_opened), t);
+}
+
+void ks_view_selftest_start_empty(KsViewWindow *win) {
+    selftest *t = g_object_get_data(G_OBJECT(win), "ks-selftest");
+    if (!t) return;
+    t->opened_us = g_get_monotonic_time();
+    start_pages(t);
+}

@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+"""test_view_gui.py — the GTK4 viewer (`koalascope view`, gui/viewer/) under Xvfb, driven by its
+hidden --self-test entry: it opens a file, shows every page that has something to show, saves
+a screenshot of each (GTK's own renderer: widget → render node → GdkTexture → PNG), exports
+one view as PNG/SVG/PDF and exits 0 only when every page drew and nothing logged a GLib/GTK
+warning or critical (G_DEBUG=fatal-criticals makes a critical abort the run, too).
+
+Usage (meson passes these): test_view_gui.py KOALASCOPE [KOALASCOPE_VIEW]   (TAP on stdout)
+
+  1. `koalascope` itself links no GTK (ldd), and `koalascope view` exits 1 naming a missing
+     file or a viewer that is not there;
+  2. a stories260K dump recorded here with `koalascope record` (2 prompts, residual stream and
+     attention patterns, 8 generated tokens), with a second dump for the compare page: every
+     page of a dump (tokens, attention grid, head, head zoomed, attention from and to a token,
+     residual norms, logit lens, compare) is saved, and each PNG is decoded here (zlib only)
+     and is not blank: at least 2% of its pixels differ from its most common colour and it has
+     at least 8 colours (a page that drew only a message has far fewer coloured pixels);
+  3. the window's state (size, last page) is written to $XDG_CONFIG_HOME/koalascope/viewer.ini;
+  4. the stories260K checkpoint opened as a model: the self-test runs a prompt live (worker
+     thread, recorded into a temporary dump) and the same pages are saved;
+  5. a file that is not a dump exits the self-test with status 1 naming it;
+  6. an audit directory (`koalascope audit` on 12 CrowS-Pairs items of the shared data, the
+     first audit of tests/reference/fixtures/audit/spec.json): the scores and items pages.
+
+Needs xvfb-run and dbus-run-session (a session bus, which GtkApplication asks for), the viewer
+built (meson option gui) and the stories260K shared data; each missing one is a visible SKIP,
+and a failure under CI=true.
+"""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+from ks_tap import diag, ok, plan, skip
+
+CI = os.environ.get("CI") == "true"
+HERE = os.path.dirname(os.path.abspath(__file__))
+KS = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/cli/koalascope"
+VIEWER = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
+DATA = os.environ.get("KS_SHARED_DATA") or os.path.join(
+    os.environ.get("KS_SOURCE_ROOT", os.path.dirname(HERE)), "..", "shared", "data")
+DATA = os.path.abspath(DATA)
+
+DUMP_PAGES = ["tokens", "attention-grid", "head", "attention", "residual", "lens", "compare",
+              "head-zoomed", "attention-to"]
+
+
+def missing(what):
+    """A visible SKIP of the whole test, or a failure under CI=true."""
+    if CI:
+        ok(False, "%s (CI=true requires it)" % what)
+    else:
+        skip(what)
+    plan()
+    sys.exit(1 if CI else 0)
+
+
+def read_png(path):
+    """(width, height, pixels) of an 8-bit RGB/RGBA non-interlaced PNG; pixels a list of rows
+    of bytes (RGBA or RGB). Only what GDK and cairo write is supported."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("%s: not a PNG" % path)
+    pos, idat, w = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            if depth != 8 or ctype not in (2, 6) or interlace:
+                raise ValueError("%s: PNG kind %d/%d/%d unsupported" % (path, depth, ctype, interlace))
+            bpp = 4 if ctype == 6 else 3
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    stride = w * bpp
+    rows, prev = [], bytearray(stride)
+    for y in range(h):
+        ftype = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if ftype == 1:
+                line[x] = (line[x] + a) & 255
+            elif ftype == 2:
+                line[x] = (line[x] + b) & 255
+            elif ftype == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return w, h, rows, bpp
+
+
+def blankness(path):
+    """(share of pixels that differ from the most common colour, number of colours), sampling
+    every 2nd pixel of every 2nd row. Decoded by Pillow where it is installed (CI: it comes
+    with python3-matplotlib), else by read_png (slower: pure Python)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        Image = None
+    if Image is not None:
+        img = Image.open(path)
+        img.load()
+        if img.format != "PNG":
+            raise ValueError("%s: not a PNG" % path)
+        img = img.convert("RGB")
+        w, h = img.size
+        img = img.resize(((w + 1) // 2, (h + 1) // 2), Image.NEAREST)
+        colours = img.getcolors(maxcolors=1 << 24)
+        total = sum(c for c, _ in colours)
+        return (total - max(c for c, _ in colours)) / total, len(colours)
+    w, h, rows, bpp = read_png(path)
+    counts = {}
+    for y in range(0, h, 2):
+        r = rows[y]
+        for x in range(0, w, 2):
+            px = r[x * bpp:x * bpp + 3]
+            counts[px] = counts.get(px, 0) + 1
+    total = sum(counts.values())
+    top = max(counts.values())
+    return (total - top) / total, len(counts)
+
+
+def viewer_env(tmp):
+    env = dict(os.environ)
+    env.update({
+        "G_DEBUG": "fatal-criticals",
+        "GSK_RENDERER": "cairo",      # the same pixels whatever GL the X server has
+        "GTK_A11Y": "none",           # no accessibility bus to start
+        "XDG_CONFIG_HOME": os.path.join(tmp, "config"),
+        "KS_VIEWER": VIEWER,
+        "NO_AT_BRIDGE": "1",
+    })
+    return env
+
+
+def self_test(args, out, tmp, timeout=120):
+    cmd = ["dbus-run-session", "--", "xvfb-run", "-a", "-s", "-screen 0 1400x1000x24",
+           KS, "view"] + args + ["--self-test", out]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=viewer_env(tmp), timeout=timeout)
+    return p
+
+
+def check_pages(out, pages, what):
+    for page in pages:
+        png = os.path.join(out, page + ".png")
+        if not ok(os.path.exists(png), "%s: page %s saved a screenshot" % (what, page)):
+            continue
+        try:
+            frac, ncol = blankness(png)
+        except ValueError as exc:
+            ok(False, "%s: page %s: %s" % (what, page, exc))
+            continue
+        ok(frac >= 0.02 and ncol >= 8,
+           "%s: page %s is not blank (%.1f%% of pixels coloured, %d colours)" % (what, page, 100 * frac, ncol))
+
+
+def main():
+    if not os.access(KS, os.X_OK):
+        missing("no koalascope program at %s" % KS)
+    # 1. no GTK in the CLI
+    ldd = subprocess.run(["ldd", KS], stdout=subprocess.PIPE, text=True)
+    ok(ldd.returncode == 0 and "libgtk" not in ldd.stdout and "libadwaita" not in ldd.stdout,
+       "koalascope links no GTK (ldd)")
+    p = subprocess.run([KS, "view", "/nonexistent/d.h5"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    ok(p.returncode == 1 and "/nonexistent/d.h5" in p.stderr, "view: a missing file exits 1 naming it")
+    env = dict(os.environ, KS_VIEWER="/nonexistent/koalascope-view")
+    p = subprocess.run([KS, "view"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ok(p.returncode == 1 and "not built" in p.stderr and "gtk" in p.stderr.lower(),
+       "view: a viewer that is not there exits 1 saying how to build it")
+
+    if not VIEWER or not os.access(VIEWER, os.X_OK):
+        missing("the viewer koalascope-view was not built (meson option gui: needs gtk4, libadwaita-1)")
+    for tool in ("xvfb-run", "dbus-run-session"):
+        if not shutil.which(tool):
+            missing("%s not installed (scripts/install-deps: xvfb, dbus)" % tool)
+    model = os.path.join(DATA, "stories260K", "stories260K.bin")
+    tok = os.path.join(DATA, "stories260K", "tok512.bin")
+    if not os.path.exists(model):
+        missing("stories260K missing at %s; set KS_SHARED_DATA" % DATA)
+
+    tmp = tempfile.mkdtemp(prefix="ks-view-test-")
+    try:
+        prompts = os.path.join(tmp, "prompts.txt")
+        with open(prompts, "w") as f:
+            f.write("Once upon a time there was a little dog.\nThe sun was warm and the park was big.\n")
+        dump, dump2 = os.path.join(tmp, "d.h5"), os.path.join(tmp, "d2.h5")
+        for path, extra in ((dump, []), (dump2, ["--temperature", "1", "--seed", "5"])):
+            r = subprocess.run([KS, "record", model, "--tokenizer", tok, "--prompts", prompts,
+                                "--hooks", "blocks.*.hook_resid_post,blocks.*.attn.hook_pattern",
+                                "--generate", "8", "-q", "-o", path] + extra,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if not ok(r.returncode == 0, "record %s" % os.path.basename(path)):
+                diag(r.stderr)
+                plan()
+                return 1
+
+        # 2. every page of a dump
+        out = os.path.join(tmp, "shots")
+        p = self_test([dump, "--compare", dump2], out, tmp)
+        diag(p.stdout.strip())
+        if p.returncode != 0:
+            diag(p.stderr.strip()[-3000:])
+        ok(p.returncode == 0 and "self-test: ok" in p.stdout,
+           "dump: the self-test passes (every page drawn, no GTK warning or critical)")
+        ok("log warnings/criticals 0" in p.stdout, "dump: nothing logged a warning or critical")
+        check_pages(out, DUMP_PAGES, "dump")
+        for ext, magic in (("png", b"\x89PNG"), ("svg", b"<?xml"), ("pdf", b"%PDF")):
+            path = os.path.join(out, "export." + ext)
+            head = open(path, "rb").read(5) if os.path.exists(path) else b""
+            ok(head.startswith(magic), "dump: the view exported as %s" % ext.upper())
+
+        # 3. remembered state
+        ini = os.path.join(tmp, "config", "koalascope", "viewer.ini")
+        text = open(ini).read() if os.path.exists(ini) else ""
+        ok("[window]" in text and "width=" in text and "page=attention" in text,
+           "the window state (size, last page) is kept in viewer.ini")
+
+        # 4. a model, run live
+        out2 = os.path.join(tmp, "shots-model")
+        p = self_test([model, "--tokenizer", tok], out2, tmp)
+        diag(p.stdout.strip())
+        if p.returncode != 0:
+            diag(p.stderr.strip()[-3000:])
+        ok(p.returncode == 0 and "live run done" in p.stdout and "self-test: ok" in p.stdout,
+           "model: a prompt runs live and every page draws")
+        check_pages(out2, [x for x in DUMP_PAGES if x != "compare"], "model")
+
+        # 5. not a dump
+        p = self_test([prompts], os.path.join(tmp, "shots-bad"), tmp)
+        ok(p.returncode == 1 and "prompts.txt" in p.stderr,
+           "a file that is not a dump fails the self-test naming it")
+
+        # 6. audit results
+        import json
+        with open(os.path.join(HERE, "reference", "fixtures", "audit", "spec.json")) as f:
+            spec = json.load(f)
+        spec["audits"] = spec["audits"][:1]
+        spec["audits"][0]["limit"] = 12
+        data_files = [d.replace("${KS_SHARED_DATA}", DATA) for d in spec["audits"][0]["data"]]
+        if not all(os.path.exists(d) for d in data_files):
+            if CI:
+                ok(False, "audit data missing (%s); CI=true requires it" % data_files)
+            else:
+                skip("audit data missing (%s)" % data_files)
+        else:
+            spec_path, run_dir = os.path.join(tmp, "spec.json"), os.path.join(tmp, "audit")
+            with open(spec_path, "w") as f:
+                json.dump(spec, f)
+            r = subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, KS_SHARED_DATA=DATA))
+            if ok(r.returncode == 0, "audit of 12 CrowS-Pairs items"):
+                out3 = os.path.join(tmp, "shots-audit")
+                p = self_test([run_dir], out3, tmp)
+                diag(p.stdout.strip())
+                if p.returncode != 0:
+                    diag(p.stderr.strip()[-3000:])
+                ok(p.returncode == 0 and "self-test: 2 pages" in p.stdout and "self-test: ok" in p.stdout,
+                   "audit: the scores and items pages draw")
+                check_pages(out3, ["audit", "items"], "audit")
+            else:
+                diag(r.stderr[-2000:])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    plan()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
