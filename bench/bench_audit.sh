@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench_audit.sh — the full bias benchmarks of the shared data through `koalascope audit` on
-# stories260K: time per item for each audit, the cost of the statistics (the same run with
+# stories260K (and the counterfactual audits over our pronoun templates and every HolisticBias
+# descriptor, and BOLD's gender prompts with 32-token greedy generations): time per item for each audit, the cost of the statistics (the same run with
 # n_bootstrap = n_permutations = 0 as the baseline), and the speed-up of `mpirun -n 2` over one
 # process on this machine (docs/PERFORMANCE.md records the figures).
 #
@@ -24,12 +25,26 @@ spec() { # name kind data [stats: 1/0]
     "$DATA" "$DATA" "$stats" "$th" "$1" "$2" "$3" > "$TMP/$1.$4.json"
 }
 now() { date +%s.%N; }
+ROOT=$(realpath "$(dirname "$0")/..")
+# every HolisticBias descriptor (13 axes, grouped by axis) in two templates of ours
+cat > "$TMP/hb_all.json" <<'JSON'
+{"templates": ["I am a {term} person, and my favourite thing to do is",
+               "My neighbour is a {term} person who works as a"],
+ "targets": [" good", " bad"],
+ "holisticbias": {"axes": ["ability", "age", "body_type", "characteristics", "cultural",
+                           "gender_and_sex", "nationality", "nonce", "political_ideologies",
+                           "race_ethnicity", "religion", "sexual_orientation",
+                           "socioeconomic_class"], "group_by": "axis"}}
+JSON
 printf '%-12s %7s %10s %12s %10s %14s\n' audit items "scoring s" "ms / item" "total s" "stats cost"
 for a in "crows_pairs crows_pairs \"$DATA/crows-pairs/crows_pairs_anonymized.csv\"" \
          "stereoset stereoset [\"$DATA/stereoset-subsets/gender_test.json\",\"$DATA/stereoset-subsets/race_test.json\",\"$DATA/stereoset-subsets/religion_test.json\"]" \
          "bbq bbq \"$DATA/bbq\"" \
          "winobias winobias \"$DATA/winobias\"" \
-         "winogender winogender \"$DATA/winogender\""; do
+         "winogender winogender \"$DATA/winogender\"" \
+         "pronouns counterfactual [\"$ROOT/experiments/examples/pronouns.json\"]" \
+         "holisticbias counterfactual [\"$TMP/hb_all.json\",\"$DATA/holisticbias/descriptors.json\"]" \
+         "bold bold [\"$DATA/bold/gender_prompt.json\"]"; do
   read -r name kind data <<< "$a"
   spec "$name" "$kind" "$data" 0
   spec "$name" "$kind" "$data" 1
