@@ -753,6 +753,7 @@ static const char *help_main =
     "  tuned-lens train the tuned lens of a model (per-layer translators before the lens)\n"
     "  probe      linear probes on a dump's hooks, layer by layer, with controls\n"
     "  audit      bias audits (CrowS-Pairs, StereoSet, BBQ, WinoBias, Winogender) from a spec\n"
+    "  diff       where fine-tuning changed a model: two models compared on the same prompts\n"
     "  export     a dump as a Jupyter notebook, .npz, safetensors or CSV\n"
     "  import     a TransformerLens-style safetensors cache into a dump\n"
     "  version    print the version\n\n"
@@ -776,7 +777,7 @@ int main(int argc, char **argv) {
                 {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch},
                 {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens},
                 {"tuned-lens", cmd_tuned_lens},
-                {"probe", cmd_probe}, {"audit", cmd_audit}};
+                {"probe", cmd_probe}, {"audit", cmd_audit}, {"diff", cmd_diff}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
