@@ -218,11 +218,15 @@ int cmd_diff(int argc, char **argv) {
     ks_model_options ot = {.tokenizer_path = a.tuned_tokenizer, .f32_weights = a.f32};
     if (ks_model_open(a.tuned, &ot, &mt, &e)) goto fail;
     if (!a.tuned_tokenizer && a.tokenizer && !ks_model_tokenizer(mt)) {
-        /* a llama2.c tuned model takes the base's tokenizer file */
-        ks_model_close(mt);
-        mt = NULL;
+        /* a llama2.c tuned model takes the base's tokenizer file; where it does not fit (another
+         * vocabulary), the tuned model stays without one and the check below names the cause */
+        ks_model *m2 = NULL;
+        ks_error e2 = {0};
         ot.tokenizer_path = a.tokenizer;
-        if (ks_model_open(a.tuned, &ot, &mt, &e)) goto fail;
+        if (ks_model_open(a.tuned, &ot, &m2, &e2) == KS_OK) {
+            ks_model_close(mt);
+            mt = m2;
+        }
     }
     if (ks_diff_check_models(mb, mt, &e)) {
         fprintf(stderr, "koalascope diff: error: %s vs %s: %s\n", a.base, a.tuned, e.msg);
