@@ -36,6 +36,8 @@ int cmd_export_arrays(const char *format, int argc, char **argv);
 int cmd_export_notebook(int argc, char **argv);
 /* koalascope audit SPEC.json … (cli/audit.c) */
 int cmd_audit(int argc, char **argv);
+/* koalascope finetune … (cli/finetune.c) */
+int cmd_finetune(int argc, char **argv);
 /* koalascope import safetensors … (cli/export_arrays.c) */
 int cmd_import(int argc, char **argv);
 
