@@ -38,6 +38,8 @@ int cmd_export_notebook(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 /* koalascope diff BASE TUNED … (cli/diff.c) */
 int cmd_diff(int argc, char **argv);
+/* koalascope finetune … (cli/finetune.c) */
+int cmd_finetune(int argc, char **argv);
 /* koalascope import safetensors … (cli/export_arrays.c) */
 int cmd_import(int argc, char **argv);
 
