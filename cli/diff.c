@@ -42,6 +42,7 @@ static const char *help_diff =
     "  --system TEXT         system prompt for the template\n"
     "  --no-bos              do not prepend BOS to raw text\n"
     "  --max-prompts N       only the first N prompts\n"
+    "  --skip-long           skip prompts longer than the context (default: stop with an error)\n"
     "  --tokenizer FILE      tokenizer for BASE (llama2.c checkpoints need one); also TUNED's\n"
     "                        when it has none of its own\n"
     "  --tuned-tokenizer FILE  tokenizer for TUNED\n"
@@ -60,7 +61,7 @@ static const char *help_diff =
 
 enum {
     O_PROMPTS = 300, O_TEMPLATE, O_SYSTEM, O_NOBOS, O_MAXP, O_TOK, O_TTOK, O_HOOKS, O_NODUMPS,
-    O_CKA, O_OVERWRITE, O_THREADS, O_F32, O_HELP,
+    O_CKA, O_OVERWRITE, O_THREADS, O_F32, O_HELP, O_SKIPLONG,
 };
 
 static const struct option diff_opts[] = {
@@ -70,6 +71,7 @@ static const struct option diff_opts[] = {
     {"system", required_argument, 0, O_SYSTEM},
     {"no-bos", no_argument, 0, O_NOBOS},
     {"max-prompts", required_argument, 0, O_MAXP},
+    {"skip-long", no_argument, 0, O_SKIPLONG},
     {"tokenizer", required_argument, 0, O_TOK},
     {"tuned-tokenizer", required_argument, 0, O_TTOK},
     {"hooks", required_argument, 0, O_HOOKS},
@@ -89,7 +91,7 @@ typedef struct {
     cli_prompt_source src;
     long max_prompts;
     int threads;
-    bool no_dumps, overwrite, f32, quiet;
+    bool no_dumps, overwrite, f32, quiet, skip_long;
     ks_diff_options dopt;
 } diff_args;
 
@@ -117,6 +119,7 @@ static int parse_args(int argc, char **argv, diff_args *a) {
         case O_TTOK: a->tuned_tokenizer = optarg; break;
         case O_HOOKS: a->hooks = optarg; break;
         case O_NODUMPS: a->no_dumps = true; break;
+        case O_SKIPLONG: a->skip_long = true; break;
         case O_CKA:
             if (strcmp(optarg, "all") == 0) break;
             if (strcmp(optarg, "resid") == 0) {
@@ -241,7 +244,7 @@ int cmd_diff(int argc, char **argv) {
     int ctx = c->max_seq_len < ks_model_config(mt)->max_seq_len ? c->max_seq_len : ks_model_config(mt)->max_seq_len;
 
     /* pass 1 */
-    int64_t n_prompts = 0, n_tokens = 0, attn = 0, text_bytes = 1;
+    int64_t n_prompts = 0, n_tokens = 0, attn = 0, text_bytes = 1, n_skipped = 0;
     int longest = 0;
     if (cli_prompts_open(&it, &a.src, &e)) goto fail;
     for (;;) {
@@ -249,9 +252,13 @@ int cmd_diff(int argc, char **argv) {
         int k = cli_prompts_next(&it, tok, c->vocab_size, &item, &e);
         if (k < 0) goto fail;
         if (k == 0) break;
+        if (item.n > ctx && a.skip_long) {
+            n_skipped++;
+            continue;
+        }
         if (item.n > ctx) {
-            ks_error_set(&e, KS_ERR_RANGE, "%s, prompt id %s: %d tokens exceed the context length %d",
-                         a.src.prompts ? a.src.prompts : "--prompt", item.id, item.n, ctx);
+            ks_error_set(&e, KS_ERR_RANGE, "%s, prompt id %s: %d tokens exceed the context length %d "
+                         "(or --skip-long)", a.src.prompts ? a.src.prompts : "--prompt", item.id, item.n, ctx);
             goto fail;
         }
         n_prompts++;
@@ -262,8 +269,9 @@ int cmd_diff(int argc, char **argv) {
     }
     cli_prompts_close(&it);
     if (n_prompts == 0) {
-        ks_error_set(&e, KS_ERR_ARG, "%s: no prompts in the file (an empty prompt set)",
-                     a.src.prompts ? a.src.prompts : "--prompt");
+        ks_error_set(&e, KS_ERR_ARG, "%s: no prompts %s", a.src.prompts ? a.src.prompts : "--prompt",
+                     n_skipped ? "fit the context (all were skipped by --skip-long)"
+                               : "in the file (an empty prompt set)");
         goto fail;
     }
     char sha[65];
@@ -307,8 +315,8 @@ int cmd_diff(int argc, char **argv) {
     }
     if (ks_diff_writer_create(p_diff, &meta, c->n_layers, c->n_heads, &w, &e)) goto fail;
     if (!a.quiet)
-        fprintf(stderr, "[diff] %lld prompts, %lld tokens; weights compared (%d tensors); CKA "
-                "accumulators %.1f MB\n", (long long)n_prompts, (long long)n_tokens, n_tens,
+        fprintf(stderr, "[diff] %lld prompts (%lld longer than the context skipped), %lld tokens; weights compared (%d tensors); CKA "
+                "accumulators %.1f MB\n", (long long)n_prompts, (long long)n_skipped, (long long)n_tokens, n_tens,
                 (double)ks_diff_accumulator_bytes(d) / 1e6);
 
     /* pass 2 */
@@ -320,6 +328,7 @@ int cmd_diff(int argc, char **argv) {
         int k = cli_prompts_next(&it, tok, c->vocab_size, &item, &e);
         if (k < 0) goto fail;
         if (k == 0) break;
+        if (item.n > ctx) continue; /* only with --skip-long (pass 1) */
         ks_diff_prompt pr;
         if (a.no_dumps) {
             if (ks_diff_run(d, sb, stu, item.tokens, item.n, &pr, &e)) goto fail;
