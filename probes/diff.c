@@ -554,6 +554,21 @@ static ks_status ensure_xd(ks_diff *d, int B) {
     return d->xd_rows ? KS_OK : KS_ERR_NOMEM;
 }
 
+/* S (D, D) += Aᵀ B for A, B (n, D), f64. BLAS runs single-threaded inside a session (ks_model.h),
+ * so the columns of S are split over OpenMP threads in blocks of 64, each its own dgemm: every
+ * element is still one dot product over the n rows computed by the same kernel, whatever the
+ * thread count, and the partition depends only on D and n, so the three accumulators of one
+ * prompt see the same arithmetic. */
+static void gram_add(const double *A, const double *B, int D, int n, double *S) {
+    const int W = 64, nb = (D + W - 1) / W;
+#pragma omp parallel for schedule(static) if (nb > 1 && (size_t)D * D * (size_t)n > (1u << 20))
+    for (int j = 0; j < nb; j++) {
+        int c0 = j * W, nc = D - c0 < W ? D - c0 : W;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, nc, n, 1.0, A, D, B + c0, D, 1.0,
+                    S + c0, D);
+    }
+}
+
 static void tuned_stream(ks_diff *d, const ks_hook_tensor *t, int st, int B) {
     const int D = d->D, L = d->L, l = t->layer;
     const size_t N = (size_t)d->cap;
@@ -588,13 +603,10 @@ static void tuned_stream(ks_diff *d, const ks_hook_tensor *t, int st, int B) {
             }
         size_t DD = (size_t)D * D;
         double *S = d->S + ((size_t)st * L + l) * 3 * DD;
-        /* the three through one call each, same routine, same alignment: see the file top */
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, B, 1.0, d->xd, D, d->xd, D,
-                    1.0, S, D);
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, B, 1.0, d->yd, D, d->yd, D,
-                    1.0, S + DD, D);
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, B, 1.0, d->xd, D, d->yd, D,
-                    1.0, S + 2 * DD, D);
+        /* the three through the same routine, same partition, same alignment: see the file top */
+        gram_add(d->xd, d->xd, D, B, S);
+        gram_add(d->yd, d->yd, D, B, S + DD);
+        gram_add(d->xd, d->yd, D, B, S + 2 * DD);
     }
     if (st != KS_DIFF_RESID) return;
     /* the lens of both models at this layer */
