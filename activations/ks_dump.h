@@ -233,6 +233,13 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
 ks_status ks_recorder_finish(ks_recorder *r, ks_error *err);
 /* Stop without marking complete (what is committed stays). NULL-safe. */
 void ks_recorder_free(ks_recorder *r);
+/* A second hook that runs beside the recorder during ks_recorder_record, so an analysis reads
+ * the same forward that is recorded (koalascope diff) instead of running its own: it is asked
+ * about every tensor of the forward (its answer does not change what is recorded; asked about
+ * "logits", true makes every row's logits computed) and handed those it wants, after the
+ * recorder has copied them. It must only read them (the forward is read-only for the
+ * recorder). fn NULL removes it. */
+void ks_recorder_set_tap(ks_recorder *r, ks_hook_fn fn, void *user);
 /* Prompts committed in the file so far (all runs). */
 int64_t ks_recorder_committed(const ks_recorder *r);
 /* Peak of bytes queued so far. */

@@ -81,6 +81,8 @@ typedef struct {
 
 struct ks_recorder {
     char *path;
+    ks_hook_fn tap;    /* ks_recorder_set_tap: a read-only hook beside the recorder's own */
+    void *tap_user;
     const ks_model *m;
     ks_config cfg;
     ks_record_options o;
@@ -1361,6 +1363,12 @@ void ks_recorder_set_progress(ks_recorder *r, void (*fn)(const ks_record_progres
 
 size_t ks_recorder_peak_buffer(const ks_recorder *r) { return r ? r->peak : 0; }
 
+void ks_recorder_set_tap(ks_recorder *r, ks_hook_fn fn, void *user) {
+    if (!r) return;
+    r->tap = fn;
+    r->tap_user = user;
+}
+
 int64_t ks_recorder_committed(const ks_recorder *r) { return r ? atomic_load(&r->committed_pub) : 0; }
 
 /* ------------------------------------------------------------------ the hook */
@@ -1381,7 +1389,22 @@ static msg *msg_rows(int ds, int64_t start, int64_t count, size_t floats) {
     return q;
 }
 
+static bool rec_copy(const ks_hook_tensor *t, bool ask, void *user);
+
+/* The session's hook during ks_recorder_record: the recorder's copy, then the tap (which is
+ * asked again when handed a tensor, since either of the two may have wanted it). */
 static bool rec_hook(const ks_hook_tensor *t, bool ask, void *user) {
+    ks_recorder *r = user;
+    if (ask) {
+        bool mine = rec_copy(t, true, r);
+        return (r->tap && r->tap(t, true, r->tap_user)) || mine;
+    }
+    rec_copy(t, false, r);
+    if (r->tap && r->tap(t, true, r->tap_user)) r->tap(t, false, r->tap_user);
+    return false;
+}
+
+static bool rec_copy(const ks_hook_tensor *t, bool ask, void *user) {
     ks_recorder *r = user;
     size_t idx = (size_t)t->point * (size_t)(r->cfg.n_layers + 1) + (size_t)(t->layer + 1);
     int k = r->slot[idx];
@@ -1568,7 +1591,9 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
     r->cur_rows = rows;
     r->hook_failed = false;
     size_t lslot = (size_t)KS_HOOK_LOGITS * (size_t)(r->cfg.n_layers + 1);
-    bool want_logits = K > 0 || r->o.logits_full || r->slot[lslot] >= 0;
+    ks_hook_tensor ask_logits = {.name = "logits", .point = KS_HOOK_LOGITS, .layer = -1};
+    bool want_logits = K > 0 || r->o.logits_full || r->slot[lslot] >= 0 ||
+                       (r->tap && r->tap(&ask_logits, true, r->tap_user));
     if (want_logits && (size_t)n * (size_t)V > r->logits_cap) {
         float *lg = realloc(r->logits, (size_t)n * (size_t)V * sizeof(float));
         if (!lg) {

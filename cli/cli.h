@@ -40,6 +40,10 @@ int cmd_audit(int argc, char **argv);
 int cmd_render(int argc, char **argv);
 /* koalascope view … (cli/view.c): starts the GTK viewer, a program of its own */
 int cmd_view(int argc, char **argv);
+/* koalascope diff BASE TUNED … (cli/diff.c) */
+int cmd_diff(int argc, char **argv);
+/* koalascope finetune … (cli/finetune.c) */
+int cmd_finetune(int argc, char **argv);
 /* koalascope import safetensors … (cli/export_arrays.c) */
 int cmd_import(int argc, char **argv);
 

@@ -752,7 +752,10 @@ static const char *help_main =
     "  lens       the logit lens over a dump's residual stream, layer by layer\n"
     "  tuned-lens train the tuned lens of a model (per-layer translators before the lens)\n"
     "  probe      linear probes on a dump's hooks, layer by layer, with controls\n"
-    "  audit      bias audits (CrowS-Pairs, StereoSet, BBQ, WinoBias, Winogender) from a spec\n"
+    "  finetune   fine-tune on dialogue data (the Koala recipe): HF checkpoints, resume, LoRA\n"
+    "  audit      bias audits (CrowS-Pairs, StereoSet, BBQ, WinoBias, Winogender, counterfactual\n"
+    "             templates, BOLD) from a spec, with drill-down into the model\n"
+    "  diff       where fine-tuning changed a model: two models compared on the same prompts\n"
     "  export     a dump as a Jupyter notebook, .npz, safetensors or CSV\n"
     "  render     a view of the viewer (attention, tokens, lens, ...) into PNG/SVG/PDF\n"
     "  import     a TransformerLens-style safetensors cache into a dump\n"
@@ -777,9 +780,9 @@ int main(int argc, char **argv) {
                 {"score", cmd_score}, {"chat", cmd_chat}, {"record", cmd_record},
                 {"dump-info", cmd_dump_info}, {"attribute", cmd_attribute}, {"patch", cmd_patch},
                 {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens},
-                {"tuned-lens", cmd_tuned_lens},
-                {"probe", cmd_probe}, {"audit", cmd_audit}, {"render", cmd_render},
-                {"view", cmd_view}};
+                {"tuned-lens", cmd_tuned_lens}, {"finetune", cmd_finetune},
+                {"probe", cmd_probe}, {"audit", cmd_audit}, {"diff", cmd_diff},
+                {"render", cmd_render}, {"view", cmd_view}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

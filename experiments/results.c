@@ -13,6 +13,7 @@
 
 #include "dump_private.h"
 #include "ks_audit_results.h"
+#include "results_private.h"
 #include "ks_plot.h"
 
 #define H5TRY(call, ...) KS_H5_TRY_AS(KS_ERR_IO, call, __VA_ARGS__)
@@ -21,7 +22,7 @@
         if ((s = (call)) != KS_OK) goto out; \
     } while (0)
 
-static char *join(const char *dir, const char *name) {
+char *ks_res_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s/%s", dir, name);
@@ -30,7 +31,7 @@ static char *join(const char *dir, const char *name) {
 
 /* ------------------------------------------------------------------ CSV */
 
-static void csv_str(FILE *f, const char *s) {
+void ks_res_csv_str(FILE *f, const char *s) {
     if (!s) s = "";
     if (!strpbrk(s, ",\"\n\r")) {
         fputs(s, f);
@@ -45,7 +46,7 @@ static void csv_str(FILE *f, const char *s) {
 }
 
 /* %.17g round-trips a double; NaN as an empty field (pandas and csv readers agree on that) */
-static void csv_num(FILE *f, double v) {
+void ks_res_csv_num(FILE *f, double v) {
     if (isnan(v)) return;
     fprintf(f, "%.17g", v);
 }
@@ -59,10 +60,8 @@ static int pred_of(const ks_audit_items *items, const ks_audit_score *s) {
     return b;
 }
 
-/* write path via path.tmp and rename; fn writes the content */
-typedef ks_status (*write_fn)(FILE *f, const void *arg, ks_error *err);
 
-static ks_status write_atomic(const char *path, write_fn fn, const void *arg, ks_error *err) {
+ks_status ks_res_write_atomic(const char *path, ks_res_write_fn fn, const void *arg, ks_error *err) {
     size_t n = strlen(path) + 8;
     char *tmp = malloc(n);
     if (!tmp) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
@@ -105,24 +104,24 @@ static ks_status items_csv(FILE *f, const void *arg, ks_error *err) {
         const ks_audit_score *s = &r->scores[i];
         const char *base = strrchr(x->file, '/');
         fprintf(f, "%d,", i);
-        csv_str(f, x->id);
+        ks_res_csv_str(f, x->id);
         fputc(',', f);
-        csv_str(f, base ? base + 1 : x->file);
+        ks_res_csv_str(f, base ? base + 1 : x->file);
         fprintf(f, ",%ld,", x->line);
-        csv_str(f, x->category);
+        ks_res_csv_str(f, x->category);
         fputc(',', f);
-        csv_str(f, x->group);
+        ks_res_csv_str(f, x->group);
         fprintf(f, ",%d,%d", x->gold, pred_of(it, s));
         for (int k = 0; k < K; k++) {
             fputc(',', f);
-            if (k < s->n_options) csv_num(f, s->opt[k].ll);
+            if (k < s->n_options) ks_res_csv_num(f, s->opt[k].ll);
             fputc(',', f);
             if (k < s->n_options) fprintf(f, "%d", s->opt[k].n_tokens);
         }
         if (crows) {
             for (int k = 0; k < 2; k++) {
                 fputc(',', f);
-                csv_num(f, s->opt[k].ll_unmodified);
+                ks_res_csv_num(f, s->opt[k].ll_unmodified);
                 fprintf(f, ",%d", s->opt[k].n_unmodified);
             }
         }
@@ -137,19 +136,19 @@ static ks_status metrics_csv(FILE *f, const void *arg, ks_error *err) {
     fputs("audit,metric,category,value,ci_lo,ci_hi,p_value,n\n", f);
     for (int i = 0; i < m->n; i++) {
         const ks_audit_metric *x = &m->m[i];
-        csv_str(f, x->audit);
+        ks_res_csv_str(f, x->audit);
         fputc(',', f);
-        csv_str(f, x->metric);
+        ks_res_csv_str(f, x->metric);
         fputc(',', f);
-        csv_str(f, x->category);
+        ks_res_csv_str(f, x->category);
         fputc(',', f);
-        csv_num(f, x->value);
+        ks_res_csv_num(f, x->value);
         fputc(',', f);
-        csv_num(f, x->ci_lo);
+        ks_res_csv_num(f, x->ci_lo);
         fputc(',', f);
-        csv_num(f, x->ci_hi);
+        ks_res_csv_num(f, x->ci_hi);
         fputc(',', f);
-        csv_num(f, x->p_value);
+        ks_res_csv_num(f, x->p_value);
         fprintf(f, ",%d\n", x->n);
     }
     return KS_OK;
@@ -182,27 +181,27 @@ ks_status ks_audit_write_csv(const char *dir, const ks_audit_run *runs, int n_ru
     for (int a = 0; a < n_runs && !s; a++) {
         char name[300];
         snprintf(name, sizeof name, "items_%s.csv", runs[a].name);
-        char *p = join(dir, name);
+        char *p = ks_res_join(dir, name);
         if (!p) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
-        s = write_atomic(p, items_csv, &runs[a], err);
+        s = ks_res_write_atomic(p, items_csv, &runs[a], err);
         free(p);
         if (s || runs[a].items->kind != KS_AUDIT_BOLD) continue;
         snprintf(name, sizeof name, "generations_%s.jsonl", runs[a].name);
-        if (!(p = join(dir, name))) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
-        s = write_atomic(p, generations_jsonl, &runs[a], err);
+        if (!(p = ks_res_join(dir, name))) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
+        s = ks_res_write_atomic(p, generations_jsonl, &runs[a], err);
         free(p);
     }
     if (s) return s;
-    char *p = join(dir, "metrics.csv");
+    char *p = ks_res_join(dir, "metrics.csv");
     if (!p) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
-    s = write_atomic(p, metrics_csv, m, err);
+    s = ks_res_write_atomic(p, metrics_csv, m, err);
     free(p);
     return s;
 }
 
 /* ------------------------------------------------------------------ HDF5 */
 
-static ks_status ds_str(const char *path, const char *obj, hid_t g, const char *name,
+ks_status ks_res_ds_str(const char *path, const char *obj, hid_t g, const char *name,
                         const char *const *v, size_t n, ks_error *err) {
     ks_status s = KS_OK;
     size_t w = 1;
@@ -223,13 +222,13 @@ out:
     return s;
 }
 
-static ks_status ds_f64(const char *path, const char *obj, hid_t g, const char *name, int rank,
+ks_status ks_res_ds_f64(const char *path, const char *obj, hid_t g, const char *name, int rank,
                         const hsize_t *dims, const double *v, ks_error *err) {
     return ks_h5_write_ds(path, obj, g, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, rank, dims, v,
                           err);
 }
 
-static ks_status ds_i32(const char *path, const char *obj, hid_t g, const char *name, int rank,
+ks_status ks_res_ds_i32(const char *path, const char *obj, hid_t g, const char *name, int rank,
                         const hsize_t *dims, const int *v, ks_error *err) {
     return ks_h5_write_ds(path, obj, g, name, H5T_STD_I32LE, H5T_NATIVE_INT, rank, dims, v, err);
 }
@@ -261,31 +260,31 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
     CHECK(ks_h5_attr_str(path, obj, g, "kind", ks_audit_kind_name(it->kind), err));
     CHECK(ks_h5_attr_str(path, obj, g, "template", r->template_name ? r->template_name : "", err));
     for (size_t i = 0; i < N; i++) sv[i] = it->items[i].id;
-    CHECK(ds_str(path, obj, g, "id", sv, N, err));
+    CHECK(ks_res_ds_str(path, obj, g, "id", sv, N, err));
     for (size_t i = 0; i < N; i++) sv[i] = it->items[i].category;
-    CHECK(ds_str(path, obj, g, "category", sv, N, err));
+    CHECK(ks_res_ds_str(path, obj, g, "category", sv, N, err));
     for (size_t i = 0; i < N; i++) sv[i] = it->items[i].group;
-    CHECK(ds_str(path, obj, g, "group", sv, N, err));
+    CHECK(ks_res_ds_str(path, obj, g, "group", sv, N, err));
     for (size_t i = 0; i < N; i++) {
         const char *b = strrchr(it->items[i].file, '/');
         sv[i] = b ? b + 1 : it->items[i].file;
     }
-    CHECK(ds_str(path, obj, g, "file", sv, N, err));
+    CHECK(ks_res_ds_str(path, obj, g, "file", sv, N, err));
     hsize_t d1 = N, d2[2] = {N, (hsize_t)K};
     for (size_t i = 0; i < N; i++) iv[i] = (int)it->items[i].line;
-    CHECK(ds_i32(path, obj, g, "line", 1, &d1, iv, err));
+    CHECK(ks_res_ds_i32(path, obj, g, "line", 1, &d1, iv, err));
     for (size_t i = 0; i < N; i++) iv[i] = it->items[i].gold;
-    CHECK(ds_i32(path, obj, g, "gold", 1, &d1, iv, err));
+    CHECK(ks_res_ds_i32(path, obj, g, "gold", 1, &d1, iv, err));
     for (size_t i = 0; i < N; i++) iv[i] = pred_of(it, &r->scores[i]);
-    CHECK(ds_i32(path, obj, g, "prediction", 1, &d1, iv, err));
+    CHECK(ks_res_ds_i32(path, obj, g, "prediction", 1, &d1, iv, err));
     for (size_t i = 0; i < N; i++)
         for (int k = 0; k < K; k++) {
             bool has = k < r->scores[i].n_options;
             ll[i * (size_t)K + k] = has ? r->scores[i].opt[k].ll : NAN;
             nt[i * (size_t)K + k] = has ? r->scores[i].opt[k].n_tokens : 0;
         }
-    CHECK(ds_f64(path, obj, g, "ll", 2, d2, ll, err));
-    CHECK(ds_i32(path, obj, g, "n_tokens", 2, d2, nt, err));
+    CHECK(ks_res_ds_f64(path, obj, g, "ll", 2, d2, ll, err));
+    CHECK(ks_res_ds_i32(path, obj, g, "n_tokens", 2, d2, nt, err));
     if (it->kind == KS_AUDIT_CROWS) {
         hsize_t du[2] = {N, 2};
         for (size_t i = 0; i < N; i++)
@@ -293,21 +292,21 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
                 llu[i * 2 + k] = r->scores[i].opt[k].ll_unmodified;
                 nt[i * 2 + k] = r->scores[i].opt[k].n_unmodified;
             }
-        CHECK(ds_f64(path, obj, g, "ll_unmodified", 2, du, llu, err));
-        CHECK(ds_i32(path, obj, g, "n_unmodified", 2, du, nt, err));
+        CHECK(ks_res_ds_f64(path, obj, g, "ll_unmodified", 2, du, llu, err));
+        CHECK(ks_res_ds_i32(path, obj, g, "n_unmodified", 2, du, nt, err));
     }
     if (cf || bold) {
         /* counterfactual: the filled contexts, template indices, targets, and the top of each
          * item's next-token distribution; BOLD: the generated texts, tokens and their
          * log-probs (ids -1 / log-probs NaN past n_next) */
         for (size_t i = 0; i < N; i++) sv[i] = it->items[i].context ? it->items[i].context : "";
-        CHECK(ds_str(path, obj, g, cf ? "context" : "generation", sv, N, err));
+        CHECK(ks_res_ds_str(path, obj, g, cf ? "context" : "generation", sv, N, err));
         for (size_t i = 0; i < N; i++) iv[i] = it->items[i].flag;
-        if (cf) CHECK(ds_i32(path, obj, g, "template_index", 1, &d1, iv, err));
+        if (cf) CHECK(ks_res_ds_i32(path, obj, g, "template_index", 1, &d1, iv, err));
         if (N && cf) {
             const char *tv[KS_AUDIT_MAX_OPTIONS];
             for (int k = 0; k < it->items[0].n_options; k++) tv[k] = it->items[0].options[k].text;
-            CHECK(ds_str(path, obj, g, "targets", tv, (size_t)it->items[0].n_options, err));
+            CHECK(ks_res_ds_str(path, obj, g, "targets", tv, (size_t)it->items[0].n_options, err));
         }
         hsize_t dn[2] = {N, W};
         for (size_t i = 0; i < N; i++)
@@ -316,8 +315,8 @@ static ks_status write_run(const char *path, hid_t root, const ks_audit_run *r, 
                 nt[i * W + k] = has ? r->scores[i].next_id[k] : -1;
                 llu[i * W + k] = has ? (double)r->scores[i].next_lp[k] : NAN;
             }
-        CHECK(ds_i32(path, obj, g, cf ? "next_ids" : "generation_ids", 2, dn, nt, err));
-        CHECK(ds_f64(path, obj, g, cf ? "next_logprobs" : "generation_logprobs", 2, dn, llu,
+        CHECK(ks_res_ds_i32(path, obj, g, cf ? "next_ids" : "generation_ids", 2, dn, nt, err));
+        CHECK(ks_res_ds_f64(path, obj, g, cf ? "next_logprobs" : "generation_logprobs", 2, dn, llu,
                      err));
     }
 out:
@@ -333,7 +332,7 @@ out:
 ks_status ks_audit_write_h5(const char *dir, const ks_audit_run *runs, int n_runs,
                             const ks_audit_metrics *m, const ks_audit_meta *meta, ks_error *err) {
     ks_h5_init();
-    char *path = join(dir, "results.h5"), *tmp = join(dir, "results.h5.tmp");
+    char *path = ks_res_join(dir, "results.h5"), *tmp = ks_res_join(dir, "results.h5.tmp");
     ks_status s = KS_OK;
     hid_t f = -1, fapl = -1, ga = -1, gm = -1;
     size_t N = m ? (size_t)m->n : 0;
@@ -377,21 +376,21 @@ ks_status ks_audit_write_h5(const char *dir, const ks_audit_run *runs, int n_run
           "%s: cannot create /metrics", tmp);
     hsize_t d1 = N, d2[2] = {N, 3};
     for (size_t i = 0; i < N; i++) sv[i] = m->m[i].audit;
-    CHECK(ds_str(tmp, "/metrics", gm, "audit", sv, N, err));
+    CHECK(ks_res_ds_str(tmp, "/metrics", gm, "audit", sv, N, err));
     for (size_t i = 0; i < N; i++) sv[i] = m->m[i].metric;
-    CHECK(ds_str(tmp, "/metrics", gm, "metric", sv, N, err));
+    CHECK(ks_res_ds_str(tmp, "/metrics", gm, "metric", sv, N, err));
     for (size_t i = 0; i < N; i++) sv[i] = m->m[i].category;
-    CHECK(ds_str(tmp, "/metrics", gm, "category", sv, N, err));
+    CHECK(ks_res_ds_str(tmp, "/metrics", gm, "category", sv, N, err));
     for (size_t i = 0; i < N; i++) {
         v[3 * i] = m->m[i].value;
         v[3 * i + 1] = m->m[i].ci_lo;
         v[3 * i + 2] = m->m[i].ci_hi;
     }
-    CHECK(ds_f64(tmp, "/metrics", gm, "value_ci", 2, d2, v, err));
+    CHECK(ks_res_ds_f64(tmp, "/metrics", gm, "value_ci", 2, d2, v, err));
     for (size_t i = 0; i < N; i++) v[i] = m->m[i].p_value;
-    CHECK(ds_f64(tmp, "/metrics", gm, "p_value", 1, &d1, v, err));
+    CHECK(ks_res_ds_f64(tmp, "/metrics", gm, "p_value", 1, &d1, v, err));
     for (size_t i = 0; i < N; i++) iv[i] = m->m[i].n;
-    CHECK(ds_i32(tmp, "/metrics", gm, "n", 1, &d1, iv, err));
+    CHECK(ks_res_ds_i32(tmp, "/metrics", gm, "n", 1, &d1, iv, err));
 out:
     if (gm >= 0) H5Gclose(gm);
     if (ga >= 0) H5Gclose(ga);
@@ -546,7 +545,7 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
                                 ks_error *err) {
     ks_status s = KS_OK;
     char **charts = calloc((size_t)n_runs + 1, sizeof(char *));
-    char *cdir = join(dir, "charts");
+    char *cdir = ks_res_join(dir, "charts");
     if (!charts || !cdir) {
         free(charts);
         free(cdir);
@@ -595,7 +594,7 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
                         .xmin = NAN, .xmax = NAN, .reference = reference_of(runs[a].items->kind),
                         .rows = rows, .n_rows = k};
         snprintf(rel, sizeof rel, "charts/%s.png", runs[a].name);
-        char *p = join(dir, rel);
+        char *p = ks_res_join(dir, rel);
         if (!p)
             s = ks_error_set(err, KS_ERR_NOMEM, "out of memory");
         else
@@ -603,7 +602,7 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
         if (!s) {
             snprintf(rel, sizeof rel, "charts/%s.svg", runs[a].name);
             free(p);
-            p = join(dir, rel);
+            p = ks_res_join(dir, rel);
             s = p ? ks_forest_save(&fo, p, 900, 0, err) : ks_error_set(err, KS_ERR_NOMEM, "oom");
             snprintf(rel, sizeof rel, "charts/%s.png", runs[a].name);
             charts[a] = strdup(rel);
@@ -614,8 +613,8 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
     }
     if (!s) {
         report_arg ra = {runs, n_runs, m, meta, charts};
-        char *p = join(dir, "report.md");
-        s = p ? write_atomic(p, report_md, &ra, err) : ks_error_set(err, KS_ERR_NOMEM, "oom");
+        char *p = ks_res_join(dir, "report.md");
+        s = p ? ks_res_write_atomic(p, report_md, &ra, err) : ks_error_set(err, KS_ERR_NOMEM, "oom");
         free(p);
     }
 out:

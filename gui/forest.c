@@ -186,7 +186,13 @@ void ks_forest_draw(cairo_t *cr, const ks_forest *f, double W, double H, ks_plot
             if (r->hi <= fr.xmax) cairo_move_to(cr, b, y - cap), cairo_line_to(cr, b, y + cap);
             cairo_stroke(cr);
         }
-        if (isfinite(r->value)) {
+        if (isfinite(r->value) && f->bars) {
+            double z = isfinite(f->reference) ? f->reference : 0.0;
+            double a = ks_plot_x(&fr, fmin(fmax(z, fr.xmin), fr.xmax)), b = ks_plot_x(&fr, r->value);
+            double bh = fmin(rh * 0.7, fs * 1.2);
+            cairo_rectangle(cr, fmin(a, b), y - bh / 2, fabs(b - a), bh);
+            cairo_fill(cr);
+        } else if (isfinite(r->value)) {
             double x = ks_plot_x(&fr, r->value);
             cairo_arc(cr, x, y, fmin(rh * 0.3, fs * 0.4), 0, 2 * M_PI);
             cairo_fill(cr);

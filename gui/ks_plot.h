@@ -67,6 +67,8 @@ typedef struct {
     double reference;   /* dashed vertical line (a metric's null); NaN: none */
     const ks_forest_row *rows;
     int n_rows;
+    bool bars;          /* draw each value as a bar from the reference (0 when NaN) instead of
+                           a point; lo/hi still add whiskers */
 } ks_forest;
 
 /* Rows top to bottom in the given order; frame (may be NULL) receives the data area, with
@@ -79,5 +81,25 @@ double ks_forest_height(const ks_forest *f, int width);
 /* As ks_plot_save; height 0: ks_forest_height. */
 ks_status ks_forest_save(const ks_forest *f, const char *path, int width, int height,
                          ks_error *err);
+
+/* ---------------------------------------------------------------- matrix charts (matrix.c) */
+
+/* A matrix of values as coloured cells (rows top to bottom, e.g. layers × heads) on a
+ * sequential scale from white (vmin) to dark blue (vmax), with a colour bar. NaN cells are
+ * hatched grey. */
+typedef struct {
+    const char *title, *subtitle, *xlabel, *ylabel, *scale_label;
+    const double *values; /* [rows][cols], row-major */
+    int rows, cols;
+    double vmin, vmax;    /* NaN: from the data (vmin 0 when every value is >= 0) */
+} ks_matrix_chart;
+
+/* frame (may be NULL) receives the cell area: x from 0 to cols, y from 0 to rows. */
+void ks_matrix_draw(cairo_t *cr, const ks_matrix_chart *h, double width, double height,
+                     ks_plot_frame *frame);
+/* Colour of value v on h's scale (vmin/vmax resolved as the drawing does). */
+void ks_matrix_color(const ks_matrix_chart *h, double v, double rgb[3]);
+ks_status ks_matrix_save(const ks_matrix_chart *h, const char *path, int width, int height,
+                          ks_error *err);
 
 #endif

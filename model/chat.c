@@ -74,8 +74,10 @@ static bool is_role(const ks_chat_message *m, const char *role) {
     return m->role && strcmp(m->role, role) == 0;
 }
 
-static ks_status do_render(ks_chat_template t, const ks_chat_message *msgs, int n, render *r,
-                           ks_error *err) {
+/* cue: end with the cue for the assistant's next turn (prompts); false for a finished
+ * conversation that is trained on (ks_chat_encode_train). */
+static ks_status do_render(ks_chat_template t, const ks_chat_message *msgs, int n, bool cue,
+                           render *r, ks_error *err) {
     if (n < 0 || (n > 0 && !msgs)) return ks_error_set(err, KS_ERR_ARG, "chat: no messages");
     for (int i = 0; i < n; i++) {
         if (!msgs[i].content || !msgs[i].role)
@@ -114,9 +116,11 @@ static ks_status do_render(ks_chat_template t, const ks_chat_message *msgs, int 
                  * drop the " " we would add before it. */
             }
         }
-        r_text(r, " ");
-        r_text(r, bot);
-        r_text(r, ":");
+        if (cue) {
+            r_text(r, " ");
+            r_text(r, bot);
+            r_text(r, ":");
+        }
         break;
     }
     case KS_CHAT_ALPACA: {
@@ -132,7 +136,7 @@ static ks_status do_render(ks_chat_template t, const ks_chat_message *msgs, int 
                 r_special(r, SEG_EOS);
             }
         }
-        r_text(r, "\n\n### Response:");
+        if (cue) r_text(r, "\n\n### Response:");
         break;
     }
     case KS_CHAT_LLAMA2: {
@@ -216,7 +220,7 @@ const char *ks_chat_template_name(ks_chat_template t) {
 ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_msgs, char **out,
                          ks_error *err) {
     render r = {0};
-    ks_status st = do_render(t, msgs, n_msgs, &r, err);
+    ks_status st = do_render(t, msgs, n_msgs, true, &r, err);
     if (st == KS_OK) {
         fix_after_eos(&r);
         size_t total = 0;
@@ -245,10 +249,11 @@ ks_status ks_chat_render(ks_chat_template t, const ks_chat_message *msgs, int n_
 }
 
 static ks_status encode_chat(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
-                             int n_msgs, const char *reply, int **ids, int *n_ids, ks_error *err) {
+                             int n_msgs, const char *reply, bool cue, int **ids, int *n_ids,
+                             ks_error *err) {
     render r = {0};
     int *all = NULL, n = 0, cap = 0;
-    ks_status st = do_render(t, msgs, n_msgs, &r, err);
+    ks_status st = do_render(t, msgs, n_msgs, cue, &r, err);
     if (st) goto out;
     if (reply) {
         r_text(&r, reply); /* merges into the cue's text run: encoded as one text */
@@ -304,12 +309,58 @@ out:
 
 ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_chat_message *msgs,
                          int n_msgs, int **ids, int *n_ids, ks_error *err) {
-    return encode_chat(tok, t, msgs, n_msgs, NULL, ids, n_ids, err);
+    return encode_chat(tok, t, msgs, n_msgs, NULL, true, ids, n_ids, err);
 }
 
 ks_status ks_chat_encode_reply(const ks_tokenizer *tok, ks_chat_template t,
                                const ks_chat_message *msgs, int n_msgs, const char *reply,
                                int **ids, int *n_ids, ks_error *err) {
     if (!reply) return ks_error_set(err, KS_ERR_ARG, "chat: no reply text");
-    return encode_chat(tok, t, msgs, n_msgs, reply, ids, n_ids, err);
+    return encode_chat(tok, t, msgs, n_msgs, reply, true, ids, n_ids, err);
+}
+
+static int common_prefix(const int *a, int na, const int *b, int nb) {
+    int k = 0;
+    while (k < na && k < nb && a[k] == b[k]) k++;
+    return k;
+}
+
+ks_status ks_chat_encode_train(const ks_tokenizer *tok, ks_chat_template t,
+                               const ks_chat_message *msgs, int n_msgs, int **ids,
+                               uint8_t **mask, int *n_ids, ks_error *err) {
+    if (!tok || !ids || !mask || !n_ids) return ks_error_set(err, KS_ERR_ARG, "chat: NULL argument");
+    int *all = NULL, n = 0;
+    ks_status st = encode_chat(tok, t, msgs, n_msgs, NULL, false, &all, &n, err);
+    if (st) return st;
+    uint8_t *mk = calloc((size_t)n + 1, 1);
+    if (!mk) {
+        free(all);
+        return ks_error_set(err, KS_ERR_NOMEM, "chat: out of memory");
+    }
+    /* Each assistant turn: from where the encoding leaves the prompt the model would have been
+     * given, to where it leaves the conversation closed after that turn. Both are prefixes of
+     * the whole encoding except where a token straddles the boundary; the common prefix then
+     * gives the straddling token to the turn (the model produces it at inference). */
+    for (int i = 0; i < n_msgs && st == KS_OK; i++) {
+        if (!msgs[i].role || strcmp(msgs[i].role, "assistant") != 0) continue;
+        int *p = NULL, np = 0, *q = NULL, nq = 0;
+        if ((st = encode_chat(tok, t, msgs, i, NULL, true, &p, &np, err)) ||
+            (st = encode_chat(tok, t, msgs, i + 1, NULL, false, &q, &nq, err))) {
+            free(p);
+            break;
+        }
+        int a = common_prefix(all, n, p, np), b = common_prefix(all, n, q, nq);
+        for (int k = a; k < b; k++) mk[k] = 1;
+        free(p);
+        free(q);
+    }
+    if (st) {
+        free(all);
+        free(mk);
+        return st;
+    }
+    *ids = all;
+    *mask = mk;
+    *n_ids = n;
+    return KS_OK;
 }

@@ -396,7 +396,9 @@ ks_status ks_load_hf(ks_model *m, const char *dir, ks_error *err) {
         goto out;
     }
     bool have_single = is_file(single), have_index = is_file(index);
-    if (!have_single && !have_index) {
+    if (m->no_weights) {
+        have_single = have_index = false; /* weights, if any, are not read */
+    } else if (!have_single && !have_index) {
         char *pt = path_join(dir, "pytorch_model.bin"), *pti = path_join(dir, "pytorch_model.bin.index.json");
         bool pickle = is_file(pt) || is_file(pti);
         free(pt);
@@ -420,7 +422,12 @@ ks_status ks_load_hf(ks_model *m, const char *dir, ks_error *err) {
     if ((s = read_text(cfg_path, &text, &len, err))) goto out;
     if ((s = ks_hf_config_parse(text, len, cfg_path, &m->cfg, m->template_hint, err))) goto out;
 
-    if (have_index) {
+    if (m->no_weights) {
+        if ((s = ks_config_validate(&m->cfg, cfg_path, err)) ||
+            (s = ks_model_alloc_zero_weights(m, err)))
+            goto out;
+        m->format = "hf-config";
+    } else if (have_index) {
         if ((s = load_index(m, dir, index, &tab, err))) goto out;
     } else {
         char *p = NULL;
@@ -428,8 +435,10 @@ ks_status ks_load_hf(ks_model *m, const char *dir, ks_error *err) {
             (s = ks_tensor_table_index(&tab, err)))
             goto out;
     }
-    if ((s = ks_model_bind_table(m, &tab, KS_NAMING_HF, err))) goto out;
-    m->format = "hf-safetensors";
+    if (!m->no_weights) {
+        if ((s = ks_model_bind_table(m, &tab, KS_NAMING_HF, err))) goto out;
+        m->format = "hf-safetensors";
+    }
 
     if (!strcmp(m->template_hint, "plain")) {
         char buf[4096];

@@ -79,6 +79,11 @@ ks_status ks_tokenizer_from_vocab(int n_vocab, const char *const *pieces, const 
                                   int unk_id, bool add_dummy_prefix, ks_tokenizer **out,
                                   ks_error *err);
 void ks_tokenizer_free(ks_tokenizer *tok);
+/* Write tok as a SentencePiece model file (tokenizer.model: the ModelProto protobuf with its
+ * pieces, scores and types, BPE, and the normalizer flags), which ks_tokenizer_open and
+ * SentencePiece (so HF's LlamaTokenizer) read back. KS_ERR_UNSUPPORTED for a tokenizer with
+ * explicit merges (from a tokenizer.json: copy that file instead). */
+ks_status ks_tokenizer_save_spm(const ks_tokenizer *tok, const char *path, ks_error *err);
 
 int ks_tokenizer_vocab_size(const ks_tokenizer *tok);
 int ks_tokenizer_bos(const ks_tokenizer *tok); /* -1 when none */
@@ -116,6 +121,10 @@ typedef struct {
     bool f32_weights;           /* convert f16/bf16/quantised matrices to f32 at load: faster
                                    decode, 2-8x the memory (default: compute from the stored
                                    dtype, converting rows on the fly) */
+    bool no_weights;            /* HF directories only: read config.json (and the tokenizer)
+                                   but no weights; every parameter is allocated as f32 zeros that
+                                   the model owns, writable through ks_model_param_mut (training
+                                   from scratch: the caller initialises them) */
 } ks_model_options;
 
 /* Open MODEL: an HF directory (config.json + safetensors), a .gguf file, or a llama2.c
@@ -137,6 +146,30 @@ size_t ks_model_param_count(const ks_model *m);
 size_t ks_model_mapped_bytes(const ks_model *m);
 /* Chat template suggested by the checkpoint ("koala", "vicuna", "llama2", … or "plain"). */
 const char *ks_model_template_hint(const ks_model *m);
+
+/* ---------------------------------------------------------------- parameters by name
+ * (params.c). The model's tensors under their HF names (model.embed_tokens.weight,
+ * model.layers.{l}.self_attn.q_proj.weight, …, model.norm.weight, lm_head.weight when
+ * untied), in the model's own layout: row-major (out, in) matrices, q/k rows in the
+ * checkpoint's rotary layout (ks_config.rope_style). */
+
+/* Number of distinct parameter tensors (lm_head.weight not counted when tied). */
+int ks_model_tensor_count(const ks_model *m);
+/* Name (written into name, cap bytes) and shape of tensor i (0 <= i < count), in a fixed order:
+ * embeddings, then each layer's input_layernorm, q, k, v, o, post_attention_layernorm, gate,
+ * up, down, then the final norm and the untied head. ndim 1 (shape[0] only) or 2.
+ * KS_ERR_RANGE for i out of range. */
+ks_status ks_model_tensor_info(const ks_model *m, int i, char *name, size_t cap,
+                               int64_t shape[2], int *ndim);
+/* Read-only f32 view of a parameter by HF name; n receives its element count. NULL when the
+ * name is unknown, when the tensor is not stored in f32 (open with f32_weights), and for
+ * lm_head.weight of a tied model. */
+const float *ks_model_param(const ks_model *m, const char *hf_name, size_t *n);
+/* Writable f32 view of a parameter: only where the model holds its own f32 copy in memory
+ * (opened with no_mmap and f32_weights, or no_weights); NULL for weights used in place from
+ * a file mapping (those stay read-only), for other dtypes and unknown names. Writing changes
+ * what every later forward (sessions, ks_grad) computes; no session may be running. */
+float *ks_model_param_mut(ks_model *m, const char *hf_name, size_t *n);
 
 /* ---------------------------------------------------------------- hooks */
 
@@ -378,6 +411,18 @@ ks_status ks_chat_encode(const ks_tokenizer *tok, ks_chat_template t, const ks_c
 ks_status ks_chat_encode_reply(const ks_tokenizer *tok, ks_chat_template t,
                                const ks_chat_message *msgs, int n_msgs, const char *reply,
                                int **ids, int *n_ids, ks_error *err);
+
+/* A whole conversation for training: the messages rendered without the final cue (the
+ * last message is normally the assistant's, closed by the template's end-of-turn token),
+ * tokenized exactly as ks_chat_encode tokenizes prompts, and a loss mask (n_ids bytes, 1 =
+ * the token is a training target). Assistant turns are the targets: for assistant message i,
+ * the tokens after the longest common prefix of the whole encoding with ks_chat_encode of the
+ * messages before it (the prompt the model answers at inference), up to and including its
+ * end-of-turn token. Everything else (BOS, system text, user turns, the template's
+ * scaffolding and cues) is 0. *ids and *mask are malloc'd. */
+ks_status ks_chat_encode_train(const ks_tokenizer *tok, ks_chat_template t,
+                               const ks_chat_message *msgs, int n_msgs, int **ids,
+                               uint8_t **mask, int *n_ids, ks_error *err);
 
 /* ---------------------------------------------------------------- misc */
 

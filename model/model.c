@@ -201,7 +201,7 @@ ks_status ks_model_map_file(ks_model *m, const char *path, const uint8_t **data,
     return KS_OK;
 }
 
-static bool in_mapping(const ks_model *m, const void *p, size_t bytes) {
+bool ks_model_in_mapping(const ks_model *m, const void *p, size_t bytes) {
     uintptr_t a = (uintptr_t)p;
     for (int i = 0; i < m->n_maps; i++) {
         uintptr_t b = (uintptr_t)m->maps[i].addr;
@@ -229,7 +229,7 @@ ks_status ks_model_bind(ks_model *m, ks_dtype t, const void *src, size_t n, cons
     m->n_params += n;
     if (t == KS_DTYPE_F32 && ((uintptr_t)src % _Alignof(float)) == 0) {
         *dst = src;
-        if (in_mapping(m, src, n * sizeof(float))) m->mapped_bytes += n * sizeof(float);
+        if (ks_model_in_mapping(m, src, n * sizeof(float))) m->mapped_bytes += n * sizeof(float);
         return KS_OK;
     }
     size_t bytes;
@@ -266,8 +266,52 @@ ks_status ks_model_bind_matrix(ks_model *m, ks_dtype t, const void *src, size_t 
     note_dtype(m, t);
     m->n_params += n;
     size_t bytes = ks_dtype_row_bytes(t, cols) * rows;
-    if (in_mapping(m, src, bytes)) m->mapped_bytes += bytes;
+    if (ks_model_in_mapping(m, src, bytes)) m->mapped_bytes += bytes;
     *dst = (ks_weight){src, t};
+    return KS_OK;
+}
+
+/* One owned f32 zero buffer of n floats. */
+static ks_status zeros(ks_model *m, size_t n, const float **out, ks_error *err) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) return ks_error_set(err, KS_ERR_NOMEM, "out of memory allocating %zu parameters", n);
+    ks_status s = ks_model_own(m, p, err);
+    if (s) return s;
+    *out = p;
+    m->n_params += n;
+    return KS_OK;
+}
+
+ks_status ks_model_alloc_zero_weights(ks_model *m, ks_error *err) {
+    const ks_config *c = &m->cfg;
+    ks_status s;
+    if (!m->layers && (s = ks_model_alloc_layers(m, err))) return s;
+    size_t D = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
+    const float *p = NULL;
+#define KS_ZMAT(dst, n)                                      \
+    if ((s = zeros(m, (n), &p, err))) return s;               \
+    (dst) = (ks_weight){p, KS_DTYPE_F32};
+    KS_ZMAT(m->tok_embeddings, V * D)
+    if (c->tie_embeddings) {
+        m->output = m->tok_embeddings;
+    } else {
+        KS_ZMAT(m->output, V * D)
+    }
+    if ((s = zeros(m, D, &m->final_norm, err))) return s;
+    for (int l = 0; l < c->n_layers; l++) {
+        ks_layer_weights *w = &m->layers[l];
+        if ((s = zeros(m, D, &w->attn_norm, err)) || (s = zeros(m, D, &w->ffn_norm, err))) return s;
+        KS_ZMAT(w->wq, q * D)
+        KS_ZMAT(w->wk, kv * D)
+        KS_ZMAT(w->wv, kv * D)
+        KS_ZMAT(w->wo, D * q)
+        KS_ZMAT(w->w_gate, hid * D)
+        KS_ZMAT(w->w_up, hid * D)
+        KS_ZMAT(w->w_down, D * hid)
+    }
+#undef KS_ZMAT
+    snprintf(m->weight_dtype, sizeof m->weight_dtype, "f32");
     return KS_OK;
 }
 
@@ -601,6 +645,7 @@ ks_status ks_model_open(const char *path, const ks_model_options *opts, ks_model
     if (s) return s;
     m->no_mmap = opts && opts->no_mmap;
     m->f32_weights = opts && opts->f32_weights;
+    m->no_weights = opts && opts->no_weights;
     m->tokenizer_path = opts && opts->tokenizer_path && *opts->tokenizer_path
                             ? opts->tokenizer_path
                             : NULL;
@@ -610,6 +655,11 @@ ks_status ks_model_open(const char *path, const ks_model_options *opts, ks_model
         goto out;
     }
 
+    if (m->no_weights && !S_ISDIR(st.st_mode)) {
+        s = ks_error_set(err, KS_ERR_ARG, "%s: a model without weights (random initialisation) "
+                         "must be an HF directory with config.json and tokenizer files", path);
+        goto out;
+    }
     if (S_ISDIR(st.st_mode)) {
         s = ks_load_hf(m, path, err);
     } else {

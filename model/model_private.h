@@ -114,6 +114,7 @@ struct ks_model {
     char template_hint[16];
     bool no_mmap;
     bool f32_weights; /* convert every matrix to f32 at load (ks_model_options.f32_weights) */
+    bool no_weights;  /* config only, parameters allocated as f32 zeros (ks_model_options) */
     const char *tokenizer_path; /* borrowed from the options during ks_model_open; NULL after */
 };
 
@@ -139,6 +140,11 @@ ks_status ks_model_bind(ks_model *m, ks_dtype t, const void *src, size_t n, cons
  * buffer when m->f32_weights asks for it. Adds rows * cols to m->n_params. */
 ks_status ks_model_bind_matrix(ks_model *m, ks_dtype t, const void *src, size_t rows, size_t cols,
                                ks_weight *dst, const char *what, ks_error *err);
+/* Whether [p, p + bytes) lies inside one of m's file mappings (read-only memory). */
+bool ks_model_in_mapping(const ks_model *m, const void *p, size_t bytes);
+/* Allocate every parameter of m->cfg as owned f32 zeros (ks_model_options.no_weights);
+ * cfg.tie_embeddings decides whether the head is its own tensor. */
+ks_status ks_model_alloc_zero_weights(ks_model *m, ks_error *err);
 /* Check every weight pointer is set; names the first missing tensor. */
 ks_status ks_model_check_complete(const ks_model *m, const char *source, ks_error *err);
 

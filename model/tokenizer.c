@@ -23,7 +23,9 @@
  * a control piece loses one leading U+2581.
  *
  * The loaders (protobuf, tokenizer.json, llama2.c .bin) are in tokenizer_load.c. */
+#include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -920,4 +922,74 @@ size_t ks_tokenizer_token_text(const ks_tokenizer *t, int prev, int id, char *bu
     }
     buf[o] = '\0';
     return o;
+}
+
+/* ================================================================ SentencePiece writer */
+
+/* Protobuf wire format (as tokenizer_load.c reads it): a key varint (field << 3 | wire type),
+ * then a varint (type 0), 4 little-endian bytes (type 5) or a length-prefixed run (type 2). */
+static bool pb_varint(ks_strbuf *b, uint64_t v) {
+    uint8_t buf[10];
+    int n = 0;
+    do {
+        buf[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v) buf[n] |= 0x80;
+        n++;
+    } while (v);
+    return ks_strbuf_append(b, buf, (size_t)n);
+}
+
+static bool pb_key(ks_strbuf *b, unsigned field, unsigned wt) {
+    return pb_varint(b, ((uint64_t)field << 3) | wt);
+}
+
+static bool pb_int(ks_strbuf *b, unsigned field, int64_t v) {
+    return pb_key(b, field, 0) && pb_varint(b, (uint64_t)v); /* negative: 10-byte two's complement */
+}
+
+static bool pb_bytes(ks_strbuf *b, unsigned field, const void *p, size_t n) {
+    return pb_key(b, field, 2) && pb_varint(b, n) && (n == 0 || ks_strbuf_append(b, p, n));
+}
+
+ks_status ks_tokenizer_save_spm(const ks_tokenizer *t, const char *path, ks_error *err) {
+    if (!t || !path) return ks_error_set(err, KS_ERR_ARG, "ks_tokenizer_save_spm: NULL argument");
+    if (t->pairs)
+        return ks_error_set(err, KS_ERR_UNSUPPORTED, "%s: this tokenizer has explicit BPE merges "
+                            "(tokenizer.json) and cannot be written as a SentencePiece model",
+                            path);
+    ks_strbuf out = {0}, sub = {0};
+    bool ok = true;
+    for (int i = 0; ok && i < t->n_vocab; i++) {
+        sub.len = 0;
+        uint32_t bits;
+        memcpy(&bits, &t->scores[i], 4);
+        uint8_t le[4] = {(uint8_t)bits, (uint8_t)(bits >> 8), (uint8_t)(bits >> 16), (uint8_t)(bits >> 24)};
+        ok = pb_bytes(&sub, 1, t->arena + t->off[i], t->len[i]) && pb_key(&sub, 2, 5) &&
+             ks_strbuf_append(&sub, le, 4) && pb_int(&sub, 3, t->types[i]) &&
+             pb_bytes(&out, 1, sub.p, sub.len);
+    }
+    sub.len = 0;
+    ok = ok && pb_int(&sub, 3, 2 /* BPE */) && pb_int(&sub, 4, t->n_vocab) &&
+         pb_int(&sub, 35, t->byte_fallback) && pb_int(&sub, 40, t->unk) && pb_int(&sub, 41, t->bos) &&
+         pb_int(&sub, 42, t->eos) && pb_bytes(&out, 2, sub.p, sub.len);
+    sub.len = 0;
+    ok = ok && pb_bytes(&sub, 1, "identity", 8) && pb_int(&sub, 3, t->add_dummy_prefix) &&
+         pb_int(&sub, 4, t->remove_extra_ws) && pb_int(&sub, 5, t->escape_ws) &&
+         pb_bytes(&out, 3, sub.p, sub.len);
+    free(sub.p);
+    if (!ok) {
+        free(out.p);
+        return ks_error_set(err, KS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        free(out.p);
+        return ks_error_set(err, KS_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    }
+    ok = fwrite(out.p, 1, out.len, f) == out.len;
+    ok = (fclose(f) == 0) && ok;
+    free(out.p);
+    if (!ok) return ks_error_set(err, KS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return KS_OK;
 }
