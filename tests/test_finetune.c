@@ -27,7 +27,7 @@
 
 #define TOL_LOSS 1e-4
 #define TOL_LR 1e-6
-#define TOL_STATE 2e-3
+#define TOL_STATE 1e-5
 #define TOL_LOGITS 1e-4
 
 static const float *tensor(st_file *f, const char *name, const char *dt, int nd, int64_t *shape) {
