@@ -692,36 +692,14 @@ int cmd_finetune(int argc, char **argv) {
             rc = cli_error(CMD, "%s", err.msg);
             goto out;
         }
-    int n_ex = ks_dataset_count(ds), truncated = 0, empty = 0;
-    int64_t n_tok = 0, n_tgt = 0;
-    seqs = calloc((size_t)n_ex, sizeof *seqs);
-    if (!seqs) {
-        rc = cli_error(CMD, "out of memory");
+    ks_train_data_stats ds_stats;
+    if (ks_train_prepare(ds, ks_model_tokenizer(m), tmpl, loss_on, cfg->vocab_size, a.max_len, &seqs,
+                         &n_seqs, &ds_stats, &err)) {
+        rc = cli_error(CMD, "%s", err.msg);
         goto out;
     }
-    for (int i = 0; i < n_ex; i++) {
-        ks_example ex;
-        ks_train_seq s;
-        if (ks_dataset_get(ds, i, &ex, &err) ||
-            ks_train_encode(&ex, ks_model_tokenizer(m), tmpl, loss_on, cfg->vocab_size, &s, &err)) {
-            rc = cli_error(CMD, "%s", err.msg);
-            goto out;
-        }
-        if (s.n > a.max_len) {
-            s.n = a.max_len;
-            truncated++;
-        }
-        int tg = 0;
-        for (int k = 1; k < s.n; k++) tg += s.mask[k] != 0;
-        if (tg == 0) {
-            empty++;
-            ks_train_seq_free(&s);
-            continue;
-        }
-        n_tok += s.n;
-        n_tgt += tg;
-        seqs[n_seqs++] = s;
-    }
+    int n_ex = ds_stats.examples, truncated = ds_stats.truncated, empty = ds_stats.dropped;
+    int64_t n_tok = ds_stats.tokens, n_tgt = ds_stats.targets;
     if (n_seqs == 0) {
         rc = cli_error(CMD, "no sequence has a target token (%d examples; %d without an assistant "
                        "turn inside --max-len %d)", n_ex, empty, a.max_len);
@@ -810,8 +788,7 @@ int cmd_finetune(int argc, char **argv) {
     }
     rc = 0;
 out:
-    for (int i = 0; i < n_seqs; i++) ks_train_seq_free(&seqs[i]);
-    free(seqs);
+    ks_train_seqs_free(seqs, n_seqs);
     for (int i = 0; i < n_prompts; i++) free(prompts[i]);
     free(prompts);
     free(run);

@@ -89,3 +89,46 @@ fail:
     ks_train_seq_free(seq);
     return st;
 }
+
+void ks_train_seqs_free(ks_train_seq *seqs, int n) {
+    for (int i = 0; seqs && i < n; i++) ks_train_seq_free(&seqs[i]);
+    free(seqs);
+}
+
+ks_status ks_train_prepare(const ks_dataset *d, const ks_tokenizer *tok, ks_chat_template t,
+                           ks_loss_on on, int vocab_size, int max_len, ks_train_seq **seqs,
+                           int *n, ks_train_data_stats *stats, ks_error *err) {
+    ks_train_data_stats s = {.examples = ks_dataset_count(d)};
+    if (max_len < 2) return ks_error_set(err, KS_ERR_ARG, "max_len: at least 2 tokens");
+    ks_train_seq *v = calloc((size_t)s.examples + 1, sizeof *v);
+    if (!v) return ks_error_set(err, KS_ERR_NOMEM, "out of memory");
+    int k = 0;
+    for (int i = 0; i < s.examples; i++) {
+        ks_example ex;
+        ks_status st;
+        if ((st = ks_dataset_get(d, i, &ex, err)) ||
+            (st = ks_train_encode(&ex, tok, t, on, vocab_size, &v[k], err))) {
+            ks_train_seqs_free(v, k);
+            return st;
+        }
+        if (v[k].n > max_len) {
+            v[k].n = max_len;
+            s.truncated++;
+        }
+        int tg = 0;
+        for (int j = 1; j < v[k].n; j++) tg += v[k].mask[j] != 0;
+        if (tg == 0) {
+            s.dropped++;
+            ks_train_seq_free(&v[k]);
+            continue;
+        }
+        s.tokens += v[k].n;
+        s.targets += tg;
+        k++;
+    }
+    s.sequences = k;
+    *seqs = v;
+    *n = k;
+    if (stats) *stats = s;
+    return KS_OK;
+}

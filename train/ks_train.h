@@ -84,6 +84,22 @@ ks_status ks_train_encode(const ks_example *ex, const ks_tokenizer *tok, ks_chat
                           ks_loss_on on, int vocab_size, ks_train_seq *seq, ks_error *err);
 void ks_train_seq_free(ks_train_seq *seq);
 
+typedef struct {
+    int examples;    /* in the data set */
+    int sequences;   /* kept */
+    int truncated;   /* cut to max_len */
+    int dropped;     /* no target token left (e.g. the reply lies past max_len) */
+    int64_t tokens, targets;
+} ks_train_data_stats;
+
+/* Every example of d encoded (ks_train_encode), cut to max_len tokens, and those left without
+ * a target token dropped. *seqs is a malloc'd array of *n sequences: free with
+ * ks_train_seqs_free. */
+ks_status ks_train_prepare(const ks_dataset *d, const ks_tokenizer *tok, ks_chat_template t,
+                           ks_loss_on on, int vocab_size, int max_len, ks_train_seq **seqs,
+                           int *n, ks_train_data_stats *stats, ks_error *err);
+void ks_train_seqs_free(ks_train_seq *seqs, int n);
+
 /* ================================================================ training (trainer.c) */
 
 typedef struct {
