@@ -44,6 +44,8 @@ int cmd_view(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 /* koalascope finetune … (cli/finetune.c) */
 int cmd_finetune(int argc, char **argv);
+/* koalascope demo … (cli/demo.c): the main job on koala-mini */
+int cmd_demo(int argc, char **argv);
 /* koalascope import safetensors … (cli/export_arrays.c) */
 int cmd_import(int argc, char **argv);
 

@@ -760,6 +760,7 @@ static const char *help_main =
     "  render     a view of the viewer (attention, tokens, lens, ...) into PNG/SVG/PDF\n"
     "  import     a TransformerLens-style safetensors cache into a dump\n"
     "  view       the desktop viewer (GTK4) of a dump, results or a model run live\n"
+    "  demo       the main job on koala-mini: chat, record, probe, audit, report (and view)\n"
     "  version    print the version\n\n"
     "MODEL is an HF directory (config.json + *.safetensors), a .gguf file, or a llama2.c .bin\n"
     "checkpoint (with --tokenizer FILE). PyTorch pickles are refused: convert them to\n"
@@ -782,7 +783,7 @@ int main(int argc, char **argv) {
                 {"export", cmd_export}, {"import", cmd_import}, {"lens", cmd_lens},
                 {"tuned-lens", cmd_tuned_lens}, {"finetune", cmd_finetune},
                 {"probe", cmd_probe}, {"audit", cmd_audit}, {"diff", cmd_diff},
-                {"render", cmd_render}, {"view", cmd_view}};
+                {"render", cmd_render}, {"view", cmd_view}, {"demo", cmd_demo}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
