@@ -126,7 +126,7 @@ ks_status ks_token_bars_draw(cairo_t *cr, const ks_token_bars *v, double W, doub
         cairo_stroke(cr);
         ks_chart_text_at(cr, tb, XOF(t), top + want * rh + fs * 0.5, 0.5, 0);
     }
-    if (v->value_label) ks_view_text(cr, v->value_label, (x0 + x1) / 2, H - fs * 1.3, 0.5, 0, x1 - x0);
+    if (v->value_label) ks_view_text(cr, v->value_label, (x0 + x1) / 2, top + want * rh + fs * 1.9, 0.5, 0, x1 - x0);
 #undef XOF
     cairo_restore(cr);
     if (geom) {
