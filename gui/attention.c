@@ -17,15 +17,7 @@ ks_status ks_attention_grid_draw(cairo_t *cr, const ks_attention_grid *v, double
         return ks_error_set(err, KS_ERR_ARG, "attention grid: no maps");
     double vmin = isnan(v->vmin) ? 0 : v->vmin, vmax = isnan(v->vmax) ? 1 : v->vmax;
     cairo_save(cr);
-    ks_view_clear(cr, W, H);
-    double fs = fmax(8, fmin(12, fmin(W, H) / 45));
-    double top = fs * 0.6;
-    cairo_set_source_rgb(cr, 0, 0, 0);
-    if (v->title) {
-        ks_view_font(cr, fs * 1.15);
-        ks_view_text(cr, v->title, fs * 0.6, fs * 0.5, 0, 0, W - fs);
-        top = fs * 2.3;
-    }
+    double fs = ks_view_fs(W, H, 45), top = ks_view_begin(cr, W, H, v->title, fs);
     double left = fs * 3, legend_w = fs * 5.5, head_h = fs * 1.4;
     double aw = W - left - legend_w - fs, ah = H - top - head_h - fs * 0.5;
     double gap = fmax(1, fmin(6, fs * 0.35));

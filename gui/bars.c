@@ -26,15 +26,7 @@ ks_status ks_token_bars_draw(cairo_t *cr, const ks_token_bars *v, double W, doub
         ks_colormap_rgb(KS_CMAP_DIVERGING, 0, neg);
     }
     cairo_save(cr);
-    ks_view_clear(cr, W, H);
-    double fs = fmax(8, fmin(12, fmin(W, H) / 40));
-    double top = fs * 0.6;
-    cairo_set_source_rgb(cr, 0, 0, 0);
-    if (v->title) {
-        ks_view_font(cr, fs * 1.15);
-        ks_view_text(cr, v->title, fs * 0.6, fs * 0.5, 0, 0, W - fs);
-        top = fs * 2.3;
-    }
+    double fs = ks_view_fs(W, H, 40), top = ks_view_begin(cr, W, H, v->title, fs);
     if (v->subtitle) {
         ks_view_font(cr, fs * 0.85);
         cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
@@ -134,7 +126,7 @@ ks_status ks_token_bars_draw(cairo_t *cr, const ks_token_bars *v, double W, doub
         cairo_stroke(cr);
         ks_chart_text_at(cr, tb, XOF(t), top + want * rh + fs * 0.5, 0.5, 0);
     }
-    if (v->value_label) ks_view_text(cr, v->value_label, (x0 + x1) / 2, H - fs * 1.3, 0.5, 0, x1 - x0);
+    if (v->value_label) ks_view_text(cr, v->value_label, (x0 + x1) / 2, top + want * rh + fs * 1.9, 0.5, 0, x1 - x0);
 #undef XOF
     cairo_restore(cr);
     if (geom) {

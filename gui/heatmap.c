@@ -380,17 +380,7 @@ ks_status ks_heatmap_view_draw(cairo_t *cr, const ks_heatmap_view *v, double W, 
         if (isnan(vmax)) vmax = b;
     }
     cairo_save(cr);
-    ks_view_clear(cr, W, H);
-    double fs = fmax(8, fmin(12, fmin(W, H) / 45));
-    ks_view_font(cr, fs);
-    double top = fs * 0.6;
-    cairo_set_source_rgb(cr, 0, 0, 0);
-    if (v->title) {
-        ks_view_font(cr, fs * 1.15);
-        ks_view_text(cr, v->title, fs * 0.6, fs * 0.5, 0, 0, W - fs);
-        ks_view_font(cr, fs);
-        top = fs * 2.3;
-    }
+    double fs = ks_view_fs(W, H, 45), top = ks_view_begin(cr, W, H, v->title, fs);
     double legend_w = v->value_label ? fs * 6 : 0;
     /* label size: first guess, then follow the cell size once */
     double nr = r1 - r0, nc = c1 - c0, lfs = fs * 0.85, cell = 0, left = 0, bottom = 0;

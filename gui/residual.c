@@ -55,15 +55,7 @@ ks_status ks_lens_table_draw(cairo_t *cr, const ks_lens_table *v, double W, doub
         return ks_error_set(err, KS_ERR_ARG, "lens table: window first %lld is outside 0..%lld",
                             (long long)v->first, (long long)v->n_pos - 1);
     cairo_save(cr);
-    ks_view_clear(cr, W, H);
-    double fs = fmax(8, fmin(12, fmin(W, H) / 45));
-    double top = fs * 0.6;
-    cairo_set_source_rgb(cr, 0, 0, 0);
-    if (v->title) {
-        ks_view_font(cr, fs * 1.15);
-        ks_view_text(cr, v->title, fs * 0.6, fs * 0.5, 0, 0, W - fs);
-        top = fs * 2.3;
-    }
+    double fs = ks_view_fs(W, H, 45), top = ks_view_begin(cr, W, H, v->title, fs);
     double left = fs * 3.5, legend_w = fs * 5.5, head_h = fs * 1.8;
     double cw_min = fs * 4.6;
     int64_t fit = (int64_t)((W - left - legend_w - fs) / cw_min);

@@ -72,15 +72,7 @@ ks_status ks_table_draw(cairo_t *cr, const ks_table *v, double W, double H, ks_v
         return ks_error_set(err, KS_ERR_ARG, "table: first row %lld is outside 0..%lld", (long long)v->first,
                             (long long)v->n_rows - 1);
     cairo_save(cr);
-    ks_view_clear(cr, W, H);
-    double fs = fmax(8, fmin(12, fmin(W, H) / 45));
-    double top = fs * 0.6;
-    cairo_set_source_rgb(cr, 0, 0, 0);
-    if (v->title) {
-        ks_view_font(cr, fs * 1.15);
-        ks_view_text(cr, v->title, fs * 0.6, fs * 0.5, 0, 0, W - fs);
-        top = fs * 2.3;
-    }
+    double fs = ks_view_fs(W, H, 45), top = ks_view_begin(cr, W, H, v->title, fs);
     double tw = 0, x0 = fs * 0.6, avail = W - 2 * x0;
     for (int c = 0; c < v->n_cols; c++) tw += v->col_weight ? fmax(0, v->col_weight[c]) : 1;
     if (!(tw > 0)) tw = v->n_cols;

@@ -31,6 +31,19 @@ void ks_view_clear(cairo_t *cr, double w, double h) {
     cairo_restore(cr);
 }
 
+double ks_view_fs(double w, double h, double div) { return fmax(8, fmin(12, fmin(w, h) / div)); }
+
+double ks_view_begin(cairo_t *cr, double w, double h, const char *title, double fs) {
+    ks_view_clear(cr, w, h);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    ks_view_font(cr, fs);
+    if (!title) return fs * 0.6;
+    ks_view_font(cr, fs * 1.15);
+    ks_view_text(cr, title, fs * 0.6, fs * 0.5, 0, 0, w - fs);
+    ks_view_font(cr, fs);
+    return fs * 2.3;
+}
+
 double ks_view_text(cairo_t *cr, const char *s, double x, double y, double ax, double ay, double max_w) {
     char buf[1024];
     if (max_w > 0) ks_chart_fit(cr, s ? s : "", max_w, buf, sizeof buf);

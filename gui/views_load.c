@@ -208,8 +208,13 @@ static hid_t open_file(const char *path, ks_error *err) {
                      path);
         return -1;
     }
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
-    if (f < 0) f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    /* SWMR, so that a dump still being written (or interrupted) opens; with the dump reader's
+     * bound on metadata re-reads, or a corrupted block retries for years (dump_private.h) */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_metadata_read_attempts(fapl, KS_H5_SWMR_READ_ATTEMPTS);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (f < 0) f = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) H5Pclose(fapl);
     if (f < 0) ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot open as HDF5", path);
     return f;
 }
@@ -1051,7 +1056,10 @@ ks_status ks_view_audit_load(const char *path, const char *audit, const char *me
         char b[5][32];
         snprintf(b[0], 32, "%d", gold[i]);
         snprintf(b[1], 32, "%d", pred[i]);
-        for (int k = 0; k < 3; k++) snprintf(b[2 + k], 32, isnan(ll[3 * i + k]) ? "" : "%.3f", ll[3 * i + k]);
+        for (int k = 0; k < 3; k++) {
+            if (isnan(ll[3 * i + k])) b[2 + k][0] = 0; /* an option the item does not have */
+            else snprintf(b[2 + k], 32, "%.3f", ll[3 * i + k]);
+        }
         const char *src[7] = {id[i], cat[i], b[0], b[1], b[2], b[3], b[4]};
         for (int c = 0; c < C; c++)
             if (!(cells[i * C + c] = strdup(src[c]))) s = ks_error_set(err, KS_ERR_NOMEM, "out of memory");

@@ -19,6 +19,11 @@ double ks_view_text(cairo_t *cr, const char *s, double x, double y, double ax, d
                     double max_w);
 /* the base font of every view: sans-serif at size */
 void ks_view_font(cairo_t *cr, double size);
+/* the base font size of a view of w x h (8..12, min(w, h) / div) */
+double ks_view_fs(double w, double h, double div);
+/* clear (0, 0, w, h), draw the title (NULL: none) at the top left, leave the base font set
+ * and black selected; returns where the content starts (y) */
+double ks_view_begin(cairo_t *cr, double w, double h, const char *title, double fs);
 /* white background over (0, 0, w, h) */
 void ks_view_clear(cairo_t *cr, double w, double h);
 
