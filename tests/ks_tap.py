@@ -16,6 +16,8 @@ def ok(cond, desc):
     global _n, _failed
     _n += 1
     cond = bool(cond)
+    # one line per test point: a message quoted in desc (a tool's stderr) may hold newlines
+    desc = " ".join(str(desc).split("\n"))
     print("%s %d - %s" % ("ok" if cond else "not ok", _n, desc), flush=True)
     if not cond:
         _failed += 1
