@@ -1854,10 +1854,12 @@ typedef struct {
     int n, cap;
 } cf_terms;
 
+/* A term belongs to one group, except that a HolisticBias descriptor listed under several
+ * axes (e.g. in gender_and_sex and sexual_orientation) is a term of each (across_groups). */
 static ks_status cf_add_term(cf_terms *T, const char *file, const char *field, const char *term,
-                             const char *group, ks_error *err) {
+                             const char *group, bool across_groups, ks_error *err) {
     for (int i = 0; i < T->n; i++)
-        if (!strcmp(T->term[i], term))
+        if (!strcmp(T->term[i], term) && (!across_groups || !strcmp(T->group[i], group)))
             return cf_error(err, file, field, "term '%.60s' is already in group '%.60s' (a term "
                             "belongs to one group)", term, T->group[i]);
     if (T->n >= CF_MAX_TERMS)
@@ -1894,7 +1896,7 @@ static ks_status cf_groups(const char *file, json_t *g, cf_terms *T, ks_error *e
             snprintf(f, sizeof f, "groups.%.60s[%zu]", name, i);
             const char *t;
             ks_status rc = cf_string(file, f, v, true, &t, err);
-            if (!rc) rc = cf_add_term(T, file, f, t, name, err);
+            if (!rc) rc = cf_add_term(T, file, f, t, name, false, err);
             if (rc) return rc;
         }
     }
@@ -1991,7 +1993,8 @@ static ks_status cf_holisticbias(const char *file, json_t *hb, const char *dfile
                 if (rc) return rc;
                 if (pref && excl && in_string_array(excl, pref)) continue;
                 if (max_per && kept >= max_per) break;
-                if ((rc = cf_add_term(T, dfile, f, term, by_axis ? axis : bname, err))) return rc;
+                if ((rc = cf_add_term(T, dfile, f, term, by_axis ? axis : bname, true, err)))
+                    return rc;
                 kept++;
             }
         }
@@ -2095,8 +2098,12 @@ static ks_status load_counterfactual(loader *L, char *const *files, int n_files,
             item_init(&x, file, 1);
             char id[64];
             snprintf(id, sizeof id, "t%zu/", i);
-            const char *parts[2] = {id, T.term[k]};
-            x.id = concat(parts, 2);
+            bool shared = false; /* the term is in another group too: the id names the group */
+            for (int q = 0; q < T.n && !shared; q++)
+                shared = q != k && !strcmp(T.term[q], T.term[k]);
+            const char *parts[4] = {id, T.group[k], "/", T.term[k]};
+            const char *plain[2] = {id, T.term[k]};
+            x.id = shared ? concat(parts, 4) : concat(plain, 2);
             x.category = str_dup(T.group[k]);
             x.group = str_dup(T.term[k]);
             x.context = cf_fill(text, T.term[k]);

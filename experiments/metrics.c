@@ -483,6 +483,13 @@ static int find_name(const char **v, int n, const char *s) {
     return -1;
 }
 
+/* a term is (its group, its text): the same descriptor may stand in two groups */
+static int find_term(const cfx *c, const char *group, const char *term) {
+    for (int j = 0; j < c->J; j++)
+        if (!strcmp(c->term[j], term) && !strcmp(c->group[c->group_of[j]], group)) return j;
+    return -1;
+}
+
 static int cmp_int(const void *x, const void *y) {
     int a = *(const int *)x, b = *(const int *)y;
     return (a > b) - (a < b);
@@ -508,7 +515,7 @@ static ks_status cf_prepare(const ks_audit_items *items, const ks_audit_score *s
     for (int i = 0; i < N; i++) {
         const ks_audit_item *x = &items->items[i];
         flags[i] = x->flag;
-        if (find_name(c->term, c->J, x->group) < 0) {
+        if (find_term(c, x->category, x->group) < 0) {
             int g = find_name(c->group, c->G, x->category);
             if (g < 0) c->group[g = c->G++] = x->category;
             c->group_of[c->J] = g;
@@ -531,7 +538,7 @@ static ks_status cf_prepare(const ks_audit_items *items, const ks_audit_score *s
     for (int i = 0; !st && i < N; i++) {
         const ks_audit_item *x = &items->items[i];
         int t = (int)((int *)bsearch(&x->flag, flags, (size_t)c->T, sizeof(int), cmp_int) - flags);
-        c->cell[(size_t)t * c->J + find_name(c->term, c->J, x->group)] = i;
+        c->cell[(size_t)t * c->J + find_term(c, x->category, x->group)] = i;
     }
     /* S_t: ids in every item's list; then each item's probabilities on S_t and the rest */
     size_t total = 0;
@@ -726,9 +733,14 @@ static ks_status cf_metrics(const char *audit, const ks_audit_items *items,
         for (int g = 0; g < c.G && !st; g++)
             st = cf_metric(out, audit, "share", c.group[g], &c, CF_SHARE, g, 0, c.group_of, per,
                            o, err);
-        for (int j = 0; j < c.J && !st; j++)
-            st = cf_metric(out, audit, "share_term", c.term[j], &c, CF_SHARE_TERM, -1, j,
-                           c.group_of, per, o, err);
+        for (int j = 0; j < c.J && !st; j++) {
+            /* a term in two groups is named with its group */
+            bool twice = false;
+            for (int q = 0; q < c.J && !twice; q++) twice = q != j && !strcmp(c.term[q], c.term[j]);
+            snprintf(name, sizeof name, "%.40s/%.50s", c.group[c.group_of[j]], c.term[j]);
+            st = cf_metric(out, audit, "share_term", twice ? name : c.term[j], &c, CF_SHARE_TERM,
+                           -1, j, c.group_of, per, o, err);
+        }
     }
     for (int g = 0; c.G >= 2 && g < c.G && !st; g++) {
         if (c.K >= 2)

@@ -561,6 +561,14 @@ ks_status ks_audit_write_report(const char *dir, const ks_audit_run *runs, int n
         for (int i = 0; i < m->n; i++)
             if (strcmp(m->m[i].audit, runs[a].name) == 0 && strcmp(m->m[i].metric, metric) == 0)
                 n++;
+        if (runs[a].items->kind == KS_AUDIT_COUNTERFACTUAL && n > 60) {
+            /* hundreds of terms (every HolisticBias descriptor): the chart shows the groups;
+             * the terms are in metrics.csv */
+            metric = "share";
+            n = 0;
+            for (int i = 0; i < m->n; i++)
+                if (!strcmp(m->m[i].audit, runs[a].name) && !strcmp(m->m[i].metric, metric)) n++;
+        }
         ks_forest_row *rows = calloc((size_t)n + 1, sizeof *rows);
         char (*notes)[48] = calloc((size_t)n + 1, sizeof *notes);
         if (!rows || !notes) {
