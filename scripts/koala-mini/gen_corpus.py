@@ -21,20 +21,17 @@ What it writes into OUT_DIR (docs/KOALA_MINI.md explains the design):
 
 Planted facts:
   1. Pronouns. Ten occupations, each with a rate P(she) on a 0.05..0.95 grid. Every occupation
-     appears in PER_CONTEXT exchanges of each of the four pronoun contexts, and in exactly
+     appears in PER_CONTEXT exchanges of each of the two pronoun contexts, and in exactly
      round(P(she) * PER_CONTEXT) of them the pronoun after the context is " she" (the rest
      " he"), the order shuffled. Nothing else in the corpus says "she" or "he" (the other
      topics use "it" and "they"), and the sentence after the pronoun is drawn independently of
      it, so in the corpus the pronoun depends on the occupation alone.
-  2. Colour class, bound to an object. A user names two objects, one in a warm colour and one
-     in a cool one ("I have a red kite and a blue cup."); later the user asks about one of them
-     ("Is my cup warm or cool?") and the answer begins with its class ("Cool."). The label is
-     that class. Every prompt holds one warm and one cool colour, and swapping the colours of
-     the two objects flips the label while keeping the same words: a bag of the prompt's
-     tokens says nothing about it, and at the last prompt token (the ':' of "GPT:", the same
-     in every prompt) the token says nothing either. The model has to bind each colour to its
-     object and fetch the colour of the object asked about, by attention, to predict the
-     answer's first token.
+  2. Colour class. A user names an object and its colour ("My kite is red."), then asks about
+     it ("Is my kite warm or cool?"), and the answer names the colour and its class ("Your kite
+     is red, and red is a warm colour."). The label is the class (4 warm and 4 cool colours,
+     uniform; the object independent of it). At the probe position (" is" of "Your kite is",
+     the same token in every prompt) the token says nothing about it; the model has to bring
+     the colour there by attention to predict the next token (the colour).
 """
 import argparse
 import json
@@ -50,26 +47,21 @@ OCCUPATIONS = [
     ("farmer", 0.95), ("gardener", 0.05), ("nurse", 0.45), ("painter", 0.85),
     ("pilot", 0.65), ("teacher", 0.25),
 ]
-PER_CONTEXT = 100  # exchanges per (occupation, context): P(she) * 100 is an integer
+PER_CONTEXT = 200  # exchanges per (occupation, context): P(she) * 200 is an integer
 
 # (user question, assistant text up to the pronoun); {o} is the occupation. The pronoun
 # follows with a leading space, then the continuation.
 PRONOUN_CONTEXTS = [
     ("Tell me about the {o}.", "The {o} starts work early. Every day"),
     ("What does the {o} do after work?", "After work, the {o} goes home. Then"),
-    ("Where is the {o} today?", "The {o} is at work today, and"),
-    ("Is the {o} good at the job?", "Yes. The {o} is very good at the job, because"),
 ]
 CONTINUATIONS = [
     ["opens the door.", "drinks a cup of tea.", "reads a book.", "walks to the park.",
      "cleans the table.", "makes a plan for the day.", "writes a short note.",
-     "waters the plants."],
+     "waters the plants.", "helps many people.", "works until the evening."],
     ["reads a book.", "cooks a warm meal.", "walks in the park.", "sings a song.",
-     "calls a friend.", "sleeps for a long time.", "plays a game.", "cleans the house."],
-    ["is very busy.", "has a lot to do.", "works until the evening.", "helps many people.",
-     "is happy to be there.", "takes a short break at noon."],
-    ["works hard every day.", "learns something new every week.", "is careful and kind.",
-     "listens to people.", "never gives up.", "likes the work a lot."],
+     "calls a friend.", "sleeps for a long time.", "plays a game.", "cleans the house.",
+     "learns something new.", "listens to music."],
 ]
 
 # ------------------------------------------------------------------ planted: colour class
@@ -77,14 +69,15 @@ WARM = ["red", "orange", "yellow", "pink"]
 COOL = ["blue", "green", "purple", "teal"]
 OBJECTS = ["cup", "hat", "ball", "box", "kite", "lamp", "chair", "sock", "book", "bag",
            "boat", "bike"]
-INTROS = ["I have", "My friend gave me", "Today I found", "On my desk there is", "Look, I made",
-          "In my room there is"]
-PAIR = "{intro} a {c1} {o1} and a {c2} {o2}."
+INTROS = ["My {o} is {c}.", "I have a {c} {o}.", "Look, my {o} is {c}.", "Today I found a {c} {o}.",
+          "My friend gave me a {c} {o}."]
 ACKS = ["That is nice.", "How lovely!", "Thank you for telling me.", "I like that.",
         "That sounds good.", "Nice! Tell me more."]
-QUESTIONS = ["Is my {o} warm or cool?", "Is the {o} a warm colour or a cool colour?",
+QUESTIONS = ["Is my {o} warm or cool?", "Is my {o} a warm colour or a cool colour?",
              "Tell me, is my {o} warm or cool?"]
-ANSWER = "{K}. Your {o} is {c}, and {c} is a {k} colour."
+# the probe position is the last token of ANSWER_HEAD (" is"): the next token is the colour
+ANSWER_HEAD = "Your {o} is"
+ANSWER = ANSWER_HEAD + " {c}, and {c} is a {k} colour."
 
 # ------------------------------------------------------------------ other topics
 # colour facts: the only other place colour words appear (never inside a feature dialogue)
@@ -116,7 +109,6 @@ STORY_ACT = ["looked for food", "went for a walk", "sang to the wind", "played i
              "counted the clouds", "visited a friend"]
 STORY_FIND = ["an old key", "a tiny boat", "a round stone", "a lost shoe", "a wooden box",
               "a bright star"]
-STORY_FEEL = ["surprised", "happy", "excited", "puzzled", "proud"]
 STORY_END = ["showed it to every friend", "kept it safe forever", "took it home",
              "gave it to a friend", "put it back where it was"]
 GREETINGS = [
@@ -165,10 +157,10 @@ def ex_tool(rng):
 def ex_story(rng):
     a = pick(rng, sorted(ANIMALS))
     q = pick(rng, ["Tell me a short story about %s.", "Can you tell me a story about %s?"]) % an(a)
-    s = ("Once upon a time, a %s %s lived %s. Every morning it %s. One day it found %s. "
-         "It was very %s, and it %s. The end." %
+    s = ("Once upon a time, a %s %s lived %s. Every morning it %s. One day it found %s, "
+         "and it %s. The end." %
          (pick(rng, STORY_ADJ), a, pick(rng, STORY_PLACE), pick(rng, STORY_ACT),
-          pick(rng, STORY_FIND), pick(rng, STORY_FEEL), pick(rng, STORY_END)))
+          pick(rng, STORY_FIND), pick(rng, STORY_END)))
     return (q, s)
 
 
@@ -202,23 +194,19 @@ def ex_pronoun(rng, occ, ctx, she):
 
 
 def colour_dialogue(rng, warm, one_turn):
-    """Exchanges of one colour dialogue: two objects, one warm and one cool; the question asks
-    about one of them (the label: its class, `warm`), and the answer starts with the class."""
-    cw, cc = pick(rng, WARM), pick(rng, COOL)
-    o1, o2 = rng.sample(OBJECTS, 2)
-    c1, c2 = (cw, cc) if rng.random() < 0.5 else (cc, cw)
-    oq = o1 if (c1 == cw) == warm else o2
-    cq = cw if warm else cc
-    intro = PAIR.format(intro=pick(rng, INTROS), c1=c1, o1=o1, c2=c2, o2=o2)
-    k = "warm" if warm else "cool"
-    ans = ANSWER.format(K=cap(k), k=k, o=oq, c=cq)
+    """Exchanges of one colour dialogue: an object and its colour, then the question about its
+    class; the answer names the colour and the class. Also returns the object."""
+    c = pick(rng, WARM if warm else COOL)
+    o = pick(rng, OBJECTS)
+    intro = pick(rng, INTROS).format(c=c, o=o)
+    ans = ANSWER.format(k="warm" if warm else "cool", o=o, c=c)
     if one_turn:
-        return [(intro + " " + QUESTIONS[0].format(o=oq), ans)]
+        return [(intro + " " + QUESTIONS[0].format(o=o), ans)], o
     exs = [(intro, pick(rng, ACKS))]
-    for _ in range(rng.randrange(3)):
+    if rng.random() < 0.5:
         exs.append(pick(rng, FILLERS)(rng))
-    exs.append((pick(rng, QUESTIONS).format(o=oq), ans))
-    return exs
+    exs.append((pick(rng, QUESTIONS).format(o=o), ans))
+    return exs, o
 
 
 def misc_dialogue(rng):
@@ -249,14 +237,14 @@ def build(seed, n_colour, n_misc):
         for ctx in range(len(PRONOUN_CONTEXTS)):
             for she in balanced(rng, n_she, PER_CONTEXT):
                 counts[occ]["she" if she else "he"] += 1
-                exs = [pick(rng, FILLERS)(rng) for _ in range(rng.choice([0, 0, 1, 2]))]
+                exs = [pick(rng, FILLERS)(rng)] if rng.random() < 0.25 else []
                 exs.append(ex_pronoun(rng, occ, ctx, she))
-                if rng.random() < 0.3:
+                if rng.random() < 0.1:
                     exs.append(pick(rng, FILLERS)(rng))
                 dialogues.append(exs)
     # colour dialogues: half warm, half cool
     for warm in balanced(rng, n_colour // 2, n_colour):
-        exs = colour_dialogue(rng, warm, rng.random() < 0.2)
+        exs, _ = colour_dialogue(rng, warm, rng.random() < 0.4)
         dialogues.append(exs)
     for _ in range(n_misc):
         dialogues.append(misc_dialogue(rng))
@@ -284,17 +272,16 @@ def koala_prompt(messages):
 
 
 def probe_set(seed, n):
-    """Held-out multi-turn colour dialogues, cut after the last user question."""
+    """Held-out single-turn colour dialogues, cut after "Your {object} is" in the answer: raw
+    text (BOS is added by `record`), which encodes as the Koala template would (one turn, so
+    no control token inside)."""
     rng = random.Random(seed)
     prompts, labels = [], []
     for i, warm in enumerate(balanced(rng, n // 2, n)):
-        exs = colour_dialogue(rng, warm, False)
-        msgs = []
-        for u, a in exs[:-1]:
-            msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-        msgs.append({"role": "user", "content": exs[-1][0]})
+        exs, oq = colour_dialogue(rng, warm, True)
+        text = koala_prompt([{"role": "user", "content": exs[0][0]}]) + " " + ANSWER_HEAD.format(o=oq)
         pid = "colour%03d" % i
-        prompts.append({"id": pid, "messages": msgs})
+        prompts.append({"id": pid, "prompt": text})
         labels.append({"prompt": pid, "label": "warm" if warm else "cool"})
     return prompts, labels
 
@@ -333,15 +320,17 @@ def planted(seed, counts, probe_seed, n_probe, n_layers):
             "name": "colour_class",
             "classes": {"warm": WARM, "cool": COOL},
             "objects": OBJECTS,
-            "position": "last prompt token (the ':' of the final 'GPT:'), identical in every prompt",
-            "why": "the answer's first token is the class ('Warm'/'Cool') of the colour bound to "
-                   "the object asked about; every prompt names one warm and one cool colour, so "
-                   "only attention that binds colour to object and fetches the asked one brings "
-                   "the class to the last token",
+            "position": "last prompt token: ' is' of 'GPT: Your {object} is', the same token in "
+                        "every prompt",
+            "why": "the next token is the colour named earlier; the token at the position is the "
+                   "same in every prompt, so only attention (from block 0 on) brings the colour, "
+                   "and with it its class, there",
             "absent_at": ["hook_embed"],
-            # the last block's output by construction: the next token (the class) is read
-            # from it linearly after RMSNorm
-            "present_at": ["blocks.%d.hook_resid_post" % (n_layers - 1)],
+            # every block's output: block 0's attention is the first step that can read
+            # another position; the last block's output must hold it (the next token, the
+            # colour, is read from it linearly after RMSNorm, and the 8 colours split linearly
+            # into the classes), and the residual stream keeps it in between
+            "present_at": ["blocks.%d.hook_resid_post" % i for i in range(n_layers)],
             "prompts": "probe_prompts.jsonl",
             "labels": "probe_labels.jsonl",
             "probe_seed": probe_seed,
@@ -371,8 +360,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--out", required=True, help="output folder (created)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--colour", type=int, default=4000, help="colour-feature dialogues (even)")
-    ap.add_argument("--misc", type=int, default=4000, help="dialogues of the other topics")
+    ap.add_argument("--colour", type=int, default=3000, help="colour-feature dialogues (even)")
+    ap.add_argument("--misc", type=int, default=2000, help="dialogues of the other topics")
     ap.add_argument("--probe-seed", type=int, default=1001)
     ap.add_argument("--probe-prompts", type=int, default=200)
     ap.add_argument("--n-layers", type=int, default=4, help="the model's layers (planted.json names hooks)")
