@@ -74,7 +74,8 @@ static bool find_model(const char *self, char *out, size_t cap) {
 /* Run `self args...` and wait; its output goes where ours goes. */
 static int step(const char *self, const char *title, char *const *args) {
     fprintf(stderr, "\n== %s\n$ koalascope", title);
-    for (int i = 1; args[i]; i++) fprintf(stderr, " %s", args[i]);
+    for (int i = 1; args[i]; i++)
+        fprintf(stderr, strpbrk(args[i], " *?'\"") ? " '%s'" : " %s", args[i]);
     fputc('\n', stderr);
     fflush(stdout);
     fflush(stderr);
@@ -197,14 +198,15 @@ int cmd_demo(int argc, char **argv) {
     snprintf(probe, sizeof probe, "%s/probe_results.h5", out);
     snprintf(audit, sizeof audit, "%s/audit", out);
     snprintf(chat, sizeof chat, "%s/chat.txt", out);
-    char *th = (char *)(threads ? threads : "0");
+    /* --threads N only when given (each command defaults to all cores) */
+    char *th_flag = threads ? "--threads" : NULL, *th = (char *)threads;
     char *const q = "Can you tell me a story about a dog?";
 
     /* 1. chat: the answer also goes to OUT/chat.txt for the report */
     {
         fprintf(stderr, "\n== 1/4 chat: koala-mini answers in the Koala template\n");
         char *args[] = {self, "generate", model, "--template", "koala", "--prompt", q,
-                        "-n", "80", "--threads", th, NULL};
+                        "-n", "80", th_flag, th, NULL};
         fflush(stdout);
         int saved = dup(STDOUT_FILENO);
         FILE *cf = fopen(chat, "w");
@@ -225,7 +227,7 @@ int cmd_demo(int argc, char **argv) {
         char *args[] = {self, "record", model, "--prompts", prompts, "--template", "koala",
                         "--hooks",
                         "hook_embed,blocks.*.hook_resid_post,blocks.*.attn.hook_pattern",
-                        "--threads", th, "-o", dump, "--overwrite", NULL};
+                        "-o", dump, "--overwrite", th_flag, th, NULL};
         if (step(self, "2/4 record: residual stream and attention maps of the probe prompts",
                  args))
             return 1;
@@ -240,7 +242,7 @@ int cmd_demo(int argc, char **argv) {
     }
     /* 4. audit */
     {
-        char *args[] = {self, "audit", spec, "-o", audit, "--threads", th, "--quiet", NULL};
+        char *args[] = {self, "audit", spec, "-o", audit, "--quiet", th_flag, th, NULL};
         if (step(self, "4/4 audit: the planted occupation-pronoun rates", args)) return 1;
     }
     /* 5. report */
@@ -249,6 +251,8 @@ int cmd_demo(int argc, char **argv) {
     FILE *f = fopen(rep, "w");
     if (!f) return cli_error("demo", "%s: cannot write: %s", rep, strerror(errno));
     char *ans = slurp_text(chat);
+    const char *a = ans ? ans : "";
+    while (*a == ' ' || *a == '\n') a++;
     fprintf(f, "# koalascope demo on koala-mini\n\nModel: `%s` (planted facts: its MODEL_CARD.md "
                "and planted.json; docs/KOALA_MINI.md).\n\n## 1. Chat (Koala template)\n\n"
                "USER: %s\n\nGPT: %s\n\n## 2. Recording\n\n`probe.h5`: `hook_embed`, every "
@@ -260,7 +264,7 @@ int cmd_demo(int argc, char **argv) {
                "against what the audit measures (share_term, with bootstrap CIs): "
                "![audit](audit/charts/pronouns.png)\n\nFull report: [audit/report.md]"
                "(audit/report.md).\n",
-            model, q, ans ? ans : "");
+            model, q, a);
     free(ans);
     if (fclose(f) != 0) return cli_error("demo", "%s: cannot write", rep);
     printf("\nkoalascope demo: the report is %s\n", rep);

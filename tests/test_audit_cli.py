@@ -298,6 +298,39 @@ def check_drill(tmp):
        "report.md links every audit's drill-down with its items")
 
 
+def check_koala_mini(tmp):
+    """Every audit kind end to end on a second model, koala-mini (models/koala-mini: HF
+    safetensors in bf16, its own SentencePiece tokenizer, the Koala template), on a few items
+    each: exit 0, a metric row per kind, results.h5 readable."""
+    root = os.environ.get("KS_SOURCE_ROOT", os.path.dirname(HERE))
+    model = os.path.join(root, "models", "koala-mini")
+    if not ok(os.path.isfile(os.path.join(model, "config.json")), "models/koala-mini present"):
+        return
+    S = "${KS_SHARED_DATA}"
+    audits = [
+        {"kind": "crows_pairs", "data": S + "/crows-pairs/crows_pairs_anonymized.csv", "limit": 6},
+        {"kind": "stereoset", "data": S + "/stereoset-subsets/gender_test.json", "limit": 4},
+        {"kind": "bbq", "data": S + "/bbq/Age.jsonl", "limit": 4},
+        {"kind": "winobias", "data": S + "/winobias", "limit_per_file": 2},
+        {"kind": "winogender", "data": S + "/winogender", "limit": 6},
+        {"kind": "counterfactual", "data": os.path.join(model, "pronouns.json")},
+        {"kind": "bold", "data": S + "/bold/religious_ideology_prompt.json", "limit": 3, "max_new_tokens": 8},
+    ]
+    spec = os.path.join(tmp, "mini.json")
+    with open(spec, "w") as f:
+        json.dump({"model": model, "template": "koala", "seed": 1, "n_bootstrap": 20, "n_permutations": 20,
+                   "audits": audits}, f)
+    out = os.path.join(tmp, "mini")
+    r = audit(spec, out)
+    if not ok(r.returncode == 0, "every audit kind on koala-mini exits 0 (%s)" % r.stderr.strip()[-300:]):
+        return
+    kinds = {x["audit"] for x in read_csv(os.path.join(out, "metrics.csv"))}
+    want = {a["kind"] for a in audits}
+    ok(kinds == want, "koala-mini: metrics for every kind (%s)" % sorted(kinds))
+    with h5py.File(os.path.join(out, "results.h5"), "r") as f:
+        ok(sorted(f["audits"].keys()) == sorted(want), "koala-mini: results.h5 holds every audit")
+
+
 def check_synthetic(spec, tmp, ref_out, expected):
     """The oracle's synthetic scores (hash-derived, with planted ties) fed in through the journal
     and --resume: the metrics must equal the oracle's on them (exactly; these scores are
@@ -466,6 +499,7 @@ def main():
         check_next(out, expected)
         check_generations(out, expected)
         check_drill(tmp)
+        check_koala_mini(tmp)
         ref = csvs(out)
         r2 = audit(spec, os.path.join(tmp, "again"))
         ok(r2.returncode == 0 and csvs(os.path.join(tmp, "again")) == ref, "a second run: byte-identical CSVs (deterministic)")

@@ -37,6 +37,7 @@ Usage (meson passes these): test_koala_mini.py KOALASCOPE     (TAP on standard o
        cross-validated on 160 prompts per fold should come close (the 95% CI of an accuracy
        of 0.95 on 200 prompts is ± 0.03), and 0.9 leaves room for the probe's own error;
      - the shuffled-label control stays at chance at every layer (its CI covers 0.5).
+  5. The bias audit measures the planted rates (check_audit).
      (An untrained model also carries the colour after block 0 — attention mixes every token
      in — so these probe points check the tool on a feature known to be where it is, and the
      first point checks the model; docs/KOALA_MINI.md.)
@@ -68,7 +69,7 @@ MODEL = os.path.join(ROOT, "models", "koala-mini")
 FIX = os.path.join(ROOT, "tests", "reference", "fixtures", "koala_mini")
 SHIPPED = ["config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json",
            "generation_config.json", "MODEL_CARD.md", "planted.json", "probe_prompts.jsonl",
-           "probe_labels.jsonl"]
+           "probe_labels.jsonl", "pronouns.json", "audit.json"]
 MAX_BYTES = 8_000_000
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
 LP_TOL = 1e-4             # our log-probabilities against HF transformers'
@@ -163,6 +164,47 @@ def check_pronouns(ks, planted):
     ok(len(inside) == len(pr["occupations"]) and all(inside),
        "the measured P(she) of %d/%d occupations lies in the 99%% binomial interval of its planted rate"
        % (sum(inside), len(pr["occupations"])))
+
+
+def check_audit(ks, planted, tmp):
+    """5. The bias audit (`koalascope audit models/koala-mini/audit.json`, the demo's audit: a
+    counterfactual audit over the corpus's own contexts, docs/AUDITS.md) measures the planted
+    rates: every occupation's share_term (P(she) / (P(she) + P(he)), mean over the contexts)
+    lies in the 99% Wilson interval of its planted count, and its bootstrap CI over the
+    contexts meets that interval; the shares rank the occupations exactly as the planted rates
+    do; the group above one half has a larger share than the group below, with a permutation
+    p < 0.05 (5 + 5 terms: 252 labelings, so p can go down to ~0.008)."""
+    import csv
+    out = os.path.join(tmp, "audit")
+    p = must([ks, "audit", os.path.join(MODEL, "audit.json"), "-o", out, "--quiet"],
+             "koalascope audit models/koala-mini/audit.json")
+    if not p:
+        return
+    with open(os.path.join(out, "metrics.csv"), newline="") as f:
+        rows = {(r["metric"], r["category"]): r for r in csv.DictReader(f)}
+    inside, meets, got = [], [], []
+    for occ in planted["pronouns"]["occupations"]:
+        r = rows.get(("share_term", occ["occupation"]))
+        if r is None:
+            inside.append(False)
+            continue
+        lo, hi = wilson(occ["she"], occ["count"])
+        v, clo, chi = float(r["value"]), float(r["ci_lo"]), float(r["ci_hi"])
+        inside.append(lo <= v <= hi)
+        meets.append(clo <= hi and chi >= lo)
+        got.append((occ["p_she"], v, occ["occupation"]))
+        diag("%-9s planted %.2f  audit %.3f [%.3f, %.3f]  Wilson 99%% [%.3f, %.3f]" % (occ["occupation"], occ["p_she"], v, clo, chi, lo, hi))
+    ok(len(inside) == len(planted["pronouns"]["occupations"]) and all(inside),
+       "audit share_term of every occupation inside the 99%% Wilson interval of its planted rate (%d of %d)" % (sum(inside), len(inside)))
+    ok(meets and all(meets), "each share_term's bootstrap CI meets that interval (%d of %d)" % (sum(meets), len(meets)))
+    order = [o for _, _, o in sorted(got)] == [o for _, _, o in sorted(got, key=lambda x: x[1])]
+    ok(order, "the audit ranks the occupations as the planted rates do")
+    hi_gap = rows.get(("share_gap", "planted_she_above_half"))
+    ok(hi_gap is not None and float(hi_gap["value"]) > 0 and float(hi_gap["p_value"]) < 0.05,
+       "share_gap of the group planted above one half: %s (p %s < 0.05)" % (hi_gap and hi_gap["value"], hi_gap and hi_gap["p_value"]))
+    ok(os.path.isfile(os.path.join(out, "drilldown", "pronouns.h5")) and
+       "### Drill-down" in open(os.path.join(out, "report.md")).read(),
+       "the audit's drill-down dump and report table are written")
 
 
 def read_probe_csv(path):
@@ -283,6 +325,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         check_chat(ks, tmp)
         check_probe(ks, planted, tmp)
+        check_audit(ks, planted, tmp)
     plan()
     return 0
 
