@@ -245,7 +245,8 @@ static void try_next_item(selftest *t) {
 static void on_drilled(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
     (void)win;
     if (ok) {
-        printf("self-test: item %" G_GINT64_FORMAT ": internals opened\n", t->drill_item);
+        printf("self-test: item %" G_GINT64_FORMAT ": internals opened at prompt %" G_GINT64_FORMAT
+               "\n", t->drill_item, ks_view_window_nav(t->win)->prompt);
         start_pages(t);
         return;
     }
