@@ -32,6 +32,7 @@ Needs xvfb-run and dbus-run-session (a session bus, which GtkApplication asks fo
 built (meson option gui) and the stories260K shared data; each missing one is a visible SKIP,
 and a failure under CI=true.
 """
+import json
 import os
 import re
 import shutil
@@ -153,12 +154,26 @@ def viewer_env(tmp):
     return env
 
 
-def self_test(args, out, tmp, timeout=120):
+def self_test(args, out, tmp, timeout=120, show=False):
     cmd = ["dbus-run-session", "--", "xvfb-run", "-a", "-s", "-screen 0 1400x1000x24",
            KS, "view"] + args + ["--self-test", out]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        env=viewer_env(tmp), timeout=timeout)
+    if show:
+        diag(p.stdout.strip())
+        if p.returncode != 0:
+            diag(p.stderr.strip()[-3000:])
     return p
+
+
+def run_audit(spec, run_dir):
+    """koalascope audit on spec (a dict, written beside run_dir) into run_dir."""
+    spec_path = run_dir + ".spec.json"
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    return subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, KS_SHARED_DATA=DATA))
 
 
 def check_pages(out, pages, what):
@@ -253,7 +268,6 @@ def main():
            "a file that is not a dump fails the self-test naming it")
 
         # 6. audit results
-        import json
         with open(os.path.join(HERE, "reference", "fixtures", "audit", "spec.json")) as f:
             spec = json.load(f)
         spec["audits"] = spec["audits"][:1]
@@ -265,18 +279,11 @@ def main():
             else:
                 skip("audit data missing (%s)" % data_files)
         else:
-            spec_path, run_dir = os.path.join(tmp, "spec.json"), os.path.join(tmp, "audit")
-            with open(spec_path, "w") as f:
-                json.dump(spec, f)
-            r = subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, KS_SHARED_DATA=DATA))
+            run_dir = os.path.join(tmp, "audit")
+            r = run_audit(spec, run_dir)
             if ok(r.returncode == 0, "audit of 12 CrowS-Pairs items"):
                 out3 = os.path.join(tmp, "shots-audit")
-                p = self_test([run_dir], out3, tmp)
-                diag(p.stdout.strip())
-                if p.returncode != 0:
-                    diag(p.stderr.strip()[-3000:])
+                p = self_test([run_dir], out3, tmp, show=True)
                 ok(p.returncode == 0 and "self-test: 2 pages" in p.stdout and "self-test: ok" in p.stdout,
                    "audit: the scores and items pages draw")
                 ok("item 0: toast: item" in p.stdout and '"record"' in p.stdout and
@@ -299,19 +306,12 @@ def main():
                     "audits": [{"kind": "bbq", "data": "${KS_SHARED_DATA}/bbq/Age.jsonl", "limit": 6,
                                 "record": {"hooks": "blocks.*.hook_resid_post,blocks.*.attn.hook_pattern",
                                            "items": 2}}]}
-            spec_path, run_dir = os.path.join(tmp, "spec-drill.json"), os.path.join(tmp, "audit-drill")
-            with open(spec_path, "w") as f:
-                json.dump(spec, f)
-            r = subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, KS_SHARED_DATA=DATA))
+            run_dir = os.path.join(tmp, "audit-drill")
+            r = run_audit(spec, run_dir)
             if ok(r.returncode == 0 and os.path.exists(os.path.join(run_dir, "drilldown", "bbq.h5")),
                   "audit of 6 BBQ items with a drill-down of 2"):
                 out4 = os.path.join(tmp, "shots-drill")
-                p = self_test([run_dir], out4, tmp)
-                diag(p.stdout.strip())
-                if p.returncode != 0:
-                    diag(p.stderr.strip()[-3000:])
+                p = self_test([run_dir], out4, tmp, show=True)
                 ok(p.returncode == 0 and "internals opened" in p.stdout and "self-test: ok" in p.stdout
                    and "log warnings/criticals 0" in p.stdout,
                    "drill-down: an item's internals open and every page draws, no GTK warning")
