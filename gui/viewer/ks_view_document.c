@@ -338,7 +338,7 @@ char *ks_view_document_title(KsViewDocument *self) {
 /* ---------------------------------------------------------------- audit drill-down */
 
 typedef struct {
-    char *audit, *item_id, *path;
+    char *audit, *item_id, *path, *audit_dir;
     int64_t index;
     /* results (worker) */
     ks_dump *dump;
@@ -350,6 +350,7 @@ static void drill_args_free(drill_args *a) {
     g_free(a->audit);
     g_free(a->item_id);
     g_free(a->path);
+    g_free(a->audit_dir);
     ks_dump_close(a->dump);
     g_free(a->attr_path);
     g_free(a->drill.attr_name);
@@ -433,6 +434,7 @@ void ks_view_document_drill_async(KsViewDocument *self, const char *audit, const
     a->audit = g_strdup(audit);
     a->item_id = g_strdup(item_id);
     a->index = item_index;
+    a->audit_dir = g_strdup(self->audit_dir);
     g_autofree char *file = g_strdup_printf("%s.h5", audit);
     a->path = g_build_filename(self->audit_dir, "drilldown", file, NULL);
     g_task_set_task_data(task, a, (GDestroyNotify)drill_args_free);
@@ -445,7 +447,7 @@ gboolean ks_view_document_drill_finish(KsViewDocument *self, GAsyncResult *res, 
     memset(out, 0, sizeof *out);
     if (!g_task_propagate_boolean(G_TASK(res), error)) return FALSE;
     drill_args *a = g_task_get_task_data(G_TASK(res));
-    if (self->source != KS_VIEW_SOURCE_AUDIT || !g_str_has_prefix(a->path, self->audit_dir)) {
+    if (self->source != KS_VIEW_SOURCE_AUDIT || g_strcmp0(a->audit_dir, self->audit_dir)) {
         g_set_error(error, KS_VIEW_ERROR, 1, "the audit results were closed meanwhile");
         return FALSE;
     }
