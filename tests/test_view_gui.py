@@ -20,13 +20,21 @@ Usage (meson passes these): test_view_gui.py KOALASCOPE [KOALASCOPE_VIEW]   (TAP
      thread, recorded into a temporary dump) and the same pages are saved;
   5. a file that is not a dump exits the self-test with status 1 naming it;
   6. an audit directory (`koalascope audit` on 12 CrowS-Pairs items of the shared data, the
-     first audit of tests/reference/fixtures/audit/spec.json): the scores and items pages.
+     first audit of tests/reference/fixtures/audit/spec.json): the scores and items pages; it
+     has no drill-down, so activating an item shows a toast saying how to record one;
+  7. an audit directory with a drill-down (6 BBQ Age items, `"record"` of the 2 items with the
+     largest contrast, residual stream + attention patterns, attributions): the self-test
+     activates the items in order as a click does until one opens its internals, and the
+     pages of that item's prompts (tokens, attention grid, head, residual norms, its
+     attribution) draw beside the audit pages.
 
 Needs xvfb-run and dbus-run-session (a session bus, which GtkApplication asks for), the viewer
 built (meson option gui) and the stories260K shared data; each missing one is a visible SKIP,
 and a failure under CI=true.
 """
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -146,12 +154,26 @@ def viewer_env(tmp):
     return env
 
 
-def self_test(args, out, tmp, timeout=120):
+def self_test(args, out, tmp, timeout=120, show=False):
     cmd = ["dbus-run-session", "--", "xvfb-run", "-a", "-s", "-screen 0 1400x1000x24",
            KS, "view"] + args + ["--self-test", out]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        env=viewer_env(tmp), timeout=timeout)
+    if show:
+        diag(p.stdout.strip())
+        if p.returncode != 0:
+            diag(p.stderr.strip()[-3000:])
     return p
+
+
+def run_audit(spec, run_dir):
+    """koalascope audit on spec (a dict, written beside run_dir) into run_dir."""
+    spec_path = run_dir + ".spec.json"
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    return subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, KS_SHARED_DATA=DATA))
 
 
 def check_pages(out, pages, what):
@@ -246,7 +268,6 @@ def main():
            "a file that is not a dump fails the self-test naming it")
 
         # 6. audit results
-        import json
         with open(os.path.join(HERE, "reference", "fixtures", "audit", "spec.json")) as f:
             spec = json.load(f)
         spec["audits"] = spec["audits"][:1]
@@ -258,21 +279,55 @@ def main():
             else:
                 skip("audit data missing (%s)" % data_files)
         else:
-            spec_path, run_dir = os.path.join(tmp, "spec.json"), os.path.join(tmp, "audit")
-            with open(spec_path, "w") as f:
-                json.dump(spec, f)
-            r = subprocess.run([KS, "audit", spec_path, "-o", run_dir, "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, KS_SHARED_DATA=DATA))
+            run_dir = os.path.join(tmp, "audit")
+            r = run_audit(spec, run_dir)
             if ok(r.returncode == 0, "audit of 12 CrowS-Pairs items"):
                 out3 = os.path.join(tmp, "shots-audit")
-                p = self_test([run_dir], out3, tmp)
-                diag(p.stdout.strip())
-                if p.returncode != 0:
-                    diag(p.stderr.strip()[-3000:])
+                p = self_test([run_dir], out3, tmp, show=True)
                 ok(p.returncode == 0 and "self-test: 2 pages" in p.stdout and "self-test: ok" in p.stdout,
                    "audit: the scores and items pages draw")
+                ok("item 0: toast: item" in p.stdout and '"record"' in p.stdout and
+                   "Drill-down" in p.stdout and "internals opened" not in p.stdout,
+                   "audit without drill-down: activating an item toasts how to record its internals")
                 check_pages(out3, ["audit", "items"], "audit")
+            else:
+                diag(r.stderr[-2000:])
+
+        # 7. audit results with a drill-down
+        bbq = os.path.join(DATA, "bbq", "Age.jsonl")
+        if not os.path.exists(bbq):
+            if CI:
+                ok(False, "BBQ data missing (%s); CI=true requires it" % bbq)
+            else:
+                skip("BBQ data missing (%s)" % bbq)
+        else:
+            spec = {"model": "${KS_SHARED_DATA}/stories260K/stories260K.bin",
+                    "tokenizer": "${KS_SHARED_DATA}/stories260K/tok512.bin",
+                    "audits": [{"kind": "bbq", "data": "${KS_SHARED_DATA}/bbq/Age.jsonl", "limit": 6,
+                                "record": {"hooks": "blocks.*.hook_resid_post,blocks.*.attn.hook_pattern",
+                                           "items": 2}}]}
+            run_dir = os.path.join(tmp, "audit-drill")
+            r = run_audit(spec, run_dir)
+            if ok(r.returncode == 0 and os.path.exists(os.path.join(run_dir, "drilldown", "bbq.h5")),
+                  "audit of 6 BBQ items with a drill-down of 2"):
+                out4 = os.path.join(tmp, "shots-drill")
+                p = self_test([run_dir], out4, tmp, show=True)
+                ok(p.returncode == 0 and "internals opened" in p.stdout and "self-test: ok" in p.stdout
+                   and "log warnings/criticals 0" in p.stdout,
+                   "drill-down: an item's internals open and every page draws, no GTK warning")
+                # the prompt it opened is the item's first in the audit's own report.md table
+                m = re.search(r"item (\d+): internals opened at prompt (\d+)", p.stdout)
+                rows = {}
+                with open(os.path.join(run_dir, "report.md")) as f:
+                    for line in f:
+                        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                        if len(cells) == 8 and cells[0].isdigit():
+                            rows[int(cells[0])] = int(cells[5].split(",")[0])
+                ok(m is not None and int(m.group(1)) in rows and rows[int(m.group(1))] == int(m.group(2)),
+                   "drill-down: the item opened at its own prompt (report.md: %s, viewer: %s)"
+                   % (rows, m.group(0) if m else None))
+                check_pages(out4, ["audit", "items", "tokens", "attention-grid", "head", "residual",
+                                   "attribution"], "drill-down")
             else:
                 diag(r.stderr[-2000:])
     finally:

@@ -20,7 +20,7 @@ struct _KsViewCanvas {
 
 G_DEFINE_FINAL_TYPE(KsViewCanvas, ks_view_canvas, GTK_TYPE_WIDGET)
 
-enum { SIG_NAVIGATE, SIG_CHANGED, SIG_RUN_TEXT, SIG_FAILED, N_SIGNALS };
+enum { SIG_NAVIGATE, SIG_CHANGED, SIG_ACTIVATE_ITEM, SIG_FAILED, N_SIGNALS };
 static guint signals[N_SIGNALS];
 
 static void ks_view_canvas_snapshot(GtkWidget *widget, GtkSnapshot *snapshot) {
@@ -59,27 +59,46 @@ static void on_motion(GtkEventControllerMotion *c, double x, double y, gpointer 
     }
 }
 
-static void on_pressed(GtkGestureClick *g, int n_press, double x, double y, gpointer data) {
-    (void)g;
-    (void)n_press;
-    KsViewCanvas *self = data;
-    KsViewPage to = self->page;
-    char *run_text = NULL;
-    gtk_widget_grab_focus(GTK_WIDGET(self));
-    switch (ks_view_page_click(self->page, self->nav, &self->geom, x, y, &to, &run_text)) {
+static void clicked(KsViewCanvas *self, ks_view_click what, KsViewPage to) {
+    switch (what) {
     case KS_CLICK_NONE: break;
     case KS_CLICK_REDRAW:
+        gtk_widget_queue_draw(GTK_WIDGET(self));
         g_signal_emit(self, signals[SIG_CHANGED], 0);
         break;
     case KS_CLICK_GOTO:
         g_signal_emit(self, signals[SIG_CHANGED], 0);
         g_signal_emit(self, signals[SIG_NAVIGATE], 0, (int)to);
         break;
-    case KS_CLICK_RUN_ITEM:
-        g_signal_emit(self, signals[SIG_RUN_TEXT], 0, run_text);
+    case KS_CLICK_ITEM:
+        gtk_widget_queue_draw(GTK_WIDGET(self));
+        g_signal_emit(self, signals[SIG_ACTIVATE_ITEM], 0);
         break;
     }
-    g_free(run_text);
+}
+
+static void on_pressed(GtkGestureClick *g, int n_press, double x, double y, gpointer data) {
+    (void)g;
+    (void)n_press;
+    KsViewCanvas *self = data;
+    KsViewPage to = self->page;
+    gtk_widget_grab_focus(GTK_WIDGET(self));
+    clicked(self, ks_view_page_click(self->page, self->nav, &self->geom, x, y, &to), to);
+}
+
+/* Up/Down select an audit item, Enter activates it (the items page). */
+static gboolean on_key(GtkEventControllerKey *k, guint keyval, guint keycode,
+                       GdkModifierType mods, gpointer data) {
+    (void)k;
+    (void)keycode;
+    KsViewCanvas *self = data;
+    if (mods & (GDK_CONTROL_MASK | GDK_ALT_MASK)) return FALSE;
+    int move = keyval == GDK_KEY_Down ? 1 : keyval == GDK_KEY_Up ? -1 : 0;
+    bool enter = keyval == GDK_KEY_Return || keyval == GDK_KEY_KP_Enter;
+    if (!move && !enter) return FALSE;
+    ks_view_click what = ks_view_page_key(self->page, self->nav, move, enter);
+    clicked(self, what, self->page);
+    return what != KS_CLICK_NONE;
 }
 
 static bool zoomable(KsViewPage p) { return p == KS_PAGE_HEAD || p == KS_PAGE_COMPARE; }
@@ -156,8 +175,9 @@ static void ks_view_canvas_class_init(KsViewCanvasClass *klass) {
                                          0, NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_INT);
     signals[SIG_CHANGED] = g_signal_new("changed", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST,
                                         0, NULL, NULL, NULL, G_TYPE_NONE, 0);
-    signals[SIG_RUN_TEXT] = g_signal_new("run-text", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST,
-                                         0, NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
+    signals[SIG_ACTIVATE_ITEM] = g_signal_new("activate-item", G_TYPE_FROM_CLASS(klass),
+                                              G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL, G_TYPE_NONE,
+                                              0);
     signals[SIG_FAILED] = g_signal_new("failed", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0,
                                        NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_STRING);
 }
@@ -178,6 +198,10 @@ static void ks_view_canvas_init(KsViewCanvas *self) {
     GtkGesture *click = gtk_gesture_click_new();
     g_signal_connect(click, "pressed", G_CALLBACK(on_pressed), self);
     gtk_widget_add_controller(w, GTK_EVENT_CONTROLLER(click));
+
+    GtkEventController *key = gtk_event_controller_key_new();
+    g_signal_connect(key, "key-pressed", G_CALLBACK(on_key), self);
+    gtk_widget_add_controller(w, key);
 
     GtkEventController *scroll =
         gtk_event_controller_scroll_new(GTK_EVENT_CONTROLLER_SCROLL_BOTH_AXES);
@@ -210,7 +234,11 @@ ks_status ks_view_canvas_draw_to(KsViewCanvas *self, cairo_t *cr, double w, doub
                                  ks_error *err) {
     ks_view_geom g;
     ks_view_geom_init(&g);
+    /* an export draws the page complete: a page read by a worker is read here instead */
+    bool sync = self->nav->sync_loads;
+    self->nav->sync_loads = true;
     ks_status st = ks_view_page_draw(self->page, self->nav, cr, w, h, &g, err);
+    self->nav->sync_loads = sync;
     ks_view_geom_free(&g);
     return st;
 }

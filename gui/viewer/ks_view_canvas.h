@@ -16,7 +16,8 @@ G_DECLARE_FINAL_TYPE(KsViewCanvas, ks_view_canvas, KS, VIEW_CANVAS, GtkWidget)
 /* nav is the window's and outlives the canvas. Signals:
  *   "navigate" (int page): a click asks to show another page (nav already updated);
  *   "changed": a click or scroll changed nav (other pages and controls may follow);
- *   "run-text" (string): an audit item was chosen to run live;
+ *   "activate-item": an audit item was clicked or Enter pressed on it (nav->item): show its
+ *   internals;
  *   "failed" (string): drawing the page failed (the message is drawn too). */
 KsViewCanvas *ks_view_canvas_new(KsViewPage page, ks_view_nav *nav);
 KsViewPage ks_view_canvas_page(KsViewCanvas *self);

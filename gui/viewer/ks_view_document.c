@@ -335,6 +335,132 @@ char *ks_view_document_title(KsViewDocument *self) {
     return g_strdup_printf("%s — %s", base, what[self->source]);
 }
 
+/* ---------------------------------------------------------------- audit drill-down */
+
+typedef struct {
+    char *audit, *item_id, *path, *audit_dir;
+    int64_t index;
+    /* results (worker) */
+    ks_dump *dump;
+    char *attr_path;
+    KsViewDrill drill;
+} drill_args;
+
+static void drill_args_free(drill_args *a) {
+    g_free(a->audit);
+    g_free(a->item_id);
+    g_free(a->path);
+    g_free(a->audit_dir);
+    ks_dump_close(a->dump);
+    g_free(a->attr_path);
+    g_free(a->drill.attr_name);
+    g_free(a);
+}
+
+static void no_drilldown(GTask *task, const drill_args *a, const char *why) {
+    g_task_return_new_error(task, KS_VIEW_ERROR, KS_VIEW_ERROR_NO_DRILLDOWN,
+                            "item %s has no internals recorded (%s): add \"record\": {\"hooks\": "
+                            "\"blocks.*.hook_resid_post,blocks.*.attn.hook_pattern\", \"items\": N} "
+                            "to audit '%s' in the spec and run koalascope audit again (docs/AUDITS.md, "
+                            "\"Drill-down\")", a->item_id, why, a->audit);
+}
+
+static void drill_thread(GTask *task, gpointer source, gpointer data, GCancellable *c) {
+    (void)source;
+    (void)c;
+    drill_args *a = data;
+    if (!g_file_test(a->path, G_FILE_TEST_EXISTS)) {
+        g_autofree char *what = g_strdup_printf("no drilldown/%s.h5 beside results.h5", a->audit);
+        no_drilldown(task, a, what);
+        return;
+    }
+    ks_error e = {0};
+    if (ks_dump_open(a->path, &a->dump, &e)) {
+        GError *err = NULL;
+        set_error(&err, &e, "cannot open the drill-down dump");
+        g_task_return_error(task, err);
+        return;
+    }
+    /* the item's prompts: ids "<item id>#<option>", recorded one after the other */
+    g_autofree char *prefix = g_strdup_printf("%s#", a->item_id);
+    a->drill.prompt = -1;
+    int64_t n = ks_dump_n_prompts(a->dump);
+    for (int64_t p = 0; p < n; p++) {
+        char *id = NULL;
+        if (ks_dump_prompt_id(a->dump, p, &id, &e)) {
+            GError *err = NULL;
+            set_error(&err, &e, "cannot read the drill-down dump's prompt ids");
+            g_task_return_error(task, err);
+            return;
+        }
+        if (g_str_has_prefix(id, prefix)) {
+            if (a->drill.prompt < 0) a->drill.prompt = p;
+            a->drill.n_prompts++;
+        }
+        free(id);
+    }
+    if (a->drill.prompt < 0) {
+        g_autofree char *what = g_strdup_printf(
+            "drilldown/%s.h5 holds the %" G_GINT64_FORMAT " prompts of the items with the "
+            "largest contrast, not this one; raise \"items\"", a->audit, n);
+        no_drilldown(task, a, what);
+        return;
+    }
+    /* its attribution: the contrast of the tokens, else option a's, else the heads' */
+    ks_attribution_info *info = NULL;
+    int ni = 0;
+    if (ks_attribution_list(a->path, &info, &ni, &e) == KS_OK && ni > 0) {
+        a->attr_path = g_strdup(a->path);
+        const char *want[] = {"contrast.tokens", "o0.tokens", "contrast.heads", "o0.heads"};
+        for (size_t w = 0; w < G_N_ELEMENTS(want) && !a->drill.attr_name; w++) {
+            g_autofree char *name = g_strdup_printf("i%" G_GINT64_FORMAT ".%s", a->index, want[w]);
+            for (int i = 0; i < ni && !a->drill.attr_name; i++)
+                if (strcmp(info[i].name, name) == 0) a->drill.attr_name = g_strdup(name);
+        }
+    }
+    free(info);
+    g_task_return_boolean(task, TRUE);
+}
+
+void ks_view_document_drill_async(KsViewDocument *self, const char *audit, const char *item_id,
+                                  int64_t item_index, GAsyncReadyCallback cb, gpointer user_data) {
+    g_autoptr(GTask) task = g_task_new(self, NULL, cb, user_data);
+    g_task_set_source_tag(task, ks_view_document_drill_async);
+    if (self->source != KS_VIEW_SOURCE_AUDIT || !self->audit_dir) {
+        g_task_return_new_error(task, KS_VIEW_ERROR, 1, "no audit results are open");
+        return;
+    }
+    drill_args *a = g_new0(drill_args, 1);
+    a->audit = g_strdup(audit);
+    a->item_id = g_strdup(item_id);
+    a->index = item_index;
+    a->audit_dir = g_strdup(self->audit_dir);
+    g_autofree char *file = g_strdup_printf("%s.h5", audit);
+    a->path = g_build_filename(self->audit_dir, "drilldown", file, NULL);
+    g_task_set_task_data(task, a, (GDestroyNotify)drill_args_free);
+    g_task_run_in_thread(task, drill_thread);
+}
+
+gboolean ks_view_document_drill_finish(KsViewDocument *self, GAsyncResult *res, KsViewDrill *out,
+                                       GError **error) {
+    g_return_val_if_fail(g_task_is_valid(res, self), FALSE);
+    memset(out, 0, sizeof *out);
+    if (!g_task_propagate_boolean(G_TASK(res), error)) return FALSE;
+    drill_args *a = g_task_get_task_data(G_TASK(res));
+    if (self->source != KS_VIEW_SOURCE_AUDIT || g_strcmp0(a->audit_dir, self->audit_dir)) {
+        g_set_error(error, KS_VIEW_ERROR, 1, "the audit results were closed meanwhile");
+        return FALSE;
+    }
+    g_clear_pointer(&self->dump, ks_dump_close);
+    self->dump = g_steal_pointer(&a->dump);
+    g_free(self->attr_path);
+    self->attr_path = g_steal_pointer(&a->attr_path);
+    *out = a->drill;
+    a->drill.attr_name = NULL;
+    g_signal_emit(self, signals[SIG_CHANGED], 0);
+    return TRUE;
+}
+
 /* ---------------------------------------------------------------- live runs */
 
 typedef struct {

@@ -56,6 +56,24 @@ const char *ks_view_document_attributions_path(KsViewDocument *self);
 /* The audit directory (where the items CSV files are). */
 const char *ks_view_document_audit_dir(KsViewDocument *self);
 
+/* ---------------------------------------------------------------- audit drill-down */
+
+/* The internals of one audit item (an audit directory open): open, on a worker,
+ * AUDIT_DIR/drilldown/<audit>.h5 (written by koalascope audit with a "record" object in the
+ * spec) and find the item's prompts there (ids "<item_id>#<option>"). On success that file
+ * becomes the document's dump (and its attributions file) beside the audit results, and
+ * "changed" is emitted. KS_VIEW_ERROR_NO_DRILLDOWN when the audit has no drill-down or the
+ * item is not in it: the message says how to record one. */
+enum { KS_VIEW_ERROR_NO_DRILLDOWN = 1000 };
+typedef struct {
+    int64_t prompt, n_prompts; /* the item's first prompt in the dump and how many */
+    char *attr_name;           /* the item's attribution to show (g_free; NULL: none) */
+} KsViewDrill;
+void ks_view_document_drill_async(KsViewDocument *self, const char *audit, const char *item_id,
+                                  int64_t item_index, GAsyncReadyCallback cb, gpointer user_data);
+gboolean ks_view_document_drill_finish(KsViewDocument *self, GAsyncResult *res, KsViewDrill *out,
+                                       GError **error);
+
 /* ---------------------------------------------------------------- live runs (a model open) */
 
 typedef struct {

@@ -5,7 +5,14 @@
  *
  * Cost: every draw of a cached page is the view function's cost (O(pixels) for heatmaps,
  * from their pooled levels); a load happens once per (prompt, layer, head) and reads that
- * head only, so browsing a dump of any size keeps one prompt's data in memory. */
+ * head only, so browsing a dump of any size keeps one prompt's data in memory.
+ *
+ * The attention grid reads every head of a prompt (336 MB of the file for 40 heads of 2,048
+ * tokens, seconds of work): it is read by a worker (GTask) through a second ks_dump handle of
+ * the same file (a handle is used by one thread at a time; libhdf5 serialises the calls), and
+ * the page draws a placeholder until the worker hands the pooled thumbnails back and
+ * nav->ready asks for a redraw. A job whose cache was dropped meanwhile (another prompt or
+ * document, the window closed) is detached and its result freed when it comes back. */
 #include "ks_view_pages.h"
 
 #include <glib.h>
@@ -50,8 +57,20 @@ typedef struct {
     ks_error err;
 } slot;
 
+/* A grid load in flight; nav is NULL once the cache that started it let it go. */
+typedef struct {
+    ks_view_nav *nav;
+    char *path;
+    int64_t prompt;
+    ks_attention_grid grid;
+    ks_status st;
+    ks_error err;
+} grid_job;
+
 struct ks_view_cache {
     const ks_dump *dump; /* what the caches below were read from */
+    grid_job *grid_job;  /* the grid being read by a worker, NULL when none */
+    char *attr_key;      /* the attribution name s_attr was loaded for ("" the first) */
     slot s_prompt, s_grid, s_head, s_resid, s_lens, s_attr, s_probe, s_audit, s_cmp, s_model;
     ks_view_prompt prompt;
     ks_attention_grid grid;
@@ -81,12 +100,14 @@ static void slot_set(slot *s, int64_t a, int64_t b, int64_t c, int64_t d) {
 }
 
 static void cache_drop(ks_view_cache *c, bool keep_model) {
+    if (c->grid_job) c->grid_job->nav = NULL; /* its result is freed when it comes back */
     if (c->s_prompt.valid) ks_view_prompt_free(&c->prompt);
     if (c->s_grid.valid && !c->s_grid.st) ks_view_attention_grid_free(&c->grid);
     ks_heatmap_free(c->head);
     if (c->s_resid.valid && !c->s_resid.st) ks_view_residual_free(&c->resid);
     if (c->s_lens.valid && !c->s_lens.st) ks_view_lens_free(&c->lens);
     if (c->s_attr.valid && !c->s_attr.st) ks_view_attribution_free(&c->attr);
+    g_free(c->attr_key);
     if (c->s_probe.valid && !c->s_probe.st) ks_view_probe_free(&c->probe);
     if (c->s_audit.valid && !c->s_audit.st) ks_view_audit_free(&c->audit);
     ks_heatmap_free(c->cmp_b);
@@ -118,6 +139,7 @@ void ks_view_nav_clear(ks_view_nav *nav) {
     if (nav->cache) cache_drop(nav->cache, false);
     g_clear_pointer(&nav->cache, g_free);
     g_clear_pointer(&nav->search, g_free);
+    g_clear_pointer(&nav->attr_name, g_free);
 }
 
 void ks_view_nav_invalidate(ks_view_nav *nav) {
@@ -129,6 +151,7 @@ void ks_view_nav_invalidate(ks_view_nav *nav) {
     nav->row0 = nav->col0 = nav->scroll = 0;
     nav->audit_row = -1;
     nav->item = -1;
+    g_clear_pointer(&nav->attr_name, g_free);
     ks_dump *d = ks_view_document_dump(nav->doc);
     if (d) {
         const ks_config *c = ks_dump_config(d);
@@ -364,16 +387,90 @@ static ks_status draw_tokens(ks_view_nav *nav, cairo_t *cr, double w, double h, 
     return ks_token_strip_draw(cr, &s, w, h, g, err);
 }
 
+static void grid_job_thread(GTask *task, gpointer source, gpointer data, GCancellable *c) {
+    (void)source;
+    (void)c;
+    grid_job *j = data;
+    ks_dump *d = NULL;
+    j->st = ks_dump_open(j->path, &d, &j->err);
+    if (!j->st) j->st = ks_view_attention_grid_load(d, j->prompt, 0, &j->grid, &j->err);
+    ks_dump_close(d);
+    g_task_return_boolean(task, TRUE);
+}
+
+static void grid_job_free(grid_job *j) {
+    if (!j->st) ks_view_attention_grid_free(&j->grid);
+    g_free(j->path);
+    g_free(j);
+}
+
+/* Main thread: the worker finished; adopt its grid unless the cache let the job go. */
+static void grid_job_done(GObject *source, GAsyncResult *res, gpointer data) {
+    (void)source;
+    (void)res;
+    grid_job *j = data;
+    ks_view_nav *nav = j->nav;
+    if (!nav) {
+        grid_job_free(j);
+        return;
+    }
+    ks_view_cache *c = nav->cache;
+    c->grid_job = NULL;
+    if (c->s_grid.valid && !c->s_grid.st) ks_view_attention_grid_free(&c->grid);
+    slot_set(&c->s_grid, j->prompt, 0, 0, 0);
+    c->s_grid.st = j->st;
+    c->s_grid.err = j->err;
+    c->grid = j->grid;
+    j->st = KS_ERR_NOT_FOUND; /* the grid belongs to the cache now */
+    grid_job_free(j);
+    if (nav->ready) nav->ready(nav->ready_data);
+}
+
+/* The grid of the current prompt: read now (sync_loads), or started on a worker. False while
+ * it is being read. */
+static bool grid_of(ks_view_nav *nav, ks_dump *d) {
+    ks_view_cache *c = nav->cache;
+    if (slot_hit(&c->s_grid, nav->prompt, 0, 0, 0)) return true;
+    if (c->grid_job && c->grid_job->prompt == nav->prompt && !nav->sync_loads) return false;
+    if (c->grid_job) {
+        c->grid_job->nav = NULL; /* another prompt: let the old job go */
+        c->grid_job = NULL;
+    }
+    if (c->s_grid.valid && !c->s_grid.st) ks_view_attention_grid_free(&c->grid);
+    memset(&c->grid, 0, sizeof c->grid);
+    c->s_grid.valid = false;
+    if (nav->sync_loads) {
+        slot_set(&c->s_grid, nav->prompt, 0, 0, 0);
+        c->s_grid.st = ks_view_attention_grid_load(d, nav->prompt, 0, &c->grid, &c->s_grid.err);
+        return true;
+    }
+    grid_job *j = g_new0(grid_job, 1);
+    j->nav = nav;
+    j->path = g_strdup(ks_dump_path(d));
+    j->prompt = nav->prompt;
+    c->grid_job = j;
+    g_autoptr(GTask) task = g_task_new(NULL, NULL, grid_job_done, j);
+    g_task_set_task_data(task, j, NULL);
+    g_task_run_in_thread(task, grid_job_thread);
+    return false;
+}
+
+bool ks_view_page_pending(ks_view_nav *nav, KsViewPage p) {
+    return p == KS_PAGE_GRID && nav->cache->grid_job != NULL;
+}
+
 static ks_status draw_grid(ks_view_nav *nav, cairo_t *cr, double w, double h, ks_view_geom *g,
                            ks_error *err) {
     ks_dump *d = dump_of(nav);
     ks_view_cache *c = nav->cache;
     if (!d) return draw_message(cr, w, h, "No dump", "open a dump or run a prompt"), KS_OK;
-    if (!slot_hit(&c->s_grid, nav->prompt, 0, 0, 0)) {
-        if (c->s_grid.valid && !c->s_grid.st) ks_view_attention_grid_free(&c->grid);
-        memset(&c->grid, 0, sizeof c->grid);
-        slot_set(&c->s_grid, nav->prompt, 0, 0, 0);
-        c->s_grid.st = ks_view_attention_grid_load(d, nav->prompt, 0, &c->grid, &c->s_grid.err);
+    if (!grid_of(nav, d)) {
+        g_autofree char *what = g_strdup_printf(
+            "every head of prompt %" G_GINT64_FORMAT " (%d layers × %d heads) is being read "
+            "and pooled in the background; the window stays usable meanwhile", nav->prompt,
+            ks_dump_config(d)->n_layers, ks_dump_config(d)->n_heads);
+        draw_message(cr, w, h, "Reading the attention grid…", what);
+        return KS_OK;
     }
     if (c->s_grid.st) return draw_failure(cr, w, h, "No attention patterns", &c->s_grid.err, err);
     ks_attention_grid v = c->grid;
@@ -473,9 +570,14 @@ static ks_status draw_attribution(ks_view_nav *nav, cairo_t *cr, double w, doubl
         return draw_message(cr, w, h, "No attributions",
                             "this file holds no /attributions: add one with koalascope attribute "
                             "MODEL --prompt TEXT --target PIECE -o DUMP.h5"), KS_OK;
-    if (!slot_hit(&c->s_attr, 0, 0, 0, 0)) {
+    const char *name = nav->attr_name ? nav->attr_name : "";
+    if (!c->s_attr.valid || g_strcmp0(c->attr_key, name)) {
+        if (c->s_attr.valid && !c->s_attr.st) ks_view_attribution_free(&c->attr);
+        memset(&c->attr, 0, sizeof c->attr);
+        g_free(c->attr_key);
+        c->attr_key = g_strdup(name);
         slot_set(&c->s_attr, 0, 0, 0, 0);
-        c->s_attr.st = ks_view_attribution_load(path, NULL, &c->attr, &c->s_attr.err);
+        c->s_attr.st = ks_view_attribution_load(path, nav->attr_name, &c->attr, &c->s_attr.err);
     }
     if (c->s_attr.st) return draw_failure(cr, w, h, "No attributions", &c->s_attr.err, err);
     if (c->attr.ndim == 1) return ks_token_bars_draw(cr, &c->attr.bars, w, h, g, err);
@@ -805,10 +907,9 @@ char *ks_view_page_hover(KsViewPage p, ks_view_nav *nav, const ks_view_geom *g, 
 }
 
 ks_view_click ks_view_page_click(KsViewPage p, ks_view_nav *nav, const ks_view_geom *g,
-                                 double x, double y, KsViewPage *goto_page, char **run_text) {
+                                 double x, double y, KsViewPage *goto_page) {
     int i;
     int64_t r, c;
-    *run_text = NULL;
     switch (p) {
     case KS_PAGE_TOKENS:
         if ((i = ks_view_geom_hit(g, x, y, KS_VIEW_ITEM_TOKEN)) >= 0) {
@@ -881,12 +982,47 @@ ks_view_click ks_view_page_click(KsViewPage p, ks_view_nav *nav, const ks_view_g
     case KS_PAGE_ITEMS:
         if ((i = ks_view_geom_hit(g, x, y, KS_VIEW_ITEM_CELL)) >= 0) {
             nav->item = g->items[i].a;
-            return KS_CLICK_REDRAW;
+            return KS_CLICK_ITEM;
         }
         return KS_CLICK_NONE;
     default:
         return KS_CLICK_NONE;
     }
+}
+
+ks_view_click ks_view_page_key(KsViewPage p, ks_view_nav *nav, int move, bool activate) {
+    if (p != KS_PAGE_ITEMS) return KS_CLICK_NONE;
+    ks_error e = {0};
+    const ks_view_audit *a = audit_of(nav, &e);
+    if (!a) return KS_CLICK_NONE;
+    g_autofree int64_t *rows = NULL;
+    int64_t n = items_rows(nav, a, &rows);
+    if (n == 0) return KS_CLICK_NONE;
+    if (activate) return nav->item >= 0 && nav->item < n ? KS_CLICK_ITEM : KS_CLICK_NONE;
+    if (move == 0) return KS_CLICK_NONE;
+    int64_t to = nav->item < 0 ? (move > 0 ? 0 : n - 1) : nav->item + move;
+    to = to < 0 ? 0 : to >= n ? n - 1 : to;
+    if (to == nav->item) return KS_CLICK_NONE;
+    nav->item = to;
+    /* keep the selection in the visible rows: scroll so it is not above the first */
+    if (nav->scroll > (double)to) nav->scroll = (double)to;
+    return KS_CLICK_REDRAW;
+}
+
+bool ks_view_nav_audit_item(ks_view_nav *nav, char **audit, char **item_id, int64_t *index) {
+    ks_error e = {0};
+    const ks_view_audit *a = audit_of(nav, &e);
+    if (!a || nav->item < 0) return false;
+    g_autofree int64_t *rows = NULL;
+    int64_t n = items_rows(nav, a, &rows);
+    if (nav->item >= n) return false;
+    int col = table_col(&a->items, "id");
+    const char *id = col >= 0 ? a->items.cells[rows[nav->item] * a->items.n_cols + col] : NULL;
+    if (!id) return false;
+    *audit = g_strdup(a->audit);
+    *item_id = g_strdup(id);
+    *index = rows[nav->item];
+    return true;
 }
 
 bool ks_view_nav_zoom(ks_view_nav *nav, double factor, double fx, double fy) {

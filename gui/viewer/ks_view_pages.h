@@ -23,7 +23,7 @@ typedef enum {
     KS_PAGE_ATTRIBUTION,  /* /attributions bars or map */
     KS_PAGE_PROBE,        /* probe curves */
     KS_PAGE_AUDIT,        /* audit scores with CIs; click a row: its items */
-    KS_PAGE_ITEMS,        /* audit items; click one: its internals (a live run) */
+    KS_PAGE_ITEMS,        /* audit items; click one: its internals (the audit's drill-down dump) */
     KS_PAGE_COMPARE,      /* the head of this dump vs another dump's, and the difference */
     KS_N_PAGES
 } KsViewPage;
@@ -53,7 +53,12 @@ typedef struct {
     char *search;             /* token search text (NULL: none) */
     int64_t search_hit;       /* the token the search found, -1 none */
     int64_t audit_row;        /* the audit category row clicked, -1 all items */
-    int64_t item;             /* the audit item selected, -1 none */
+    int64_t item;             /* the audit item selected (a row of the items page), -1 none */
+    char *attr_name;          /* the /attributions entry shown (NULL: the first) */
+    bool sync_loads;          /* load slow pages on the calling thread (exports) */
+    /* called (main thread) when a page's worker load finished: redraw */
+    void (*ready)(void *data);
+    void *ready_data;
     ks_view_cache *cache;
 } ks_view_nav;
 
@@ -70,6 +75,13 @@ int ks_view_nav_n_heads(ks_view_nav *nav);
 int64_t ks_view_nav_n_tokens(ks_view_nav *nav);
 /* Which pages have something to show for the open document. */
 bool ks_view_page_available(ks_view_nav *nav, KsViewPage p);
+/* Whether page p is waiting for a worker (the attention grid of the current prompt is read
+ * off the main thread: the page draws a placeholder until nav->ready is called). */
+bool ks_view_page_pending(ks_view_nav *nav, KsViewPage p);
+
+/* The audit item selected on the items page (nav->item): its audit, id and index in the
+ * audit's items (g_free the strings). False when none is selected. */
+bool ks_view_nav_audit_item(ks_view_nav *nav, char **audit, char **item_id, int64_t *index);
 
 /* Draw page p for nav into (0, 0, w, h) of cr. A page with nothing to show (hook not
  * recorded, no second dump, …) draws its reason as text and returns KS_OK; a load or draw
@@ -87,11 +99,14 @@ typedef enum {
     KS_CLICK_NONE = 0,   /* nothing */
     KS_CLICK_REDRAW,     /* nav changed: redraw */
     KS_CLICK_GOTO,       /* nav changed and *goto_page names the page to show */
-    KS_CLICK_RUN_ITEM,   /* an audit item was chosen: *run_text holds its text to run live */
+    KS_CLICK_ITEM,       /* an audit item was activated (nav->item): open its internals */
 } ks_view_click;
 
 ks_view_click ks_view_page_click(KsViewPage p, ks_view_nav *nav, const ks_view_geom *geom,
-                                 double x, double y, KsViewPage *goto_page, char **run_text);
+                                 double x, double y, KsViewPage *goto_page);
+/* Keyboard on page p: move the selected audit item by move rows (Up/Down), or activate it
+ * (Enter). */
+ks_view_click ks_view_page_key(KsViewPage p, ks_view_nav *nav, int move, bool activate);
 
 /* Zoom the head/compare window by factor about the point (fx, fy) (fractions of the map,
  * 0..1), or pan it by (dx, dy) cells. Returns whether anything changed. */

@@ -3,7 +3,15 @@
  * Screenshots go through GTK's own rendering: the widget's paintable is snapshotted into a
  * render node and rendered by the window's GskRenderer to a GdkTexture, saved as PNG, so a
  * screenshot is what the window shows (not a second drawing through cairo). A page counts as
- * drawn once its canvas has produced a frame after being shown. */
+ * drawn once its canvas has produced a frame after being shown and nothing is still being
+ * read for it by a worker (the attention grid).
+ *
+ * An audit directory: the items are activated one after the other, as a click does, until one
+ * has internals in the audit's drill-down dump (each one without prints the toast it showed);
+ * the pages are then those of the audit and of that item's prompts.
+ *
+ * The main loop's longest stall during each page (a 10 ms timer's largest lateness) is
+ * printed with it: a page that reads on the main thread shows there. */
 #include "ks_view_selftest.h"
 
 #include <stdio.h>
@@ -25,12 +33,24 @@ typedef struct {
     int failures;
     gboolean first_frame_reported;
     gint64 opened_us;
+    int64_t drill_item;   /* the audit item being tried */
+    guint stall_id;       /* the 10 ms timer measuring main-loop stalls */
+    gint64 stall_last, stall_max;
 } selftest;
 
 /* extra steps after the pages: a zoomed head, attention to a token */
 enum { STEP_HEAD_ZOOMED = 100, STEP_ATTENTION_TO = 101 };
 
+static gboolean stall_tick(gpointer data) {
+    selftest *t = data;
+    gint64 now = g_get_monotonic_time();
+    if (t->stall_last && now - t->stall_last > t->stall_max) t->stall_max = now - t->stall_last;
+    t->stall_last = now;
+    return G_SOURCE_CONTINUE;
+}
+
 static void selftest_free(selftest *t) {
+    if (t->stall_id) g_source_remove(t->stall_id);
     g_free(t->dir);
     g_free(t->prompt);
     g_free(t->compare);
@@ -98,6 +118,11 @@ static gboolean on_tick(GtkWidget *w, GdkFrameClock *clock, gpointer data) {
     KsViewPage page = ks_view_window_current_page(t->win);
     KsViewCanvas *c = ks_view_window_canvas(t->win, page);
     gint64 now = g_get_monotonic_time();
+    if (ks_view_page_pending(ks_view_window_nav(t->win), page) &&
+        now - t->step_started < 20 * G_USEC_PER_SEC) {
+        t->frames_before = ks_view_canvas_frames(c); /* the placeholder does not count */
+        return G_SOURCE_CONTINUE;
+    }
     if (ks_view_canvas_frames(c) <= t->frames_before) {
         if (now - t->step_started > 20 * G_USEC_PER_SEC) {
             fprintf(stderr, "self-test: page %s: no frame within 20 s\n", t->names[t->step]);
@@ -117,8 +142,9 @@ static gboolean on_tick(GtkWidget *w, GdkFrameClock *clock, gpointer data) {
         if (ok == 1) ok = save_widget_png(GTK_WIDGET(t->win), wpng);
         if (ok < 0 && now - t->step_started < 20 * G_USEC_PER_SEC) return G_SOURCE_CONTINUE;
         if (ok != 1) t->failures++;
-        printf("self-test: page %s %s (%.0f ms)\n", t->names[t->step], ok == 1 ? "saved" : "NOT SAVED",
-               (now - t->step_started) / 1000.0);
+        printf("self-test: page %s %s (%.0f ms; main loop stalled at most %.0f ms)\n",
+               t->names[t->step], ok == 1 ? "saved" : "NOT SAVED",
+               (now - t->step_started) / 1000.0, t->stall_max / 1000.0);
         fflush(stdout);
     }
     t->tick_id = 0;
@@ -161,6 +187,9 @@ static void begin_step(selftest *t) {
     ks_view_canvas_refresh(c);
     t->frames_before = ks_view_canvas_frames(c);
     t->step_started = g_get_monotonic_time();
+    t->stall_last = 0;
+    t->stall_max = 0;
+    if (!t->stall_id) t->stall_id = g_timeout_add(10, stall_tick, t);
     t->tick_id = gtk_widget_add_tick_callback(GTK_WIDGET(t->win), on_tick, t, NULL);
 }
 
@@ -197,6 +226,35 @@ static void on_run_finished(KsViewWindow *win, gboolean ok, const char *msg, sel
     start_pages(t);
 }
 
+/* Activate audit items in turn until one opens its internals; then the pages. */
+static void try_next_item(selftest *t) {
+    ks_view_nav *nav = ks_view_window_nav(t->win);
+    nav->audit_row = -1;
+    nav->item = t->drill_item;
+    g_autofree char *audit = NULL, *id = NULL;
+    int64_t index;
+    if (!ks_view_nav_audit_item(nav, &audit, &id, &index)) {
+        printf("self-test: no audit item has internals\n");
+        nav->item = -1;
+        start_pages(t);
+        return;
+    }
+    ks_view_window_activate_item(t->win);
+}
+
+static void on_drilled(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
+    (void)win;
+    if (ok) {
+        printf("self-test: item %" G_GINT64_FORMAT ": internals opened at prompt %" G_GINT64_FORMAT
+               "\n", t->drill_item, ks_view_window_nav(t->win)->prompt);
+        start_pages(t);
+        return;
+    }
+    printf("self-test: item %" G_GINT64_FORMAT ": toast: %s\n", t->drill_item, msg);
+    t->drill_item++;
+    try_next_item(t);
+}
+
 static void on_opened(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
     t->opened_us = g_get_monotonic_time();
     if (!ok) {
@@ -216,6 +274,12 @@ static void on_opened(KsViewWindow *win, gboolean ok, const char *msg, selftest 
     if (ks_view_document_source(doc) == KS_VIEW_SOURCE_MODEL) {
         g_signal_connect(win, "run-finished", G_CALLBACK(on_run_finished), t);
         ks_view_window_run(win, t->prompt ? t->prompt : "Once upon a time", "none", 8);
+        return;
+    }
+    if (ks_view_document_source(doc) == KS_VIEW_SOURCE_AUDIT) {
+        g_signal_connect(win, "drilled", G_CALLBACK(on_drilled), t);
+        t->drill_item = 0;
+        try_next_item(t);
         return;
     }
     start_pages(t);

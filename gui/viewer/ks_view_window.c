@@ -42,7 +42,7 @@ struct _KsViewWindow {
 
 G_DEFINE_FINAL_TYPE(KsViewWindow, ks_view_window, ADW_TYPE_APPLICATION_WINDOW)
 
-enum { SIG_OPENED, SIG_RUN_FINISHED, N_SIGNALS };
+enum { SIG_OPENED, SIG_RUN_FINISHED, SIG_DRILLED, N_SIGNALS };
 static guint signals[N_SIGNALS];
 
 static const char *template_names[] = {"none", "plain", "koala", "vicuna", "alpaca", "llama2"};
@@ -491,11 +491,53 @@ static void on_canvas_failed(KsViewCanvas *c, const char *msg, KsViewWindow *sel
     ks_view_window_toast(self, msg);
 }
 
-static void on_canvas_run_text(KsViewCanvas *c, const char *text, KsViewWindow *self) {
-    (void)c;
-    gtk_editable_set_text(GTK_EDITABLE(self->prompt_entry), text);
-    if (ks_view_document_source(self->doc) == KS_VIEW_SOURCE_MODEL) action_run(NULL, NULL, self);
+/* An audit item's internals: its prompts of the drill-down dump on the token page, its
+ * attribution on the attribution page; the audit pages keep their selection. */
+static void drill_done(GObject *source, GAsyncResult *res, gpointer data) {
+    KsViewWindow *self = data;
+    g_autoptr(GError) err = NULL;
+    KsViewDrill d;
+    int64_t row = self->nav.audit_row, item = self->nav.item;
+    double scroll = self->nav.scroll;
+    gboolean ok = ks_view_document_drill_finish(KS_VIEW_DOCUMENT(source), res, &d, &err);
+    gtk_label_set_text(self->status, "");
+    if (ok) {
+        /* "changed" reset the navigation: back to this item, at its first prompt */
+        self->nav.audit_row = row;
+        self->nav.item = item;
+        self->nav.scroll = scroll;
+        self->nav.prompt = d.prompt;
+        g_free(self->nav.attr_name);
+        self->nav.attr_name = d.attr_name;
+        ks_view_window_sync(self);
+        ks_view_window_show_page(self, KS_PAGE_TOKENS);
+        g_autofree char *msg = g_strdup_printf(
+            "the item's %" G_GINT64_FORMAT " recorded option%s: prompts %" G_GINT64_FORMAT "–%"
+            G_GINT64_FORMAT " of the drill-down dump", d.n_prompts, d.n_prompts == 1 ? "" : "s",
+            d.prompt, d.prompt + d.n_prompts - 1);
+        ks_view_window_toast(self, msg);
+    } else {
+        ks_view_window_toast(self, err->message);
+    }
+    g_signal_emit(self, signals[SIG_DRILLED], 0, ok, ok ? "" : err->message);
+    g_object_unref(self);
 }
+
+void ks_view_window_activate_item(KsViewWindow *self) {
+    g_autofree char *audit = NULL, *id = NULL;
+    int64_t index = -1;
+    if (!ks_view_nav_audit_item(&self->nav, &audit, &id, &index)) return;
+    gtk_label_set_text(self->status, "opening the item's internals…");
+    ks_view_document_drill_async(self->doc, audit, id, index, drill_done, g_object_ref(self));
+}
+
+static void on_canvas_activate_item(KsViewCanvas *c, KsViewWindow *self) {
+    (void)c;
+    ks_view_window_activate_item(self);
+}
+
+/* A page's worker load finished (nav->ready): redraw what is shown. */
+static void on_page_ready(void *data) { redraw(data); }
 
 static void on_page_switched(GObject *stack, GParamSpec *ps, KsViewWindow *self) {
     (void)stack;
@@ -563,6 +605,9 @@ static void ks_view_window_class_init(KsViewWindowClass *klass) {
     signals[SIG_RUN_FINISHED] = g_signal_new("run-finished", G_TYPE_FROM_CLASS(klass),
                                              G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL, G_TYPE_NONE,
                                              2, G_TYPE_BOOLEAN, G_TYPE_STRING);
+    signals[SIG_DRILLED] = g_signal_new("drilled", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0,
+                                        NULL, NULL, NULL, G_TYPE_NONE, 2, G_TYPE_BOOLEAN,
+                                        G_TYPE_STRING);
 }
 
 static const GActionEntry win_actions[] = {
@@ -591,6 +636,8 @@ static void ks_view_window_init(KsViewWindow *self) {
     gtk_widget_init_template(GTK_WIDGET(self));
     self->doc = ks_view_document_new();
     ks_view_nav_init(&self->nav, self->doc);
+    self->nav.ready = on_page_ready;
+    self->nav.ready_data = self;
     g_signal_connect(self->doc, "changed", G_CALLBACK(on_document_changed), self);
     g_action_map_add_action_entries(G_ACTION_MAP(self), win_actions, G_N_ELEMENTS(win_actions),
                                     self);
@@ -602,7 +649,8 @@ static void ks_view_window_init(KsViewWindow *self) {
         g_signal_connect(self->canvas[p], "changed", G_CALLBACK(on_canvas_changed), self);
         g_signal_connect(self->canvas[p], "navigate", G_CALLBACK(on_canvas_navigate), self);
         g_signal_connect(self->canvas[p], "failed", G_CALLBACK(on_canvas_failed), self);
-        g_signal_connect(self->canvas[p], "run-text", G_CALLBACK(on_canvas_run_text), self);
+        g_signal_connect(self->canvas[p], "activate-item", G_CALLBACK(on_canvas_activate_item),
+                         self);
     }
     g_signal_connect(self->stack, "notify::visible-child", G_CALLBACK(on_page_switched), self);
     g_signal_connect(self->prompt_adj, "value-changed", G_CALLBACK(on_nav_value), self);

@@ -19,12 +19,17 @@ KsViewWindow *ks_view_window_new(GtkApplication *app);
 
 /* Open path in this window (worker thread); errors become toasts. Signals:
  *   "opened" (gboolean ok, string message): the open finished;
- *   "run-finished" (gboolean ok, string message): a live run finished. */
+ *   "run-finished" (gboolean ok, string message): a live run finished;
+ *   "drilled" (gboolean ok, string message): an audit item's internals opened (or not: the
+ *   message is the toast shown). */
 void ks_view_window_open(KsViewWindow *self, const char *path, const char *tokenizer);
 /* Start a live run as the Run button does (the model must be open). */
 void ks_view_window_run(KsViewWindow *self, const char *prompt, const char *template_name,
                         int generate);
 void ks_view_window_toast(KsViewWindow *self, const char *message);
+/* Open the internals of the audit item selected on the items page (nav->item), as a click
+ * or Enter does: its prompts of the audit's drill-down dump, on a worker. */
+void ks_view_window_activate_item(KsViewWindow *self);
 
 /* For the self-test and the shortcuts: pages and their widgets. */
 KsViewDocument *ks_view_window_document(KsViewWindow *self);
