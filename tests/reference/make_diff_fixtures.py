@@ -90,6 +90,14 @@ def make_tuned(base):
     tuned = load(BASE_DIR)
     tuned.load_state_dict(sd)
     tuned.save_pretrained(TUNED_DIR, safe_serialization=True)
+    # save_pretrained records where the base was loaded from: keep it repository-relative
+    cfg_path = os.path.join(TUNED_DIR, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["_name_or_path"] = os.path.relpath(BASE_DIR, os.path.dirname(os.path.dirname(HERE)))
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
     for extra in ("generation_config.json",):
         p = os.path.join(TUNED_DIR, extra)
         if os.path.exists(p):

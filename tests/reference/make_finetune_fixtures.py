@@ -37,7 +37,7 @@ Fixtures (fixtures/finetune/, wiped and rewritten):
 
 Regenerate (from the repository root, after building build/cli/koalascope):
 
-    /work/venv-ref/bin/python tests/reference/make_finetune_fixtures.py --koalascope build/cli/koalascope
+    .venv-ref/bin/python tests/reference/make_finetune_fixtures.py --koalascope build/cli/koalascope
 
 (venv setup as in make_grad_fixtures.py; versions pinned and checked at start.)
 """

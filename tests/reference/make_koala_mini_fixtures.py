@@ -25,7 +25,7 @@ Oracle versions (checked at start; the helpers are make_hf_fixtures.py's):
   sentencepiece 0.1.97 (Debian python3-sentencepiece), transformers 4.46.3, torch 1.13 and
   numpy 1.24 (Debian's), safetensors 0.8.0.
 Regenerate, from the repository root (after scripts/make-koala-mini):
-  /work/venv-ref/bin/python tests/reference/make_koala_mini_fixtures.py
+  .venv-ref/bin/python tests/reference/make_koala_mini_fixtures.py
 (any venv made with --system-site-packages over Debian's python3-torch, python3-numpy,
 python3-sentencepiece, python3-protobuf and python3-jinja2 — LlamaTokenizer with legacy=False
 needs protobuf, chat templates need Jinja — plus pip's transformers==4.46.3 safetensors==0.8.0).
