@@ -324,20 +324,6 @@ static int mkdir_p(const char *path) {
     return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *b = NULL;
-    size_t n = 0;
-    FILE *m = open_memstream(&b, &n);
-    char buf[8192];
-    size_t r;
-    while (m && (r = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, r, m);
-    fclose(f);
-    if (m) fclose(m);
-    return b;
-}
-
 static int write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -554,7 +540,7 @@ int cmd_audit(int argc, char **argv) {
         struct stat stj;
         bool has_journal = stat(jdir, &stj) == 0;
         if (args.resume) {
-            char *old = slurp(path);
+            char *old = cli_slurp(path);
             if (!old) {
                 rc = cli_error("audit", "--resume: %s has no audit to resume (no %s)", out, path);
             } else {

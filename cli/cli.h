@@ -11,6 +11,8 @@
  * both return EXIT_USAGE (cli/main.c). */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A whole file as a NUL-terminated string (malloc'd); NULL when it cannot be read. */
+char *cli_slurp(const char *path);
 
 /* An integer in [lo, hi], the whole string (cli/main.c). */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);

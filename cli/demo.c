@@ -96,14 +96,13 @@ static int step(const char *self, const char *title, char *const *args) {
 }
 
 /* Remove a previous demo's output directory (recognised by its marker). */
-static int clear_out(const char *self, const char *out) {
+static int clear_out(const char *out) {
     char marker[PATH_MAX + 32];
     snprintf(marker, sizeof marker, "%s/" MARKER, out);
     if (!is_dir(out)) return 0;
     if (!is_file(marker))
         return cli_error("demo", "%s exists and is not a koalascope demo's output; choose "
                          "another with -o", out);
-    (void)self;
     pid_t pid = fork();
     if (pid == 0) {
         execlp("rm", "rm", "-rf", "--", out, (char *)NULL);
@@ -113,28 +112,6 @@ static int clear_out(const char *self, const char *out) {
     if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
         return cli_error("demo", "cannot remove the previous demo's %s", out);
     return 0;
-}
-
-static char *slurp_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    size_t r;
-    while (b && (r = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (n + 1 == cap) {
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) {
-                free(b);
-                b = NULL;
-            }
-            b = nb;
-        }
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    return b;
 }
 
 int cmd_demo(int argc, char **argv) {
@@ -180,7 +157,7 @@ int cmd_demo(int argc, char **argv) {
             return cli_error("demo", "%s: missing %s (not a koala-mini directory?)", model,
                              need[i]);
     }
-    if (clear_out(self, out)) return 1;
+    if (clear_out(out)) return 1;
     if (mkdir(out, 0777) != 0 && errno != EEXIST)
         return cli_error("demo", "%s: cannot create: %s", out, strerror(errno));
     snprintf(p, sizeof p, "%s/" MARKER, out);
@@ -218,7 +195,7 @@ int cmd_demo(int argc, char **argv) {
         close(saved);
         fclose(cf);
         if (rc) return rc;
-        char *ans = slurp_text(chat);
+        char *ans = cli_slurp(chat);
         printf("USER: %s\nGPT: %s\n", q, ans ? ans : "");
         free(ans);
     }
@@ -250,7 +227,7 @@ int cmd_demo(int argc, char **argv) {
     snprintf(rep, sizeof rep, "%s/REPORT.md", out);
     FILE *f = fopen(rep, "w");
     if (!f) return cli_error("demo", "%s: cannot write: %s", rep, strerror(errno));
-    char *ans = slurp_text(chat);
+    char *ans = cli_slurp(chat);
     const char *a = ans ? ans : "";
     while (*a == ' ' || *a == '\n') a++;
     fprintf(f, "# koalascope demo on koala-mini\n\nModel: `%s` (planted facts: its MODEL_CARD.md "

@@ -50,6 +50,20 @@ int cli_error(const char *cmd, const char *fmt, ...) {
     return rc;
 }
 
+char *cli_slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&b, &n);
+    char buf[8192];
+    size_t r;
+    while (m && (r = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, r, m);
+    fclose(f);
+    if (m) fclose(m);
+    return b;
+}
+
 #define usage_error cli_usage
 
 /* ------------------------------------------------------------------ common options */

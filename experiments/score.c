@@ -195,6 +195,21 @@ static ks_status cf_encode(const ks_tokenizer *tok, const ks_audit_item *it, int
     return ks_tokenizer_encode(tok, text, strlen(text), bos, ids, n, err);
 }
 
+/* The whole of target k: the context and the target encoded as one text. */
+static ks_status cf_encode_target(const ks_tokenizer *tok, const ks_audit_item *it, int k,
+                                  const ks_audit_score_options *o, int **ids, int *n,
+                                  ks_error *err) {
+    const char *c = it->context ? it->context : "";
+    size_t cl = strlen(c), tl = strlen(it->options[k].text);
+    char *whole = malloc(cl + tl + 1);
+    if (!whole) return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
+    memcpy(whole, c, cl);
+    memcpy(whole + cl, it->options[k].text, tl + 1);
+    ks_status st = cf_encode(tok, it, k, whole, o, ids, n, err);
+    free(whole);
+    return st;
+}
+
 /* Each target is scored as the continuation of the context (the lm-evaluation-harness split:
  * whole = encode(context + target), its first len(encode(context)) tokens are the context).
  * The context runs once; each target continues from the tokens it shares with it. */
@@ -221,17 +236,8 @@ static ks_status score_counterfactual(ks_session *s, const ks_tokenizer *tok,
     if (!st) next_topk(lg, V, out);
     free(lg);
     for (int k = 0; k < it->n_options && !st; k++) {
-        size_t cl = strlen(it->context), tl = strlen(it->options[k].text);
-        char *whole = malloc(cl + tl + 1);
-        if (!whole) {
-            st = ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
-            break;
-        }
-        memcpy(whole, it->context, cl);
-        memcpy(whole + cl, it->options[k].text, tl + 1);
         scored x = {0};
-        st = cf_encode(tok, it, k, whole, o, &x.ids, &x.n, err);
-        free(whole);
+        st = cf_encode_target(tok, it, k, o, &x.ids, &x.n, err);
         x.n_ctx = n_ctx;
         if (!st) st = check_option(s, it, k, &x, err);
         if (!st) {
@@ -439,13 +445,7 @@ ks_status ks_audit_option_tokens(const ks_tokenizer *tok, ks_audit_kind kind,
     ks_status st = cf_encode(tok, item, k, item->context ? item->context : "", o, &ctx, &nc, err);
     free(ctx);
     if (st) return st;
-    size_t cl = strlen(item->context ? item->context : ""), tl = strlen(item->options[k].text);
-    char *whole = malloc(cl + tl + 1);
-    if (!whole) return ks_error_set(err, KS_ERR_NOMEM, "audit: out of memory");
-    memcpy(whole, item->context ? item->context : "", cl);
-    memcpy(whole + cl, item->options[k].text, tl + 1);
-    st = cf_encode(tok, item, k, whole, o, ids, n, err);
-    free(whole);
+    st = cf_encode_target(tok, item, k, o, ids, n, err);
     *n_ctx = nc;
     return st;
 }
