@@ -247,7 +247,9 @@ static ks_status root_version(const char *path, hid_t f, long long *v, bool *fou
     H5TRY(t = H5Aget_type(a), "%s: root attribute 'format_version': cannot read the type", path);
     H5TRY(sp = H5Aget_space(a), "%s: root attribute 'format_version': cannot read the dataspace",
           path);
-    if (H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_npoints(sp) != 1) goto out;
+    if (!ks_h5_plain_number(t) || H5Tget_class(t) != H5T_INTEGER ||
+        H5Sget_simple_extent_npoints(sp) != 1)
+        goto out;
     H5TRY(H5Aread(a, H5T_NATIVE_LLONG, v), "%s: cannot read root attribute 'format_version'", path);
     *found = true;
 out:
@@ -320,6 +322,7 @@ static ks_status classify(const char *path, file_kind *kind, ks_error *err) {
     if (is <= 0)
         return ks_error_set(err, KS_ERR_FORMAT, "%s: not an HDF5 file; refusing to write "
                             "attribution results into it", path);
+    if ((s = ks_h5_check_superblock(path, err))) return s;
     if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
         /* an interrupted (or live) SWMR writer leaves the "open for writing" flag: a SWMR
          * reader still opens it, enough to tell the user what it is */
@@ -622,6 +625,7 @@ ks_status ks_attribution_list(const char *path, ks_attribution_info **out, int *
           "%s: cannot set the metadata read attempts", path);
     /* the file may be open in this process already (dump-info holds it through ks_dump_open):
      * HDF5 then wants the same access flags, SWMR or not */
+    CHECK(ks_h5_check_superblock(path, err));
     f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (f < 0) H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl),
                      "%s: cannot open", path);

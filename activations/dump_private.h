@@ -63,6 +63,26 @@ ks_status ks_h5_fail(ks_error *err, ks_status code, const char *file, int line, 
 hid_t ks_h5_float_type(ks_dump_dtype t);
 /* Which storage dtype an HDF5 float type is; false when it is none of the three. */
 bool ks_h5_float_type_kind(hid_t type, ks_dump_dtype *out);
+/* True when an HDF5 type is a number a reader may convert: an integer of 1, 2, 4 or 8 bytes or
+ * a float of 2, 4 or 8 bytes whose fields fit in it. Readers check this before H5Dread/H5Aread
+ * into a native type: libhdf5 converts whatever size the file declares, and a flipped byte that
+ * makes an integer 1.7 GB wide costs gigabytes of conversion buffers before it fails. */
+bool ks_h5_plain_number(hid_t type);
+/* Refuse an HDF5 file whose superblock is version 0 or 1 (what HDF5 writes by default, h5py
+ * too, unless told libver='latest'), before libhdf5 opens it. Those versions carry no checksums
+ * on object headers, and libhdf5 1.10.8 reads out of bounds decoding a corrupted attribute
+ * message of such a header (docs/FUZZING.md, "Known upstream crash"): no check of ours after
+ * H5Fopen can prevent it. Every file koalascope writes is superblock 3. KS_OK also when the
+ * file has no HDF5 signature at all (H5Fopen then says it is not HDF5) or cannot be read
+ * (H5Fopen says why). */
+ks_status ks_h5_check_superblock(const char *path, ks_error *err);
+
+/* ks_recorder_record without a model run: the recorder's hook is handed `tensors` (as a
+ * forward of `tokens` would hand them, in that order) and, when it wants logits, `logits`
+ * [n, vocab]. For bench/bench_record's writer-only measurement, which replays tensors captured
+ * once from a real forward so that the writer, not the model, is the bottleneck. */
+ks_status ks_recorder_record_replay(ks_recorder *r, const int *tokens, int n, const ks_hook_tensor *tensors,
+                                    int n_tensors, const float *logits, ks_error *err);
 /* Variable-length UTF-8 string type (caller closes). */
 hid_t ks_h5_str_type(void);
 /* Fixed-length UTF-8 string type of `width` bytes (0 is taken as 1) with the given padding:

@@ -133,6 +133,9 @@ static ks_status ds_class(const ks_dump *d, hid_t ds, const char *name, H5T_clas
     hid_t t = -1;
     H5TRY(t = H5Dget_type(ds), "%s: %s: cannot read the datatype", d->path, name);
     H5TRY(*cls = H5Tget_class(t), "%s: %s: cannot read the type class", d->path, name);
+    if ((*cls == H5T_INTEGER || *cls == H5T_FLOAT) && !ks_h5_plain_number(t))
+        BAD("%s: %s: a %zu-byte %s is not a type of the dump format", d->path, name, H5Tget_size(t),
+            *cls == H5T_INTEGER ? "integer" : "float");
 out:
     if (t >= 0) H5Tclose(t);
     return s;
@@ -307,6 +310,8 @@ static ks_status attr_text(const char *path, hid_t obj, const char *objname, con
     H5TRY(sp = H5Aget_space(a), "%s: cannot read the dataspace", what);
     H5TRY(npts = H5Sget_simple_extent_npoints(sp), "%s: cannot read the size", what);
     if (npts != 1) goto out; /* not a scalar: not ours to render */
+    if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && !ks_h5_plain_number(t))
+        BAD("%s: a %zu-byte number is not a type of the dump format", what, H5Tget_size(t));
     if (cls == H5T_STRING) {
         size_t w;
         CHECK(fixed_str_type(t, what, &mt, &w, err));
@@ -642,7 +647,8 @@ static ks_status load_heads(ks_dump *d, dump_hook *h, const char *label, int64_t
     H5TRY(a = H5Aopen(h->ds, "heads", H5P_DEFAULT), "%s: %s: cannot open attribute 'heads'",
           d->path, label);
     H5TRY(t = H5Aget_type(a), "%s: %s: attribute 'heads': cannot read the type", d->path, label);
-    if (H5Tget_class(t) != H5T_INTEGER) BAD("%s: %s: attribute 'heads' is not integer", d->path, label);
+    if (H5Tget_class(t) != H5T_INTEGER || !ks_h5_plain_number(t))
+        BAD("%s: %s: attribute 'heads' is not an integer of 1 to 8 bytes", d->path, label);
     H5TRY(sp = H5Aget_space(a), "%s: %s: attribute 'heads': cannot read the dataspace", d->path,
           label);
     if (H5Sget_simple_extent_ndims(sp) != 1)
@@ -1005,6 +1011,7 @@ ks_status ks_dump_open(const char *path, ks_dump **out, ks_error *err) {
      * block into a hang of years. 20 tries is about 1 ms of waiting in all. */
     H5TRY(H5Pset_metadata_read_attempts(fapl, DUMP_SWMR_READ_ATTEMPTS),
           "%s: cannot set the metadata read attempts", path);
+    CHECK(ks_h5_check_superblock(path, err));
     if ((d->file = H5Fopen(path, H5F_ACC_RDONLY, fapl)) < 0) {
         /* An interrupted SWMR writer leaves the "open for writing" flag: a SWMR reader may
          * still open it. Report the first failure if that does not work either. */
@@ -1447,6 +1454,7 @@ static ks_status probe_format(const char *path, ks_error *err) {
     H5TRY(fapl = H5Pcreate(H5P_FILE_ACCESS), "%s: cannot make a file access list", path);
     H5TRY(H5Pset_metadata_read_attempts(fapl, DUMP_SWMR_READ_ATTEMPTS),
           "%s: cannot set the metadata read attempts", path);
+    CHECK(ks_h5_check_superblock(path, err));
     if ((f = H5Fopen(path, H5F_ACC_RDONLY, fapl)) < 0) {
         H5Eclear2(H5E_DEFAULT);
         H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl), "%s: cannot open",

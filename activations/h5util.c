@@ -97,6 +97,18 @@ bool ks_h5_float_type_kind(hid_t type, ks_dump_dtype *out) {
     return true;
 }
 
+bool ks_h5_plain_number(hid_t type) {
+    H5T_class_t cls = H5Tget_class(type);
+    size_t size = H5Tget_size(type);
+    if (cls == H5T_INTEGER) return size == 1 || size == 2 || size == 4 || size == 8;
+    if (cls != H5T_FLOAT || !(size == 2 || size == 4 || size == 8)) return false;
+    size_t spos, epos, esize, mpos, msize;
+    if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+    size_t bits = 8 * size;
+    return spos < bits && epos + esize <= bits && mpos + msize <= bits && esize > 0 && esize < 32 &&
+           H5Tget_offset(type) >= 0 && (size_t)H5Tget_offset(type) + H5Tget_precision(type) <= bits;
+}
+
 hid_t ks_h5_str_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     if (t < 0) return t;
@@ -270,6 +282,30 @@ out:
     if (d >= 0) H5Dclose(d);
     if (sp >= 0) H5Sclose(sp);
     return s;
+}
+
+ks_status ks_h5_check_superblock(const char *path, ks_error *err) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    FILE *f = fopen(path, "rb");
+    if (!f) return KS_OK;
+    int version = -1;
+    /* the signature sits at 0, 512, 1024, 2048, ... (a user block before it) */
+    for (long at = 0; at >= 0 && at < (1L << 40); at = at ? at * 2 : 512) {
+        unsigned char b[9];
+        if (fseek(f, at, SEEK_SET) != 0 || fread(b, 1, 9, f) != 9) break;
+        if (!memcmp(b, sig, 8)) {
+            version = b[8];
+            break;
+        }
+    }
+    fclose(f);
+    if (version == 0 || version == 1)
+        return ks_error_set(err, KS_ERR_FORMAT,
+                            "%s: HDF5 superblock version %d: koalascope reads HDF5 files of superblock 2 or "
+                            "3 only (HDF5 1.10's latest format, whose headers are checksummed; koalascope "
+                            "writes them so; from h5py, create the file with libver='latest')",
+                            path, version);
+    return KS_OK;
 }
 
 hid_t ks_h5_latest_fapl(void) {

@@ -1,5 +1,6 @@
 /* probe_results.c — the probe results file (ks_results.h, docs/PROBES.md). */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -202,6 +203,7 @@ ks_status ks_probe_results_info_read(const char *path, ks_probe_results_info *ou
     ks_h5_init();
     ks_status s = KS_OK;
     hid_t f = -1, ds = -1, sp = -1;
+    CHECK(ks_h5_check_superblock(path, err));
     H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), "%s: cannot open as HDF5", path);
     CHECK(check_format(path, f, err));
     read_str_attr(f, "task", out->task, sizeof out->task);
@@ -245,6 +247,7 @@ ks_status ks_probe_direction_read(const char *path, const char *hook, const char
     char obj[600];
     snprintf(obj, sizeof obj, "probes/%s/%s", hook, dm ? "diff_means" : "coef");
     H5TRY(fapl = H5Pcreate(H5P_FILE_ACCESS), "%s: cannot make a file access list", path);
+    CHECK(ks_h5_check_superblock(path, err));
     H5TRY(f = H5Fopen(path, H5F_ACC_RDONLY, fapl), "%s: cannot open as HDF5", path);
     CHECK(check_format(path, f, err));
     {
@@ -283,8 +286,8 @@ ks_status ks_probe_direction_read(const char *path, const char *hook, const char
     if (t >= 0) H5Tclose(t);
     t = -1;
     H5TRY(t = H5Dget_type(ds), "%s: /%s: no type", path, obj);
-    if (H5Tget_class(t) != H5T_FLOAT) {
-        s = ks_error_set(err, KS_ERR_FORMAT, "%s: /%s is not a float dataset", path, obj);
+    if (H5Tget_class(t) != H5T_FLOAT || !ks_h5_plain_number(t)) {
+        s = ks_error_set(err, KS_ERR_FORMAT, "%s: /%s is not a float dataset (2, 4 or 8 bytes)", path, obj);
         goto out;
     }
     buf = malloc(sizeof(double) * n);
@@ -296,9 +299,9 @@ ks_status ks_probe_direction_read(const char *path, const char *hook, const char
     H5TRY(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), "%s: cannot read /%s",
           path, obj);
     for (hsize_t i = 0; i < n; i++) {
-        if (!isfinite(buf[i])) {
-            s = ks_error_set(err, KS_ERR_FORMAT, "%s: /%s[%llu] is not finite", path, obj,
-                             (unsigned long long)i);
+        if (!isfinite(buf[i]) || fabs(buf[i]) > FLT_MAX) { /* finite, but not as a float */
+            s = ks_error_set(err, KS_ERR_FORMAT, "%s: /%s[%llu] = %g is not a finite float32", path, obj,
+                             (unsigned long long)i, buf[i]);
             goto out;
         }
         (*out)[i] = (float)buf[i];

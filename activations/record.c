@@ -73,9 +73,12 @@ typedef struct {
     int src_heads;     /* heads in the hook tensor (query heads) */
     hid_t d;
     int64_t extent;    /* current size of the growing axis */
-    /* writer-side staging of one chunk along the growing axis */
+    /* writer-side staging of one chunk along the growing axis: rows [st_lo, st_hi) of the
+     * chunk that begins at st_c0 are in the stage, [st_lo, st_done) of them already on disk
+     * (written at a commit). A chunk that fills is written once, whole, so HDF5 never reads it
+     * back and needs no chunk cache (the datasets have none: see make_ds). */
     int64_t chunk_n;   /* chunk length along the growing axis (0: not read yet) */
-    int64_t st_start, st_n;
+    int64_t st_c0, st_lo, st_hi, st_done;
     void *stage;       /* [chunk_n, row_elems] or [heads, chunk_n] in storage dtype */
 } rec_ds;
 
@@ -303,7 +306,8 @@ static bool attr_read_i64(hid_t loc, const char *name, int64_t *v) {
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) return false;
     hid_t ft = H5Aget_type(a);
-    bool ok = ft >= 0 && H5Tget_class(ft) == H5T_INTEGER && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
+    bool ok = ft >= 0 && H5Tget_class(ft) == H5T_INTEGER && ks_h5_plain_number(ft) &&
+              H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
     if (ft >= 0) H5Tclose(ft);
     H5Aclose(a);
     return ok;
@@ -330,9 +334,11 @@ static hid_t make_ds(hid_t loc, const char *name, hid_t type, int rank, const hs
     } else if (comp == KS_DUMP_COMPRESS_LZ4) {
         if (H5Pset_filter(dcpl, KS_H5Z_FILTER_LZ4, H5Z_FLAG_MANDATORY, 0, NULL) < 0) goto out;
     }
-    /* room for two chunks per dataset: a prompt's rows usually straddle one chunk boundary;
-     * w0 = 1 evicts fully written chunks first */
-    size_t cache = 2 * chunk_bytes + (1 << 16);
+    /* room for one chunk per dataset: datasets only grow, so when a prompt's rows straddle a
+     * chunk boundary the chunk evicted is complete and never read back. chunk_bytes 0: no
+     * chunk cache, for the activation datasets, which the writer stages itself and writes a
+     * chunk at a time (a cache would only keep copies of the last chunks of every hook). */
+    size_t cache = chunk_bytes ? chunk_bytes + (1 << 16) : 0;
     H5Pset_chunk_cache(dapl, 521, cache, 1.0);
     d = H5Dcreate2(loc, name, type, sp, lcpl, dcpl, dapl);
 out:
@@ -343,9 +349,27 @@ out:
     return d;
 }
 
-static hid_t open_ds(hid_t f, const char *name, size_t chunk_bytes) {
+/* Reopen a dataset of a resumed dump with the chunk cache make_ds gave it: one chunk (read
+ * from the file), or none (cached false: the staged activation datasets). */
+static hid_t open_ds(hid_t f, const char *name, bool cached) {
+    size_t chunk_bytes = 0;
+    if (cached) {
+        hid_t d0 = H5Dopen2(f, name, H5P_DEFAULT);
+        if (d0 < 0) return -1;
+        hid_t pl = H5Dget_create_plist(d0), t = H5Dget_type(d0);
+        hsize_t ch[3] = {0, 0, 0};
+        int rank = pl >= 0 ? H5Pget_chunk(pl, 3, ch) : -1;
+        if (rank >= 1 && t >= 0) {
+            chunk_bytes = H5Tget_size(t);
+            for (int i = 0; i < rank; i++) chunk_bytes *= (size_t)ch[i];
+        }
+        if (pl >= 0) H5Pclose(pl);
+        if (t >= 0) H5Tclose(t);
+        H5Dclose(d0);
+        if (chunk_bytes == 0) chunk_bytes = 1 << 16;
+    }
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
-    H5Pset_chunk_cache(dapl, 521, 2 * chunk_bytes + (1 << 16), 1.0);
+    H5Pset_chunk_cache(dapl, 521, chunk_bytes ? chunk_bytes + (1 << 16) : 0, 1.0); /* as make_ds */
     hid_t d = H5Dopen2(f, name, dapl);
     H5Pclose(dapl);
     return d;
@@ -355,8 +379,8 @@ static size_t elem_size(ks_dump_dtype t) { return t == KS_DUMP_F32 ? 4 : 2; }
 
 /* Rows per chunk that fill about 1 MiB, fewer when the whole run is expected to need fewer
  * (HDF5 allocates whole chunks, so a 10-token dump would otherwise take 1 MiB per hook). */
-static hsize_t chunk_rows_for(size_t row_bytes, int64_t expect) {
-    size_t r = (1u << 20) / (row_bytes ? row_bytes : 1);
+static hsize_t chunk_rows_cap(size_t row_bytes, int64_t expect, size_t cap_bytes) {
+    size_t r = cap_bytes / (row_bytes ? row_bytes : 1);
     if (r < 1) r = 1;
     if (r > 65536) r = 65536;
     if (expect > 0) {
@@ -366,6 +390,12 @@ static hsize_t chunk_rows_for(size_t row_bytes, int64_t expect) {
     }
     return r;
 }
+static hsize_t chunk_rows_for(size_t row_bytes, int64_t expect) { return chunk_rows_cap(row_bytes, expect, 1u << 20); }
+
+/* The per-token index and top-k datasets: written a prompt at a time through HDF5's chunk
+ * cache (one chunk each), read whole or a prompt at a time. Small chunks keep that cache, and
+ * its difference between a short and a long run, small (docs/PERFORMANCE.md, memory). */
+#define SMALL_CHUNK_BYTES (64u << 10)
 
 #define ATTN_CHUNK_MAX 262144
 static hsize_t attn_chunk(int64_t expect) {
@@ -660,9 +690,12 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     hid_t ty_text = -1, ty_id = -1, ty_gen = -1, ty_tok = -1;
     hid_t f = r->file;
     const char *P = r->path;
-    hsize_t none[1] = {0}, c1024[1] = {1024}, c64k[1] = {chunk_rows_for(1, r->o.expected_tokens)};
+    hsize_t none[1] = {0}, c1024[1] = {1024};
+    hsize_t c_i32[1] = {chunk_rows_cap(4, r->o.expected_tokens, SMALL_CHUNK_BYTES)};
+    hsize_t c_i64[1] = {chunk_rows_cap(8, r->o.expected_tokens, SMALL_CHUNK_BYTES)};
 #define MK1(var, name, type, chunk)                                                           \
-    KS_H5_TRY(var = make_ds(f, name, type, 1, none, 0, chunk, KS_DUMP_COMPRESS_NONE, 1 << 16), \
+    KS_H5_TRY(var = make_ds(f, name, type, 1, none, 0, chunk, KS_DUMP_COMPRESS_NONE,          \
+                            (size_t)chunk[0] * H5Tget_size(type)),                            \
             "%s: cannot create dataset %s", P, name)
     MK1(r->d_poff, KS_DS_PROMPT_OFFSETS, H5T_STD_I64LE, c1024);
     MK1(r->d_roff, KS_DS_ROW_OFFSETS, H5T_STD_I64LE, c1024);
@@ -683,11 +716,11 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     MK1(r->d_plen, KS_DS_PROMPT_LENGTHS, H5T_STD_I32LE, c1024);
     KS_H5_TRY(r->d_gen = make_ds(f, KS_DS_GENERATIONS, ty_gen, 1, none, 0, c_gen, KS_DUMP_COMPRESS_DEFLATE, c_gen[0] * r->w_gen),
               "%s: cannot create dataset %s", P, KS_DS_GENERATIONS);
-    MK1(r->d_tokens, KS_DS_TOKENS, H5T_STD_I32LE, c64k);
+    MK1(r->d_tokens, KS_DS_TOKENS, H5T_STD_I32LE, c_i32);
     KS_H5_TRY(r->d_tokstr = make_ds(f, KS_DS_TOKEN_STRINGS, ty_tok, 1, none, 0, c_tok, KS_DUMP_COMPRESS_NONE, c_tok[0] * r->w_tok),
               "%s: cannot create dataset %s", P, KS_DS_TOKEN_STRINGS);
-    MK1(r->d_rowpos, KS_DS_ROW_POSITIONS, H5T_STD_I32LE, c64k);
-    MK1(r->d_astart, KS_DS_ATTN_ROW_STARTS, H5T_STD_I64LE, c64k);
+    MK1(r->d_rowpos, KS_DS_ROW_POSITIONS, H5T_STD_I32LE, c_i32);
+    MK1(r->d_astart, KS_DS_ATTN_ROW_STARTS, H5T_STD_I64LE, c_i64);
 #undef MK1
     /* offsets start as [0] */
     int64_t zero = 0;
@@ -698,12 +731,13 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     const hsize_t ACH = attn_chunk(r->o.expected_attn);
     if (r->o.logits_topk > 0) {
         hsize_t fixed[2] = {0, (hsize_t)r->o.logits_topk};
-        hsize_t ch[2] = {chunk_rows_for((size_t)r->o.logits_topk * 4, r->o.expected_tokens), (hsize_t)r->o.logits_topk};
-        KS_H5_TRY(r->d_topk_ids = make_ds(f, KS_DS_TOPK_IDS, H5T_STD_I32LE, 2, fixed, 0, ch, KS_DUMP_COMPRESS_NONE, 1 << 20),
+        size_t kb = (size_t)r->o.logits_topk * 4;
+        hsize_t ch[2] = {chunk_rows_cap(kb, r->o.expected_tokens, 2 * SMALL_CHUNK_BYTES), (hsize_t)r->o.logits_topk};
+        KS_H5_TRY(r->d_topk_ids = make_ds(f, KS_DS_TOPK_IDS, H5T_STD_I32LE, 2, fixed, 0, ch, KS_DUMP_COMPRESS_NONE, ch[0] * kb),
                 "%s: cannot create %s", P, KS_DS_TOPK_IDS);
-        KS_H5_TRY(r->d_topk_lp = make_ds(f, KS_DS_TOPK_LOGPROBS, H5T_IEEE_F32LE, 2, fixed, 0, ch, KS_DUMP_COMPRESS_NONE, 1 << 20),
+        KS_H5_TRY(r->d_topk_lp = make_ds(f, KS_DS_TOPK_LOGPROBS, H5T_IEEE_F32LE, 2, fixed, 0, ch, KS_DUMP_COMPRESS_NONE, ch[0] * kb),
                 "%s: cannot create %s", P, KS_DS_TOPK_LOGPROBS);
-        KS_H5_TRY(r->d_next = make_ds(f, KS_DS_NEXT_LOGPROB, H5T_IEEE_F32LE, 1, fixed, 0, c64k, KS_DUMP_COMPRESS_NONE, 1 << 18),
+        KS_H5_TRY(r->d_next = make_ds(f, KS_DS_NEXT_LOGPROB, H5T_IEEE_F32LE, 1, fixed, 0, c_i32, KS_DUMP_COMPRESS_NONE, c_i32[0] * 4),
                 "%s: cannot create %s", P, KS_DS_NEXT_LOGPROB);
     }
     if (r->o.logits_full) {
@@ -721,13 +755,12 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
             hsize_t ach = ACH; /* heads x chunk <= 2 MiB: the writer stages one chunk per head */
             while (ach > 1024 && (size_t)s->dims[0] * ach * es > ((size_t)2 << 20)) ach /= 2;
             hsize_t fixed[2] = {(hsize_t)s->dims[0], 0}, ch[2] = {1, ach};
-            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 2, fixed, 1, ch, r->o.compression, ach * es),
+            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 2, fixed, 1, ch, r->o.compression, 0),
                     "%s: cannot create dataset %s", P, path);
         } else {
             hsize_t fixed[3] = {0, (hsize_t)s->dims[0], (hsize_t)s->dims[1]};
             hsize_t ch[3] = {chunk_rows_for((size_t)s->row_elems * es, r->o.expected_tokens), fixed[1], fixed[2]};
-            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 1 + s->ndim, fixed, 0, ch, r->o.compression,
-                                   ch[0] * (size_t)s->row_elems * es),
+            KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 1 + s->ndim, fixed, 0, ch, r->o.compression, 0),
                     "%s: cannot create dataset %s", P, path);
         }
         if ((st = attr_str(s->d, "hook", s->name, P, err))) goto out;
@@ -761,24 +794,23 @@ static ks_status open_datasets(ks_recorder *r, ks_error *err) {
     const char *P = r->path;
 #define OP(var, name, cb)                                                                    \
     KS_H5_TRY(var = open_ds(f, name, cb), "%s: cannot open dataset %s (is it a koalascope dump?)", P, name)
-    OP(r->d_poff, KS_DS_PROMPT_OFFSETS, 1 << 16);
-    OP(r->d_roff, KS_DS_ROW_OFFSETS, 1 << 16);
-    OP(r->d_aoff, KS_DS_ATTN_OFFSETS, 1 << 16);
-    OP(r->d_prompts, KS_DS_PROMPTS, 1 << 16);
-    OP(r->d_ids, KS_DS_PROMPT_IDS, 1 << 16);
-    OP(r->d_plen, KS_DS_PROMPT_LENGTHS, 1 << 16);
-    OP(r->d_gen, KS_DS_GENERATIONS, 1 << 16);
-    OP(r->d_tokens, KS_DS_TOKENS, 1 << 18);
-    OP(r->d_tokstr, KS_DS_TOKEN_STRINGS, 1 << 16);
-    OP(r->d_rowpos, KS_DS_ROW_POSITIONS, 1 << 18);
-    OP(r->d_astart, KS_DS_ATTN_ROW_STARTS, 1 << 19);
+    OP(r->d_poff, KS_DS_PROMPT_OFFSETS, true);
+    OP(r->d_roff, KS_DS_ROW_OFFSETS, true);
+    OP(r->d_aoff, KS_DS_ATTN_OFFSETS, true);
+    OP(r->d_prompts, KS_DS_PROMPTS, true);
+    OP(r->d_ids, KS_DS_PROMPT_IDS, true);
+    OP(r->d_plen, KS_DS_PROMPT_LENGTHS, true);
+    OP(r->d_gen, KS_DS_GENERATIONS, true);
+    OP(r->d_tokens, KS_DS_TOKENS, true);
+    OP(r->d_tokstr, KS_DS_TOKEN_STRINGS, true);
+    OP(r->d_rowpos, KS_DS_ROW_POSITIONS, true);
+    OP(r->d_astart, KS_DS_ATTN_ROW_STARTS, true);
     if (r->o.logits_topk > 0) {
-        OP(r->d_topk_ids, KS_DS_TOPK_IDS, 1 << 20);
-        OP(r->d_topk_lp, KS_DS_TOPK_LOGPROBS, 1 << 20);
-        OP(r->d_next, KS_DS_NEXT_LOGPROB, 1 << 18);
+        OP(r->d_topk_ids, KS_DS_TOPK_IDS, true);
+        OP(r->d_topk_lp, KS_DS_TOPK_LOGPROBS, true);
+        OP(r->d_next, KS_DS_NEXT_LOGPROB, true);
     }
-    size_t es = elem_size(r->o.dtype);
-    if (r->o.logits_full) OP(r->d_full, KS_DS_FULL_LOGITS, 2u << 20);
+    if (r->o.logits_full) OP(r->d_full, KS_DS_FULL_LOGITS, true);
     hsize_t n_links = 0;
     hid_t g = H5Gopen2(f, KS_GROUP_ACTIVATIONS, H5P_DEFAULT);
     if (g >= 0) {
@@ -792,7 +824,7 @@ static ks_status open_datasets(ks_recorder *r, ks_error *err) {
     for (int i = 0; i < r->n_ds; i++) {
         char path[128];
         snprintf(path, sizeof path, "%s/%s", KS_GROUP_ACTIVATIONS, r->ds[i].name);
-        OP(r->ds[i].d, path, r->ds[i].kind == KS_DUMP_KIND_ATTENTION ? ATTN_CHUNK_MAX * es : (2u << 20));
+        OP(r->ds[i].d, path, false); /* staged by the writer: no chunk cache (make_ds) */
     }
 #undef OP
 out:
@@ -812,7 +844,7 @@ static void close_datasets(ks_recorder *r) {
         r->ds[i].d = -1;
         free(r->ds[i].stage);
         r->ds[i].stage = NULL;
-        r->ds[i].st_n = 0;
+        r->ds[i].st_c0 = r->ds[i].st_lo = r->ds[i].st_hi = r->ds[i].st_done = 0;
     }
 }
 
@@ -842,11 +874,6 @@ static const void *to_store(ks_recorder *r, const float *src, size_t n, hid_t *m
     return dst;
 }
 
-static int fd_of(hid_t f) {
-    void *h = NULL;
-    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) return -1;
-    return *(int *)h;
-}
 
 /* Staging: rows (or attention columns) of a dataset are gathered in the writer
  * until a whole chunk along the growing axis is there, then written with one H5Dwrite, so
@@ -865,24 +892,63 @@ static int64_t ds_chunk_n(rec_ds *s) {
     return s->chunk_n;
 }
 
-static ks_status stage_flush(ks_recorder *r, rec_ds *s, ks_error *err) {
-    if (s->st_n == 0) return KS_OK;
+static int fd_of(hid_t f) {
+    void *h = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) return -1;
+    return *(int *)h;
+}
+
+/* Write stage rows [from, to) (absolute positions along the growing axis) to the file.
+ * Uncompressed datasets whose stage holds the chunk from its first row get the whole chunk in
+ * one direct chunk write (H5Dwrite_chunk: the stage is already the chunk's bytes), rows past
+ * `to` zeroed: no chunk buffer, copy or read-back inside HDF5. Otherwise (a filter, or the
+ * first chunk of a resumed dump) an ordinary H5Dwrite of the rows. */
+static ks_status stage_write(ks_recorder *r, rec_ds *s, int64_t from, int64_t to, ks_error *err) {
+    if (to <= from) return KS_OK;
     hid_t mt = r->o.dtype == KS_DUMP_F32 ? H5T_NATIVE_FLOAT : r->t_store;
+    size_t es = elem_size(r->o.dtype);
+    bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
+    int64_t C = ds_chunk_n(s), H = attn ? s->dims[0] : 1, row = attn ? 1 : s->row_elems;
+    int64_t off = from - s->st_c0, n = to - from;
+    int ax = attn ? 1 : 0;
     herr_t rc;
-    if (s->kind == KS_DUMP_KIND_ATTENTION) {
-        /* stage is [heads, chunk_n]; write [heads, st_n] through a strided memory space */
-        int64_t H = s->dims[0], C = ds_chunk_n(s);
-        hid_t fs = H5Dget_space(s->d);
-        hsize_t dims[2];
-        H5Sget_simple_extent_dims(fs, dims, NULL);
-        if ((hsize_t)(s->st_start + s->st_n) > dims[1]) {
-            H5Sclose(fs);
-            dims[1] = (hsize_t)(s->st_start + s->st_n);
-            if (H5Dset_extent(s->d, dims) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot extend %s", r->path, s->name);
-            fs = H5Dget_space(s->d);
+    /* the growing axis must reach `to` */
+    hid_t fs = H5Dget_space(s->d);
+    hsize_t dims[3] = {0, 0, 0};
+    if (fs < 0 || H5Sget_simple_extent_dims(fs, dims, NULL) < 0) {
+        if (fs >= 0) H5Sclose(fs);
+        return ks_h5_error(err, KS_ERR_IO, "%s: cannot read the extent of %s", r->path, s->name);
+    }
+    if ((hsize_t)to > dims[ax]) {
+        dims[ax] = (hsize_t)to;
+        H5Sclose(fs);
+        if (H5Dset_extent(s->d, dims) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot extend %s", r->path, s->name);
+        fs = H5Dget_space(s->d);
+        if (fs < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot read the extent of %s", r->path, s->name);
+    }
+    if (r->o.compression == KS_DUMP_COMPRESS_NONE && s->st_lo == s->st_c0) {
+        H5Sclose(fs);
+        int64_t used = to - s->st_c0;
+        if (used < C) { /* the chunk's rows not written yet: zeros, as HDF5's fill value */
+            if (attn)
+                for (int64_t h = 0; h < H; h++)
+                    memset((char *)s->stage + (size_t)(h * C + used) * es, 0, (size_t)(C - used) * es);
+            else
+                memset((char *)s->stage + (size_t)(used * row) * es, 0, (size_t)((C - used) * row) * es);
         }
-        hsize_t fst[2] = {0, (hsize_t)s->st_start}, cnt[2] = {(hsize_t)H, (hsize_t)s->st_n};
-        hsize_t mdim[2] = {(hsize_t)H, (hsize_t)C}, mst[2] = {0, 0};
+        /* attention chunks are [1, C] (one per head): the stage's rows are those chunks */
+        hsize_t offset[3] = {0, 0, 0};
+        offset[ax] = (hsize_t)s->st_c0;
+        size_t cb = (size_t)(C * row) * es;
+        rc = 0;
+        for (int64_t h = 0; h < H && rc >= 0; h++) {
+            offset[0] = attn ? (hsize_t)h : (hsize_t)s->st_c0;
+            rc = H5Dwrite_chunk(s->d, H5P_DEFAULT, 0, offset, cb, (const char *)s->stage + (size_t)h * cb);
+        }
+    } else if (attn) {
+        /* stage is [heads, chunk_n]; write [heads, n] through a strided memory space */
+        hsize_t fst[2] = {0, (hsize_t)from}, cnt[2] = {(hsize_t)H, (hsize_t)n};
+        hsize_t mdim[2] = {(hsize_t)H, (hsize_t)C}, mst[2] = {0, (hsize_t)off};
         hid_t ms = H5Screate_simple(2, mdim, NULL);
         H5Sselect_hyperslab(fs, H5S_SELECT_SET, fst, NULL, cnt, NULL);
         H5Sselect_hyperslab(ms, H5S_SELECT_SET, mst, NULL, cnt, NULL);
@@ -890,12 +956,32 @@ static ks_status stage_flush(ks_recorder *r, rec_ds *s, ks_error *err) {
         H5Sclose(ms);
         H5Sclose(fs);
     } else {
-        rc = write_rows(s->d, mt, s->st_start, s->st_n, s->stage);
+        H5Sclose(fs);
+        rc = write_rows(s->d, mt, from, n, (const char *)s->stage + (size_t)(off * row) * es);
     }
     if (rc < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot write %s", r->path, s->name);
-    s->st_start += s->st_n;
-    s->st_n = 0;
+    /* start the kernel writing back now, so that the fsync of the next commit has little
+     * left to do and the writer (and the queue behind it) waits less there */
+    if (!r->o.no_fsync) {
+        int fd = fd_of(r->file);
+        if (fd >= 0) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
     return KS_OK;
+}
+
+/* At a commit: put what the stage holds and the file does not on disk, keeping the stage (the
+ * chunk's later rows join it, and the whole chunk is then written at once). */
+static ks_status stage_flush(ks_recorder *r, rec_ds *s, ks_error *err) {
+    ks_status st = stage_write(r, s, s->st_done, s->st_hi, err);
+    if (!st) s->st_done = s->st_hi;
+    return st;
+}
+
+/* Start staging at `start`: the chunk holding it, nothing staged yet. */
+static void stage_reset(rec_ds *s, int64_t start) {
+    int64_t C = ds_chunk_n(s);
+    s->st_c0 = start - start % C;
+    s->st_lo = s->st_hi = s->st_done = start;
 }
 
 /* Append count rows/columns starting at start (storage dtype, [count, row] or [heads, count]). */
@@ -905,24 +991,20 @@ static ks_status stage_put(ks_recorder *r, rec_ds *s, int64_t start, int64_t cou
     int64_t C = ds_chunk_n(s);
     bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
     int64_t H = attn ? s->dims[0] : 1, row = attn ? 1 : s->row_elems;
+    ks_status st;
     if (!s->stage) {
         s->stage = malloc((size_t)(H * C * row) * es);
         if (!s->stage) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
-        s->st_start = start;
+        stage_reset(s, start);
     }
-    ks_status st;
-    if (s->st_n && start != s->st_start + s->st_n && (st = stage_flush(r, s, err))) return st;
-    if (s->st_n == 0) s->st_start = start;
+    if (start != s->st_hi) { /* not contiguous (never, in one run): write what is staged */
+        if ((st = stage_flush(r, s, err))) return st;
+        stage_reset(s, start);
+    }
     int64_t done = 0;
     while (done < count) {
-        int64_t pos = s->st_start + s->st_n;
-        int64_t room = C - pos % C; /* to the next chunk boundary */
-        int64_t m = count - done < room ? count - done : room;
-        int64_t off = s->st_n; /* where in the stage */
-        if (off + m > C) { /* stage begins mid-chunk: it never holds more than C */
-            if ((st = stage_flush(r, s, err))) return st;
-            continue;
-        }
+        int64_t off = s->st_hi - s->st_c0; /* where in the stage */
+        int64_t m = count - done < C - off ? count - done : C - off;
         if (attn) {
             for (int64_t h = 0; h < H; h++)
                 memcpy((char *)s->stage + ((size_t)(h * C + off)) * es,
@@ -931,9 +1013,15 @@ static ks_status stage_put(ks_recorder *r, rec_ds *s, int64_t start, int64_t cou
             memcpy((char *)s->stage + (size_t)(off * row) * es, (const char *)buf + (size_t)(done * row) * es,
                    (size_t)(m * row) * es);
         }
-        s->st_n += m;
+        s->st_hi += m;
         done += m;
-        if ((s->st_start + s->st_n) % C == 0 && (st = stage_flush(r, s, err))) return st;
+        if (s->st_hi == s->st_c0 + C) {
+            /* the chunk is full: the whole of it in one write (no read of what a commit put
+             * there), or, for a stage that began inside the chunk, what is not on disk yet */
+            int64_t from = s->st_lo == s->st_c0 ? s->st_c0 : s->st_done;
+            if ((st = stage_write(r, s, from, s->st_hi, err))) return st;
+            stage_reset(s, s->st_hi);
+        }
     }
     return KS_OK;
 }
@@ -1234,9 +1322,29 @@ static ks_status recorder_new(const char *path, const ks_model *m, const ks_reco
     return KS_OK;
 }
 
-static hid_t latest_fapl(void) {
+/* The file's default chunk cache, which is what every dataset gets once the file is in SWMR
+ * mode (HDF5 1.10.8 does not keep the per-dataset sizes make_ds and open_ds ask for across
+ * H5Fstart_swmr_write; measured: the default 1 MiB per dataset, filled chunk by chunk, was
+ * most of the recorder's growth over a long run). Big enough for the largest chunk written
+ * through the cache (the string datasets' 256 KiB, a /logits/full chunk, compressed activation
+ * chunks); uncompressed activation datasets get direct chunk writes and never use it. */
+static size_t rdcc_bytes(const ks_recorder *r) {
+    size_t b = 256u << 10;
+    /* compressed activation datasets go through HDF5 (the filter): one whole chunk each, so a
+     * chunk is compressed and placed once, not again at every commit (chunks are <= 1 MiB) */
+    if (r && r->o.compression != KS_DUMP_COMPRESS_NONE) b = 1u << 20;
+    if (r && r->o.logits_full) {
+        size_t rb = (size_t)r->cfg.vocab_size * elem_size(r->o.dtype);
+        size_t full = chunk_rows_for(rb, r->o.expected_tokens) * rb;
+        if (full > b) b = full;
+    }
+    return b + (64u << 10);
+}
+
+static hid_t latest_fapl(const ks_recorder *r) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    if (fapl >= 0) H5Pset_cache(fapl, 0, 521, rdcc_bytes(r), 1.0);
     return fapl;
 }
 
@@ -1273,7 +1381,7 @@ ks_status ks_recorder_create(const char *path, const ks_model *m, const ks_recor
         goto out;
     }
     if ((st = identity(r, id, err))) goto out;
-    fapl = latest_fapl();
+    fapl = latest_fapl(r);
     KS_H5_TRY(r->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "%s: cannot create the dump", path);
     if ((st = write_root_attrs(r, id, err))) goto out;
     if ((st = create_datasets(r, err))) goto out;
@@ -1305,7 +1413,7 @@ ks_status ks_recorder_resume(const char *path, const ks_model *m, const ks_recor
     /* make it a cleanly closed file cut to its committed prompts, then reopen for writing */
     if ((st = ks_dump_repair(path, &P, err))) goto out;
     if ((st = identity(r, id, err))) goto out;
-    fapl = latest_fapl();
+    fapl = latest_fapl(r);
     KS_H5_TRY(r->file = H5Fopen(path, H5F_ACC_RDWR, fapl), "%s: cannot open the dump for writing", path);
     for (int k = 0; k < N_IDENT; k++) {
         char *have = NULL;
@@ -1545,10 +1653,17 @@ static void topk_row(const float *lg, int V, int k, float lse, int32_t *ids, flo
 }
 
 
-ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, int n, int n_prompt,
-                             const char *text, const char *id, const char *generation,
-                             ks_error *err) {
-    if (!r || !s || !tokens || n <= 0 || n_prompt < 0 || n_prompt > n)
+/* What runs the model for one prompt: calls the recorder's hook (rec_hook, user r) on the
+ * tensors and, when want_logits, fills r->logits with [n, V] logits. */
+typedef ks_status (*rec_runner)(void *ctx, ks_recorder *r, const int *tokens, int n, bool want_logits,
+                                ks_error *err);
+static ks_status record_one(ks_recorder *r, const int *tokens, int n, int n_prompt, const char *text,
+                            const char *id, const char *generation, rec_runner run, void *run_ctx,
+                            ks_error *err);
+
+static ks_status check_prompt(const ks_recorder *r, const int *tokens, int n, int n_prompt, const char *text,
+                              const char *id, const char *generation, int max_seq, ks_error *err) {
+    if (!r || !tokens || n <= 0 || n_prompt < 0 || n_prompt > n)
         return ks_error_set(err, KS_ERR_ARG, "ks_recorder_record: invalid arguments");
     if (text && strlen(text) > r->w_text)
         return ks_error_set(err, KS_ERR_RANGE, "prompt %s: its text of %zu bytes is longer than the dump's "
@@ -1558,11 +1673,68 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
     if (generation && strlen(generation) > r->w_gen)
         return ks_error_set(err, KS_ERR_RANGE, "prompt %s: a generation of %zu bytes is longer than "
                             "generate_max_tokens allows", id ? id : "?", strlen(generation));
-    if (n > ks_session_max_seq(s))
+    if (n > max_seq)
         return ks_error_set(err, KS_ERR_RANGE,
                             "prompt %s: %d tokens exceed the context length %d (raise --ctx up to "
                             "the model's %d, or shorten the prompt)",
-                            id ? id : "?", n, ks_session_max_seq(s), r->cfg.max_seq_len);
+                            id ? id : "?", n, max_seq, r->cfg.max_seq_len);
+    return KS_OK;
+}
+
+static ks_status run_forward(void *ctx, ks_recorder *r, const int *tokens, int n, bool want_logits,
+                             ks_error *err) {
+    ks_session *s = ctx;
+    ks_session_reset(s);
+    ks_session_set_hook(s, rec_hook, r);
+    ks_session_set_hook_read_only(s, true);
+    ks_status st = ks_session_forward(s, tokens, n, want_logits ? KS_LOGITS_ALL : KS_LOGITS_NONE,
+                                      want_logits ? r->logits : NULL, err);
+    ks_session_set_hook(s, NULL, NULL);
+    return st;
+}
+
+ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, int n, int n_prompt,
+                             const char *text, const char *id, const char *generation,
+                             ks_error *err) {
+    if (!s) return ks_error_set(err, KS_ERR_ARG, "ks_recorder_record: invalid arguments");
+    ks_status st = check_prompt(r, tokens, n, n_prompt, text, id, generation, ks_session_max_seq(s), err);
+    if (st) return st;
+    return record_one(r, tokens, n, n_prompt, text, id, generation, run_forward, s, err);
+}
+
+typedef struct {
+    const ks_hook_tensor *t;
+    int n_t;
+    const float *logits;
+} replay_ctx;
+
+static ks_status run_replay(void *ctx, ks_recorder *r, const int *tokens, int n, bool want_logits,
+                            ks_error *err) {
+    (void)tokens;
+    replay_ctx *c = ctx;
+    for (int i = 0; i < c->n_t; i++) {
+        ks_hook_tensor ask = c->t[i];
+        ask.data = NULL;
+        if (rec_hook(&ask, true, r)) rec_hook(&c->t[i], false, r);
+    }
+    if (want_logits) {
+        if (!c->logits) return ks_error_set(err, KS_ERR_ARG, "replay: the recorder wants logits");
+        memcpy(r->logits, c->logits, (size_t)n * (size_t)r->cfg.vocab_size * sizeof(float));
+    }
+    return KS_OK;
+}
+
+ks_status ks_recorder_record_replay(ks_recorder *r, const int *tokens, int n, const ks_hook_tensor *tensors,
+                                    int n_tensors, const float *logits, ks_error *err) {
+    ks_status st = check_prompt(r, tokens, n, n, NULL, NULL, NULL, r ? r->cfg.max_seq_len : 0, err);
+    if (st) return st;
+    replay_ctx c = {tensors, n_tensors, logits};
+    return record_one(r, tokens, n, n, NULL, NULL, NULL, run_replay, &c, err);
+}
+
+static ks_status record_one(ks_recorder *r, const int *tokens, int n, int n_prompt, const char *text,
+                            const char *id, const char *generation, rec_runner run, void *run_ctx,
+                            ks_error *err) {
     ks_status st = KS_OK;
     bool *keep = malloc((size_t)n * sizeof *keep);
     int *row_of = malloc((size_t)n * sizeof *row_of);
@@ -1603,12 +1775,7 @@ ks_status ks_recorder_record(ks_recorder *r, ks_session *s, const int *tokens, i
         r->logits = lg;
         r->logits_cap = (size_t)n * (size_t)V;
     }
-    ks_session_reset(s);
-    ks_session_set_hook(s, rec_hook, r);
-    ks_session_set_hook_read_only(s, true);
-    st = ks_session_forward(s, tokens, n, want_logits ? KS_LOGITS_ALL : KS_LOGITS_NONE,
-                            want_logits ? r->logits : NULL, err);
-    ks_session_set_hook(s, NULL, NULL);
+    st = run(run_ctx, r, tokens, n, want_logits, err);
     r->row_of = NULL;
     r->cur_astart = NULL;
     if (st) goto out;
@@ -1726,7 +1893,7 @@ ks_status ks_recorder_finish(ks_recorder *r, ks_error *err) {
     if (!all) return KS_OK;
     /* mark complete: a plain (non-SWMR) open, one attribute; if this is interrupted the dump
      * holds every prompt and `--resume` marks it */
-    hid_t fapl = latest_fapl();
+    hid_t fapl = latest_fapl(r);
     f = H5Fopen(r->path, H5F_ACC_RDWR, fapl);
     H5Pclose(fapl);
     if (f < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot reopen to mark it complete", r->path);

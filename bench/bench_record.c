@@ -18,11 +18,16 @@
  * checkpoint (used by every part). Prompts are synthetic token ids with a fixed seed. Dumps are
  * written to --dir (default $TMPDIR or /tmp) and removed afterwards.
  *
- * Usage: bench_record [--quick] [--part memory|speed|write|all] [--dir DIR] [--model PATH]
+ *   writer: the same file/disk ratio with the writer alone: hook tensors captured once from the
+ *           model and replayed into the recorder (no forward while recording), so the figure
+ *           is the writer's and not the model's.
+ * Usage: bench_record [--quick] [--part memory|speed|write|writer|all] [--dir DIR] [--model PATH]
  *                     [--tokenizer PATH] [--threads N] [--buffer-mb N] [--reps N]
  *                     [--mem-prompts A,B] [--speed-prompts N] [--write-mb N]
- *                     [--write-only COMPRESSION/DTYPE] [--write-len LO-HI]
- * --write-only runs one write configuration (e.g. none/f32), for profiling. */
+ *                     [--write-only COMPRESSION/DTYPE] [--write-len LO-HI] [--mem-run N,EXPECT]
+ * --write-only runs one write configuration (e.g. none/f32), for profiling. --mem-run runs one
+ * memory run of N prompts (chunk shapes for EXPECT) in this process, for heap profilers that do
+ * not follow fork (heaptrack build/bench/bench_record --mem-run 2000,2000). */
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -43,6 +48,7 @@
 #include "ks_dump.h"
 #include "bench_model.h"
 #include "model_private.h"
+#include "dump_private.h"
 
 typedef struct {
     const char *name, *what;
@@ -606,6 +612,17 @@ static double disk_write(const char *path, int64_t bytes, char *errbuf, size_t e
     return t;
 }
 
+/* The disk, right after a dump of res->w[k].file_bytes: a file of the same size in the same
+ * directory, best of 2; sets w[k].ok when measured. */
+static void disk_rate(child_result *res, int k, const char *dpath) {
+    res->w[k].disk_s = disk_write(dpath, res->w[k].file_bytes, res->w[k].err, sizeof res->w[k].err);
+    if (res->w[k].disk_s <= 0) return;
+    double again = disk_write(dpath, res->w[k].file_bytes, res->w[k].err, sizeof res->w[k].err);
+    if (again > 0 && again < res->w[k].disk_s) res->w[k].disk_s = again;
+    res->w[k].disk_mbs = res->w[k].file_bytes / 1e6 / res->w[k].disk_s;
+    res->w[k].ok = 1;
+}
+
 /* A hook that takes every tensor it is offered and does nothing with it. */
 static bool take_all(const ks_hook_tensor *t, bool ask, void *user) {
     (void)t;
@@ -696,13 +713,7 @@ static void write_child(const void *argp, child_result *res) {
                 set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
                 continue;
             }
-            /* the disk, right after, with a file of the same size in the same directory */
-            res->w[k].disk_s = disk_write(dpath, res->w[k].file_bytes, res->w[k].err, sizeof res->w[k].err);
-            if (res->w[k].disk_s <= 0) continue;
-            double again = disk_write(dpath, res->w[k].file_bytes, res->w[k].err, sizeof res->w[k].err);
-            if (again > 0 && again < res->w[k].disk_s) res->w[k].disk_s = again;
-            res->w[k].disk_mbs = res->w[k].file_bytes / 1e6 / res->w[k].disk_s;
-            res->w[k].ok = 1;
+            disk_rate(res, k, dpath);
         }
     ks_session_free(s);
     ks_model_close(m);
@@ -768,14 +779,190 @@ static bool part_write(double *ratio, char *fastest, size_t cap) {
     return true;
 }
 
+/* ------------------------------------------------------------------ writer alone */
+
+/* One prompt's hook tensors, deep-copied from a real forward, and its logits. */
+typedef struct {
+    int n;
+    int *ids;
+    ks_hook_tensor *t;
+    int n_t, cap_t;
+    float *logits;
+} captured;
+
+static bool capture_hook(const ks_hook_tensor *t, bool ask, void *user) {
+    if (ask) return true;
+    captured *c = user;
+    if (c->n_t == c->cap_t) {
+        int nc = c->cap_t ? 2 * c->cap_t : 64;
+        ks_hook_tensor *nt = realloc(c->t, (size_t)nc * sizeof *nt);
+        if (!nt) return false;
+        c->t = nt;
+        c->cap_t = nc;
+    }
+    ks_hook_tensor *d = &c->t[c->n_t];
+    *d = *t;
+    size_t e = 1;
+    for (int k = 0; k < t->ndim; k++) e *= (size_t)t->shape[k];
+    d->name = strdup(t->name);
+    d->data = malloc(e * sizeof(float));
+    if (!d->name || !d->data) return false;
+    memcpy(d->data, t->data, e * sizeof(float));
+    c->n_t++;
+    return false;
+}
+
+/* The writer alone: every hook tensor of 8 distinct prompts is captured once from the model,
+ * then replayed into the recorder (ks_recorder_record_replay: the recorder's own hook copies
+ * the rows into its queue, the writer thread writes them) until --write-mb MB of f32 payload
+ * went by. No forward runs while recording, so the writer is the bottleneck (the queue stays
+ * full); the disk is measured right after, as in the write part. */
+static void writer_child(const void *argp, child_result *res) {
+    (void)argp;
+    ks_error err = {0};
+    ks_model *m = child_model(&SH_260K, res);
+    if (!m) return;
+    const ks_config *c = ks_model_config(m);
+    enum { NCAP = 8 };
+    prompt_set ps;
+    if (!make_prompts(&ps, NCAP, O.write_lo, O.write_hi, c->vocab_size, c->max_seq_len)) {
+        set_err(res->err, sizeof res->err, "out of memory");
+        return;
+    }
+    ks_session *s = NULL;
+    ks_session_options so = {.max_seq_len = ps.maxlen, .n_threads = O.threads};
+    if (ks_session_create(m, &so, &s, &err)) {
+        set_err(res->err, sizeof res->err, "%s", err.msg);
+        return;
+    }
+    captured cap[NCAP];
+    memset(cap, 0, sizeof cap);
+    int64_t per_cycle = 0, tok_cycle = 0;
+    for (int i = 0; i < NCAP; i++) {
+        cap[i].n = ps.len[i];
+        cap[i].ids = (int *)prompt_ids(&ps, i);
+        cap[i].logits = malloc((size_t)ps.len[i] * (size_t)c->vocab_size * sizeof(float));
+        if (!cap[i].logits) {
+            set_err(res->err, sizeof res->err, "out of memory");
+            return;
+        }
+        ks_session_reset(s);
+        ks_session_set_hook(s, capture_hook, &cap[i]);
+        if (ks_session_forward(s, cap[i].ids, cap[i].n, KS_LOGITS_ALL, cap[i].logits, &err)) {
+            set_err(res->err, sizeof res->err, "%s", err.msg);
+            return;
+        }
+        ks_session_set_hook(s, NULL, NULL);
+        per_cycle += 4 * star_floats(c, cap[i].n);
+        tok_cycle += cap[i].n;
+    }
+    int cycles = (int)((O.write_mb * 1e6 + (double)per_cycle - 1) / (double)per_cycle);
+    if (cycles < 1) cycles = 1;
+    res->payload_f32 = per_cycle * cycles;
+    res->w_prompts = NCAP * cycles;
+    res->w_tokens = tok_cycle * cycles;
+    int64_t exp_tok = tok_cycle * cycles, exp_attn = 0;
+    for (int i = 0; i < NCAP; i++) exp_attn += (int64_t)cap[i].n * (cap[i].n + 1) / 2 * cycles;
+    char path[4096], dpath[4096];
+    dump_path(path, sizeof path, "writer");
+    dump_path(dpath, sizeof dpath, "disk");
+    static const int cfg[3][2] = {{KS_DUMP_COMPRESS_NONE, KS_DUMP_F32}, {KS_DUMP_COMPRESS_NONE, KS_DUMP_F16},
+                                  {KS_DUMP_COMPRESS_LZ4, KS_DUMP_F32}};
+    for (int ci = 0; ci < 3; ci++) {
+        int k = res->n_w++;
+        res->w[k].comp = cfg[ci][0];
+        res->w[k].dtype = cfg[ci][1];
+        ks_record_options ro = {.hooks = "*",
+                                .dtype = (ks_dump_dtype)cfg[ci][1],
+                                .compression = (ks_dump_compression)cfg[ci][0],
+                                .flush_seconds = 2.0,
+                                .buffer_bytes = O.buffer_bytes,
+                                .model_path = O.ident,
+                                .command_line = "bench_record",
+                                .prompts_source = "synthetic",
+                                .n_prompts_planned = NCAP * cycles,
+                                .expected_tokens = exp_tok,
+                                .expected_attn = exp_attn};
+        ks_recorder *r = NULL;
+        double t0 = now();
+        if (ks_recorder_create(path, m, &ro, true, &r, &err)) {
+            set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
+            continue;
+        }
+        bool ok = true;
+        for (int y = 0; ok && y < cycles; y++)
+            for (int i = 0; ok && i < NCAP; i++)
+                ok = !ks_recorder_record_replay(r, cap[i].ids, cap[i].n, cap[i].t, cap[i].n_t, cap[i].logits, &err);
+        res->w[k].peak_buffer = ks_recorder_peak_buffer(r);
+        if (ok) ok = !ks_recorder_finish(r, &err);
+        ks_recorder_free(r);
+        res->w[k].rec_s = now() - t0;
+        res->w[k].file_bytes = file_size(path);
+        unlink(path);
+        if (!ok) {
+            set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
+            continue;
+        }
+        disk_rate(res, k, dpath);
+    }
+    for (int i = 0; i < NCAP; i++) {
+        for (int j = 0; j < cap[i].n_t; j++) {
+            free((void *)cap[i].t[j].name);
+            free(cap[i].t[j].data);
+        }
+        free(cap[i].t);
+        free(cap[i].logits);
+    }
+    ks_session_free(s);
+    ks_model_close(m);
+    free_prompts(&ps);
+    res->ok = 1;
+}
+
+static bool part_writer(double *ratio) {
+    printf("== writer: the writer alone (captured hook tensors replayed, no forward) vs the disk ==\n");
+    child_result *res = calloc(1, sizeof *res);
+    if (!res) return false;
+    if (!in_child(writer_child, NULL, res, NULL) || !res->ok) {
+        fprintf(stderr, "bench_record: writer: %s\n", res->err);
+        free(res);
+        return false;
+    }
+    size_t budget = O.buffer_bytes ? O.buffer_bytes : (size_t)256 << 20;
+    printf("model: %s, hooks '*', top-k 0; 8 prompts of %d-%d tokens captured once and replayed %d times\n"
+           "(%lld tokens, %.1f MB of activations as f32); fsync every 2 s; dir %s\n",
+           res->model_label, O.write_lo, O.write_hi, res->w_prompts / 8, (long long)res->w_tokens,
+           res->payload_f32 / 1e6, O.dir);
+    printf("%-8s %-5s %9s %8s %10s %10s %9s %9s %s\n", "compr", "dtype", "file MB", "record s", "file MB/s",
+           "disk MB/s", "file/disk", "peak buf", "queue full");
+    ratio[0] = ratio[1] = -1;
+    for (int k = 0; k < res->n_w; k++) {
+        const char *cn = ks_dump_compression_name((ks_dump_compression)res->w[k].comp);
+        const char *dn = ks_dump_dtype_name((ks_dump_dtype)res->w[k].dtype);
+        if (!res->w[k].ok) {
+            printf("%-8s %-5s unavailable: %s\n", cn, dn, res->w[k].err);
+            continue;
+        }
+        double fmbs = res->w[k].file_bytes / 1e6 / res->w[k].rec_s;
+        printf("%-8s %-5s %9.1f %8.2f %10.1f %10.1f %9.2f %6.1f MB %s\n", cn, dn, res->w[k].file_bytes / 1e6,
+               res->w[k].rec_s, fmbs, res->w[k].disk_mbs, fmbs / res->w[k].disk_mbs,
+               res->w[k].peak_buffer / 1048576.0, res->w[k].peak_buffer >= budget * 9 / 10 ? "yes" : "no");
+        if (res->w[k].comp == KS_DUMP_COMPRESS_NONE) ratio[res->w[k].dtype == KS_DUMP_F32 ? 0 : 1] = fmbs / res->w[k].disk_mbs;
+    }
+    printf("(record s: create to finish, including the final commit's fsync; queue full: the replay\n"
+           " waited for the writer, so the figure is the writer's)\n\n");
+    free(res);
+    return true;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static int usage(const char *argv0) {
     fprintf(stderr,
-            "usage: %s [--quick] [--part memory|speed|write|all] [--dir DIR] [--model PATH]\n"
+            "usage: %s [--quick] [--part memory|speed|write|writer|all] [--dir DIR] [--model PATH]\n"
             "          [--tokenizer PATH] [--threads N] [--buffer-mb N] [--reps N]\n"
             "          [--mem-prompts A,B] [--speed-prompts N] [--write-mb N]\n"
-            "          [--write-only none|lz4|deflate/f32|f16] [--write-len LO-HI]\n",
+            "          [--write-only none|lz4|deflate/f32|f16] [--write-len LO-HI] [--mem-run N,EXPECT]\n",
             argv0);
     return 1;
 }
@@ -783,6 +970,7 @@ static int usage(const char *argv0) {
 int main(int argc, char **argv) {
     const char *part = "all";
     int mem_a = 0, mem_b = 0, speed_n = 0, reps = 0;
+    mem_arg mem_run = {0, 0};
     double write_mb = 0;
     O.dir = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
     for (int i = 1; i < argc; i++) {
@@ -799,7 +987,11 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--speed-prompts") && i + 1 < argc) speed_n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--write-mb") && i + 1 < argc) write_mb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--write-only") && i + 1 < argc) O.write_only = argv[++i];
-        else if (!strcmp(argv[i], "--write-len") && i + 1 < argc) {
+        else if (!strcmp(argv[i], "--mem-run") && i + 1 < argc) {
+            if (sscanf(argv[++i], "%d,%d", &mem_run.n, &mem_run.expect_n) != 2 || mem_run.n < 1 || mem_run.expect_n < 1)
+                return usage(argv[0]);
+            part = "memory";
+        } else if (!strcmp(argv[i], "--write-len") && i + 1 < argc) {
             if (sscanf(argv[++i], "%d-%d", &O.write_lo, &O.write_hi) != 2 || O.write_lo < 1 || O.write_hi < O.write_lo)
                 return usage(argv[0]);
         }
@@ -808,7 +1000,8 @@ int main(int argc, char **argv) {
     bool p_mem = !strcmp(part, "all") || !strcmp(part, "memory");
     bool p_speed = !strcmp(part, "all") || !strcmp(part, "speed");
     bool p_write = !strcmp(part, "all") || !strcmp(part, "write");
-    if (!p_mem && !p_speed && !p_write) return usage(argv[0]);
+    bool p_writer = !strcmp(part, "all") || !strcmp(part, "writer");
+    if (!p_mem && !p_speed && !p_write && !p_writer) return usage(argv[0]);
     O.mem_n[0] = mem_a ? mem_a : 20;
     O.mem_n[1] = mem_b ? mem_b : (O.quick ? 100 : 2000);
     O.speed_n = speed_n > 0 ? speed_n : (O.quick ? 2 : 16);
@@ -833,15 +1026,33 @@ int main(int argc, char **argv) {
         fprintf(f, "bench_record: random-initialised f32 model (seed 1234)\n");
         fclose(f);
     }
+    if (mem_run.n) { /* one memory run in this process */
+        child_result *res = calloc(1, sizeof *res);
+        if (!res) return 1;
+        mem_child(&mem_run, res);
+        if (!O.model) unlink(O.ident);
+        if (!res->ok) {
+            fprintf(stderr, "bench_record: memory run of %d prompts: %s\n", mem_run.n, res->err);
+            return 1;
+        }
+        printf("memory run: %d prompts (chunks for %d), %lld tokens, %.1f MB dump, %.1f s; RSS before %.1f MB, "
+               "peak %.1f MB (after 1%%/10%%/50%%: %.1f / %.1f / %.1f MB), peak queue %.1f MB\n",
+               mem_run.n, mem_run.expect_n, (long long)res->tokens, res->file_bytes / 1e6, res->seconds,
+               res->base_kb / 1024.0, res->hwm_kb / 1024.0, res->curve_kb[0] / 1024.0, res->curve_kb[1] / 1024.0,
+               res->curve_kb[2] / 1024.0, res->peak_buffer / 1048576.0);
+        free(res);
+        return 0;
+    }
     printf("bench_record%s: %d threads for the forward (+ the writer thread), dumps in %s; load average %.2f\n\n",
            O.quick ? " --quick" : "", nthreads, O.dir, loadavg());
     /* The parent runs no OpenMP region and builds no model: every measurement is a child. */
-    double r_mem = -1, r_speed = -1, r_write[2] = {-1, -1};
+    double r_mem = -1, r_speed = -1, r_write[2] = {-1, -1}, r_writer[2] = {-1, -1};
     char fastest[128] = "";
     bool ok = true;
     if (p_mem) ok &= part_memory(&r_mem);
     if (p_speed) ok &= part_speed(&r_speed);
     if (p_write) ok &= part_write(r_write, fastest, sizeof fastest);
+    if (p_writer) ok &= part_writer(r_writer);
     if (!O.model) unlink(O.ident);
     printf("load average at the end: %.2f\n", loadavg());
     if (p_mem && r_mem > 0)
@@ -852,5 +1063,8 @@ int main(int argc, char **argv) {
         printf("write: dump MB/s / disk MB/s, none f32 = %.2f, none f16 = %.2f (target >= 0.70); "
                "fastest to record: %s\n",
                r_write[0], r_write[1], fastest);
+    if (p_writer && r_writer[0] > 0)
+        printf("writer alone: dump MB/s / disk MB/s, none f32 = %.2f, none f16 = %.2f (target >= 0.70)\n",
+               r_writer[0], r_writer[1]);
     return ok ? 0 : 1;
 }

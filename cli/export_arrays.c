@@ -33,6 +33,7 @@
 #include <zlib.h>
 
 #include "cli.h"
+#include "dump_private.h"
 #include "ks_dump.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -126,7 +127,8 @@ static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 /* Open read-only; a dump whose writer was killed keeps HDF5's "open for writing" flag and
  * opens only as a SWMR reader (as the ks_dump reader does). */
-static hid_t h5_open_ro(const char *path) {
+static hid_t h5_open_ro(const char *path, ks_error *err) {
+    if (ks_h5_check_superblock(path, err)) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
     return f;
@@ -942,7 +944,7 @@ static int export_tensors(const char *cmd, bool npz, const char *dump_path, cons
         rc = fail_msg(cmd, x.err.msg);
         goto out;
     }
-    if ((x.file = h5_open_ro(dump_path)) < 0) {
+    if ((x.file = h5_open_ro(dump_path, NULL)) < 0) {
         rc = fail_msg(cmd, "cannot open the dump for reading");
         goto out;
     }
@@ -1048,12 +1050,16 @@ static ks_status read_all(hid_t file, const char *path, const char *what, hid_t 
                           void *out, ks_error *err) {
     hid_t ds = H5Dopen2(file, what, H5P_DEFAULT), sp = ds >= 0 ? H5Dget_space(ds) : -1;
     hssize_t have = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    hid_t ft = ds >= 0 ? H5Dget_type(ds) : -1;
     ks_status s = KS_OK;
     if (ds < 0 || have != n)
         s = ks_error_set(err, KS_ERR_FORMAT, "%s: /%s: missing, or not %lld values", path, what,
                          (long long)n);
+    else if (ft < 0 || !ks_h5_plain_number(ft))
+        s = ks_error_set(err, KS_ERR_FORMAT, "%s: /%s: not a number type of 1 to 8 bytes", path, what);
     else if (n && H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
         s = ks_error_set(err, KS_ERR_IO, "%s: /%s: cannot read", path, what);
+    if (ft >= 0) H5Tclose(ft);
     if (sp >= 0) H5Sclose(sp);
     if (ds >= 0) H5Dclose(ds);
     return s;
@@ -1210,8 +1216,10 @@ static int export_csv(const char *cmd, const char *path, const char *out, const 
             }
         }
     }
-    if ((j.file = h5_open_ro(path)) < 0) {
-        fprintf(stderr, "koalascope %s: error: %s: cannot open\n", cmd, path);
+    ks_error oerr = {0};
+    if ((j.file = h5_open_ro(path, &oerr)) < 0) {
+        if (oerr.msg[0]) fprintf(stderr, "koalascope %s: error: %s\n", cmd, oerr.msg);
+        else fprintf(stderr, "koalascope %s: error: %s: cannot open\n", cmd, path);
         rc = EXIT_USAGE;
         goto out;
     }

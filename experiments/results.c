@@ -637,6 +637,7 @@ ks_status ks_audit_results_check(const char *path, int *n_metrics, ks_error *err
     ks_status s = KS_OK;
     hid_t f = -1, a = -1, t = -1, d = -1, sp = -1;
     char fmt[64] = "";
+    if ((s = ks_h5_check_superblock(path, err))) return s;
     H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
     H5E_END_TRY;
     if (f < 0) return ks_error_set(err, KS_ERR_IO, "%s: cannot open as HDF5", path);

@@ -59,8 +59,7 @@ static bool attr_f64(hid_t loc, const char *name, double *v) {
     if (H5Aexists(loc, name) <= 0) return false;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT), sp = a < 0 ? -1 : H5Aget_space(a), t = a < 0 ? -1 : H5Aget_type(a);
     bool ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_npoints(sp) == 1 &&
-              (H5Tget_class(t) == H5T_FLOAT || H5Tget_class(t) == H5T_INTEGER) &&
-              H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0;
+              ks_h5_plain_number(t) && H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0;
     if (t >= 0) H5Tclose(t);
     if (sp >= 0) H5Sclose(sp);
     if (a >= 0) H5Aclose(a);
@@ -81,14 +80,14 @@ static hid_t open_ds(const char *path, hid_t loc, const char *name, int rank, H5
     }
     hid_t sp = H5Dget_space(d), t = H5Dget_type(d);
     int r = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
-    bool ok = r == rank && t >= 0 && H5Tget_class(t) == cls;
+    bool ok = r == rank && t >= 0 && H5Tget_class(t) == cls && (cls == H5T_STRING || ks_h5_plain_number(t));
     if (ok) H5Sget_simple_extent_dims(sp, dims, NULL);
     if (sp >= 0) H5Sclose(sp);
     if (t >= 0) H5Tclose(t);
     if (!ok) {
         H5Dclose(d);
         ks_error_set(err, KS_ERR_FORMAT, "%s: /%s is not a rank-%d %s dataset", path, name, rank,
-                     cls == H5T_STRING ? "string" : cls == H5T_FLOAT ? "float" : "integer");
+                     cls == H5T_STRING ? "string" : cls == H5T_FLOAT ? "float (2, 4 or 8 bytes)" : "integer (1 to 8 bytes)");
         return -1;
     }
     return d;
@@ -208,6 +207,7 @@ static hid_t open_file(const char *path, ks_error *err) {
                      path);
         return -1;
     }
+    if (ks_h5_check_superblock(path, err)) return -1;
     /* SWMR, so that a dump still being written (or interrupted) opens; with the dump reader's
      * bound on metadata re-reads, or a corrupted block retries for years (dump_private.h) */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -789,7 +789,7 @@ ks_status ks_view_attribution_load(const char *path, const char *name, ks_view_a
     hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
     int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
     hsize_t dims[3] = {0, 0, 0};
-    bool okt = ty >= 0 && H5Tget_class(ty) == H5T_FLOAT;
+    bool okt = ty >= 0 && H5Tget_class(ty) == H5T_FLOAT && ks_h5_plain_number(ty);
     if (nd >= 1 && nd <= 3) H5Sget_simple_extent_dims(sp, dims, NULL);
     if (sp >= 0) H5Sclose(sp);
     if (ty >= 0) H5Tclose(ty);

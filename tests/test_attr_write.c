@@ -471,6 +471,12 @@ static void refusals(const char *dir) {
     snprintf(other, sizeof other, "%s/plain.h5", dir);
     hid_t f = H5Fcreate(other, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     H5Fclose(f);
+    refused(other, &r, false, KS_ERR_FORMAT, "HDF5 superblock version 0", "an HDF5 file in the earliest format");
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    f = H5Fcreate(other, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    H5Fclose(f);
     refused(other, &r, false, KS_ERR_FORMAT, "no root attribute 'format'", "a plain HDF5 file");
     f = H5Fopen(other, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t sp = H5Screate(H5S_SCALAR), t = H5Tcopy(H5T_C_S1);

@@ -261,11 +261,16 @@ def check_deterministic(ks, path, tmp):
 def check_bad_input(ks, d_path, tmp):
     out = os.path.join(tmp, "bad_out.safetensors")
     plain = os.path.join(tmp, "plain.h5")
-    with h5py.File(plain, "w") as f:
+    with h5py.File(plain, "w", libver="latest") as f:
+        f["x"] = np.arange(3)
+    old = os.path.join(tmp, "old_format.h5")
+    with h5py.File(old, "w") as f:  # HDF5's default: superblock 0, refused by every reader
         f["x"] = np.arange(3)
     cases = [
         ("missing dump file", ["export", "safetensors", os.path.join(tmp, "nope.h5"), "-o", out], "nope.h5"),
         ("an HDF5 file that is not a dump", ["export", "npz", plain, "-o", out], "plain.h5"),
+        ("an HDF5 file of superblock 0", ["export", "npz", old, "-o", out], "superblock version 0"),
+        ("csv of an HDF5 file of superblock 0", ["export", "csv", old, "-o", out], "superblock version 0"),
         ("an unknown hook", ["export", "safetensors", d_path, "-o", out, "--hooks", "blocks.9.hook_nope"],
          "blocks.9.hook_nope"),
         ("--prompts out of range", ["export", "safetensors", d_path, "-o", out, "--prompts", "0,7"], "--prompts"),

@@ -12,6 +12,7 @@
 #include <cairo.h>
 #include <hdf5.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -360,8 +361,12 @@ static void h5_num(hid_t g, const char *name, hid_t t, int rank, const hsize_t *
     H5Dwrite(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
     H5Dclose(ds), H5Sclose(sp);
 }
-static void write_audit(const char *path) {
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+static void write_audit_wide(const char *path, bool wide_prediction) {
+    /* HDF5's latest format, as koalascope writes it: readers refuse superblocks 0 and 1 */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, 17);
     H5Tset_cset(t, H5T_CSET_UTF8);
@@ -385,10 +390,20 @@ static void write_audit(const char *path) {
     double ll[6] = {-10, -11, NAN, -9, -8.5, NAN};
     hsize_t n2 = 2, l2[2] = {2, 3};
     h5_num(g, "gold", H5T_NATIVE_INT32, 1, &n2, gold);
-    h5_num(g, "prediction", H5T_NATIVE_INT32, 1, &n2, pred);
+    if (wide_prediction) {
+        /* a 16-byte integer: libhdf5 would convert it (a fuzzed file declared 1.7 GB per value) */
+        hid_t w = H5Tcopy(H5T_STD_I64LE);
+        H5Tset_precision(w, 64), H5Tset_size(w, 16);
+        int32_t wide[8] = {0};
+        h5_num(g, "prediction", w, 1, &n2, wide);
+        H5Tclose(w);
+    } else {
+        h5_num(g, "prediction", H5T_NATIVE_INT32, 1, &n2, pred);
+    }
     h5_num(g, "ll", H5T_NATIVE_DOUBLE, 2, l2, ll);
     H5Gclose(g), H5Gclose(g0), H5Fclose(f);
 }
+static void write_audit(const char *path) { write_audit_wide(path, false); }
 
 static void write_probe(const char *path) {
     ks_probe_record rec[3];
@@ -585,6 +600,17 @@ static void test_dump(void) {
     draws("audit scores", ks_audit_scores_draw_v, &au.forest);
     draws("audit items", ks_table_draw_v, &au.items);
     ks_view_audit_free(&au);
+    {
+        char wdir[512], wpath[600];
+        snprintf(wdir, sizeof wdir, "%s/wide", tmpdir);
+        mkdir(wdir, 0755);
+        snprintf(wpath, sizeof wpath, "%s/results.h5", wdir);
+        write_audit_wide(wpath, true);
+        ks_view_audit wa;
+        tap_ok(ks_view_audit_load(wdir, NULL, NULL, &wa, &e) != KS_OK && strstr(e.msg, "prediction") &&
+                   strstr(e.msg, "integer (1 to 8 bytes)"),
+               "an audit whose /prediction is a 16-byte integer is refused by name: %s", e.msg);
+    }
 
     /* named errors of the loaders */
     tap_ok(ks_view_attention_load(dn, 0, 1, 0, &hm, &e) == KS_ERR_NOT_FOUND &&

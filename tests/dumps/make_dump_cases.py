@@ -306,12 +306,12 @@ def str_width(d):
     return d.width or max([1] + [len(x.encode("utf-8")) for x in d.data])
 
 
-def write_dump(path, spec, keep_open=False):
+def write_dump(path, spec, keep_open=False, libver=h5py.h5f.LIBVER_LATEST):
     """Chunked, extendible datasets as docs/FORMAT.md says; chunks kept small (the chunk size
     is the writer's choice, not part of the contract) so the files stay tiny. keep_open:
     return the open h5py.File instead of closing it."""
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_libver_bounds(libver, h5py.h5f.LIBVER_LATEST)
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     fcpl.set_attr_phase_change(64, 48)  # root attributes in the object header: smaller file
     fcpl.set_obj_track_times(False)
@@ -445,7 +445,7 @@ def write_interrupted(path):
 cases = []  # (name, status, substring)
 
 
-def case(name, status, sub, mutate=None, positions="all", raw=None):
+def case(name, status, sub, mutate=None, positions="all", raw=None, libver=h5py.h5f.LIBVER_LATEST):
     path = os.path.join(OUT, name)
     if raw is not None:
         with open(path, "wb") as f:
@@ -454,7 +454,7 @@ def case(name, status, sub, mutate=None, positions="all", raw=None):
         spec, _ = make_spec(positions)
         if mutate:
             mutate(spec)
-        write_dump(path, spec)
+        write_dump(path, spec, libver=libver)
     cases.append((name, status, sub))
 
 
@@ -516,6 +516,11 @@ def main():
         spec["attrs"] = {"title": ("vlen", "some data")}
         spec["ds"] = {"data": DS(np.arange(10, dtype=np.float32), "f4")}
     case("plain_hdf5.h5", "KS_ERR_FORMAT", "not a koalascope dump", plain)
+    # a valid dump in HDF5's default (earliest) format: superblock 0, object headers without
+    # checksums, on which libhdf5 1.10.8 itself can crash when corrupted (docs/FUZZING.md):
+    # refused before HDF5 opens it
+    case("superblock_0.h5", "KS_ERR_FORMAT", "HDF5 superblock version 0",
+         libver=h5py.h5f.LIBVER_EARLIEST)
 
     # --- root attributes
     case("no_format_attr.h5", "KS_ERR_FORMAT", "no 'format' attribute",

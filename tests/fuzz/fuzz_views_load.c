@@ -36,23 +36,7 @@ static void drew(ks_status s, const ks_error *e) {
     check(cairo_status(cr) == CAIRO_STATUS_SUCCESS);
 }
 
-/* Inputs whose HDF5 superblock is version 0 or 1 are not tried: their object headers carry no
- * checksums, and libhdf5 1.10.8 itself reads out of bounds decoding a corrupted attribute
- * message of such a header (H5O__msg_iterate_real under H5Aexists; reproducer and analysis in
- * docs/FUZZING.md, "Known upstream crash") — a crash in the library, reached through every
- * reader of every HDF5 kind, that no check of ours before H5Aexists can prevent. koalascope's
- * dumps, probe and audit results are written with the latest format (superblock 3: every
- * header checksummed, so a corrupted one is refused by HDF5 before it is decoded); the seeds
- * here are too. Superblock 2/3 files are fuzzed in full. */
-static bool old_superblock(const uint8_t *d, size_t n) {
-    static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    for (size_t at = 0; at + 9 <= n; at = at ? at * 2 : 512)
-        if (!memcmp(d + at, sig, 8)) return d[at + 8] < 2;
-    return false;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (old_superblock(data, size)) return 0;
     if (!path[0]) {
         const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
         snprintf(path, sizeof path, "%s/ks_fuzz_views_%d.h5", dir && *dir ? dir : "/tmp", (int)getpid());
