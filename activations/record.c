@@ -335,7 +335,8 @@ static hid_t make_ds(hid_t loc, const char *name, hid_t type, int rank, const hs
         if (H5Pset_filter(dcpl, KS_H5Z_FILTER_LZ4, H5Z_FLAG_MANDATORY, 0, NULL) < 0) goto out;
     }
     /* room for one chunk per dataset: datasets only grow, so when a prompt's rows straddle a
-     * chunk boundary the chunk evicted is complete and never read back. chunk_bytes 0: no
+     * chunk boundary the chunk evicted is complete and never read back. (Holds until the file
+     * goes SWMR; from then on HDF5 uses the file default, set to match by rdcc_bytes.) chunk_bytes 0: no
      * chunk cache, for the activation datasets, which the writer stages itself and writes a
      * chunk at a time (a cache would only keep copies of the last chunks of every hook). */
     size_t cache = chunk_bytes ? chunk_bytes + (1 << 16) : 0;
@@ -391,6 +392,11 @@ static hsize_t chunk_rows_cap(size_t row_bytes, int64_t expect, size_t cap_bytes
     return r;
 }
 static hsize_t chunk_rows_for(size_t row_bytes, int64_t expect) { return chunk_rows_cap(row_bytes, expect, 1u << 20); }
+
+/* Rows per chunk of /logits/full (one row is the vocabulary in the storage dtype). */
+static hsize_t full_logits_chunk_rows(const ks_recorder *r) {
+    return chunk_rows_for((size_t)r->cfg.vocab_size * elem_size(r->o.dtype), r->o.expected_tokens);
+}
 
 /* The per-token index and top-k datasets: written a prompt at a time through HDF5's chunk
  * cache (one chunk each), read whole or a prompt at a time. Small chunks keep that cache, and
@@ -742,7 +748,7 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
     }
     if (r->o.logits_full) {
         hsize_t fixed[2] = {0, (hsize_t)r->cfg.vocab_size};
-        hsize_t ch[2] = {chunk_rows_for((size_t)r->cfg.vocab_size * es, r->o.expected_tokens), (hsize_t)r->cfg.vocab_size};
+        hsize_t ch[2] = {full_logits_chunk_rows(r), (hsize_t)r->cfg.vocab_size};
         KS_H5_TRY(r->d_full = make_ds(f, KS_DS_FULL_LOGITS, r->t_store, 2, fixed, 0, ch, r->o.compression,
                                     ch[0] * ch[1] * es),
                 "%s: cannot create %s", P, KS_DS_FULL_LOGITS);
@@ -1334,8 +1340,7 @@ static size_t rdcc_bytes(const ks_recorder *r) {
      * chunk is compressed and placed once, not again at every commit (chunks are <= 1 MiB) */
     if (r && r->o.compression != KS_DUMP_COMPRESS_NONE) b = 1u << 20;
     if (r && r->o.logits_full) {
-        size_t rb = (size_t)r->cfg.vocab_size * elem_size(r->o.dtype);
-        size_t full = chunk_rows_for(rb, r->o.expected_tokens) * rb;
+        size_t full = full_logits_chunk_rows(r) * (size_t)r->cfg.vocab_size * elem_size(r->o.dtype);
         if (full > b) b = full;
     }
     return b + (64u << 10);
