@@ -83,6 +83,9 @@ ks_status ks_h5_check_superblock(const char *path, ks_error *err);
  * once from a real forward so that the writer, not the model, is the bottleneck. */
 ks_status ks_recorder_record_replay(ks_recorder *r, const int *tokens, int n, const ks_hook_tensor *tensors,
                                     int n_tensors, const float *logits, ks_error *err);
+/* Seconds the recording thread has waited for the writer so far (a full queue, or the chunk
+ * memory: see record.c): 0 when writing kept up. For bench/bench_record. */
+double ks_recorder_hook_wait_seconds(ks_recorder *r);
 /* Variable-length UTF-8 string type (caller closes). */
 hid_t ks_h5_str_type(void);
 /* Fixed-length UTF-8 string type of `width` bytes (0 is taken as 1) with the given padding:
@@ -103,9 +106,5 @@ ks_status ks_h5_write_ds(const char *path, const char *obj, hid_t g, const char 
                          hid_t mt, int rank, const hsize_t *dims, const void *buf, ks_error *err);
 /* A file access list with the latest library format (caller closes); -1 on failure. */
 hid_t ks_h5_latest_fapl(void);
-
-/* Round-to-nearest-even conversions used by the writer (n values). */
-void ks_f32_to_f16(const float *in, uint16_t *out, size_t n);
-void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n);
 
 #endif

@@ -134,50 +134,6 @@ hid_t ks_h5_fixed_str_type(size_t width, H5T_str_t pad) {
     return t;
 }
 
-static inline uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-/* IEEE half, round to nearest even, overflow to inf, NaN kept NaN (quiet). */
-static uint16_t f16_one(float f) {
-    uint32_t x = f32_bits(f);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
-    if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal half */
-        if (ax < 0x33000000u) return sign;                     /* below 2^-25: rounds to 0 */
-        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-        int shift = 113 - (int)(ax >> 23) + 13; /* 126 - exp + ... : bits dropped */
-        uint32_t half = m >> shift;
-        uint32_t rem = m & ((1u << shift) - 1u), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1u))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = ((ax - 0x38000000u) >> 13); /* rebias 127 -> 15 */
-    uint32_t rem = ax & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
-
-void ks_f32_to_f16(const float *in, uint16_t *out, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = f16_one(in[i]);
-}
-
-void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t x = f32_bits(in[i]);
-        if ((x & 0x7fffffffu) > 0x7f800000u) {
-            out[i] = (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-            continue;
-        }
-        x += 0x7fffu + ((x >> 16) & 1u);
-        out[i] = (uint16_t)(x >> 16);
-    }
-}
-
 const char *ks_dump_dtype_name(ks_dump_dtype t) {
     switch (t) {
     case KS_DUMP_F32: return "f32";

@@ -184,7 +184,9 @@ typedef struct {
     int logits_topk;       /* 0: no /logits */
     bool logits_full;
     /* how */
-    size_t buffer_bytes;   /* queue between the forward and the writer; 0 = 256 MiB */
+    size_t buffer_bytes;   /* per-prompt messages queued for the writer (tokens, strings,
+                              logits); 0 = 256 MiB. Activations go in chunks: one being filled
+                              per dataset and at most one more (the largest) in flight. */
     double flush_seconds;  /* commit when this long has passed since the last (0: every prompt) */
     bool no_fsync;
     /* sizes the caller expects over the whole run (0: unknown), to choose chunk shapes that

@@ -1,5 +1,7 @@
-/* record.c — the recorder: a hook on the forward copies the selected rows of the selected
- * hook points into messages; a writer thread drains them into the HDF5 dump of
+/* record.c — the recorder: a hook on the forward converts the selected rows of the selected
+ * hook points to the storage dtype straight into the chunk of its dataset that it is filling
+ * (one pass over the tensor); full chunks, and the per-prompt data, go as messages to a
+ * writer thread, which writes each chunk as it is (H5Dwrite_chunk) into the HDF5 dump of
  * docs/FORMAT.md. The queue between the two is bounded in bytes, so memory does not grow
  * with the number of prompts, and computing overlaps writing.
  *
@@ -12,7 +14,9 @@
  *
  * Threads: the caller's thread runs the forward and the hook and only enqueues; every HDF5
  * call after creation happens on the writer thread; create/resume/finish run HDF5 while the
- * writer is not running. */
+ * writer is not running. A chunk the hook is still filling is shared: at a commit the writer
+ * reads the rows of the prompts it has been told of (MSG_PROMPT), the hook only writes rows
+ * after them; a full chunk belongs to its message. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,24 +34,36 @@
 #include <openssl/evp.h>
 
 #include "dump_private.h"
+#include "model_private.h"
 
 /* ------------------------------------------------------------------ messages */
 
 typedef enum {
-    MSG_ROWS,   /* payload rows of one activation dataset */
+    MSG_ROWS,   /* rows of /logits/full */
+    MSG_CHUNK,  /* one chunk of an activation dataset, as the hook filled it */
     MSG_PROMPT, /* everything per prompt, then maybe a commit */
     MSG_COMMIT, /* commit now (end of run) */
 } msg_kind;
+
+/* An activation dataset's open chunk (the one the hook is filling) as it stood when a prompt
+ * ended: rows (attention: key columns) [lo, hi) of the chunk that begins at c0 are in buf. */
+typedef struct {
+    void *buf; /* NULL: no open chunk, or an empty one */
+    int64_t c0, lo, hi;
+} chunk_view;
 
 typedef struct msg {
     struct msg *next;
     msg_kind kind;
     size_t bytes; /* counted against the buffer budget */
-    /* MSG_ROWS */
-    int ds;         /* activation dataset index; -1: /logits/full */
-    int64_t start;  /* first row (token kind) or first key column (attention) */
-    int64_t count;  /* rows or columns */
-    float *data;    /* [count, row_elems] or [heads, count] */
+    /* MSG_ROWS (/logits/full) and MSG_CHUNK */
+    int ds;         /* MSG_CHUNK: the activation dataset */
+    int64_t start;  /* MSG_ROWS: first row; MSG_CHUNK: the chunk's first row or column (c0) */
+    int64_t count;  /* MSG_ROWS: rows */
+    int64_t lo, hi; /* MSG_CHUNK: rows or columns [lo, hi) of the chunk are filled */
+    void *data;     /* storage dtype. MSG_ROWS: [count, vocab]; MSG_CHUNK: the chunk, [chunk_n,
+                     * row_elems] or [heads, chunk_n], a chunk buffer of data_bytes */
+    size_t data_bytes;
     /* MSG_PROMPT */
     char *text, *id, *gen;
     int n_tok, n_prompt, n_rows;
@@ -57,6 +74,7 @@ typedef struct msg {
     int32_t *topk_ids;    /* [n_rows, k] */
     float *topk_lp;       /* [n_rows, k] */
     float *next_lp;       /* [n_rows] */
+    chunk_view *views;    /* [n_ds]: the open chunks once this prompt's rows are in */
     int64_t end_tok, end_row, end_attn; /* cumulative offsets after this prompt */
 } msg;
 
@@ -72,14 +90,19 @@ typedef struct {
     bool head_axis;    /* has a query-head axis that the head selection filters */
     int src_heads;     /* heads in the hook tensor (query heads) */
     hid_t d;
-    int64_t extent;    /* current size of the growing axis */
-    /* writer-side staging of one chunk along the growing axis: rows [st_lo, st_hi) of the
-     * chunk that begins at st_c0 are in the stage, [st_lo, st_done) of them already on disk
-     * (written at a commit). A chunk that fills is written once, whole, so HDF5 never reads it
-     * back and needs no chunk cache (the datasets have none: see make_ds). */
-    int64_t chunk_n;   /* chunk length along the growing axis (0: not read yet) */
-    int64_t st_c0, st_lo, st_hi, st_done;
-    void *stage;       /* [chunk_n, row_elems] or [heads, chunk_n] in storage dtype */
+    int64_t chunk_n;   /* chunk length along the growing axis (read before the writer starts) */
+    /* The hook's side: the open chunk, rows (columns) [p_lo, p_hi) of the chunk beginning at
+     * p_c0 filled, in the storage dtype and the chunk's own layout. Handed to the writer
+     * (MSG_CHUNK) when full, which writes it as it is: the rows are copied once, by the hook. */
+    void *p_buf;
+    int64_t p_c0, p_lo, p_hi;
+    /* The writer's side: the size of the growing axis, and its view of the open chunk from the
+     * last MSG_PROMPT (the rows of whole prompts), of which [w.lo, w_done) were written at a
+     * commit. The hook only adds rows past w.hi, so the writer reads the buffer below w.hi
+     * while the hook writes above it. */
+    int64_t extent;
+    chunk_view w;
+    int64_t w_done;
 } rec_ds;
 
 struct ks_recorder {
@@ -129,8 +152,19 @@ struct ks_recorder {
     int64_t pend_cap, pend_n;
     int64_t *pend;     /* [pend_n][3]: end tok, row, attn of written, uncommitted prompts */
     double last_commit;
-    void *conv;
+    void *conv;        /* strings of a prompt */
     size_t conv_cap;
+    void *scratch;     /* one chunk: a partial chunk written at a commit */
+    size_t scratch_cap;
+    /* Chunk buffers (under mu), mapped from the kernel (mmap) and given back whole: chunk_mem
+     * bytes exist (open, queued or spare), at most chunk_cap = one chunk per dataset +
+     * chunk_extra (the largest chunk); the hook waits for the writer beyond that. A written
+     * one is kept on the spare list (at most chunk_extra bytes) for the hook to fill again.
+     * (Measured, docs/PERFORMANCE.md: malloc'd chunks freed on the other thread fragmented
+     * glibc's heap, and more chunks in flight only raised the peak RSS.) */
+    struct spare *spare;
+    size_t spare_bytes, chunk_mem, chunk_cap, chunk_extra;
+    double hook_wait_s; /* the hook's waits for the writer (queue or chunk memory) */
     _Atomic int64_t bytes_written;
     _Atomic int64_t committed_pub;
     void (*progress)(const ks_record_progress *, void *);
@@ -148,7 +182,8 @@ static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
 
 static void msg_free(msg *q) {
     if (!q) return;
-    free(q->data);
+    if (q->kind == MSG_CHUNK && q->data) munmap(q->data, q->data_bytes); /* a chunk buffer (chunk_alloc) */
+    else free(q->data);
     free(q->text);
     free(q->id);
     free(q->gen);
@@ -161,8 +196,15 @@ static void msg_free(msg *q) {
     free(q->topk_ids);
     free(q->topk_lp);
     free(q->next_lp);
+    free(q->views);
     free(q);
 }
+
+/* A chunk buffer on the spare list (the list lives in the buffers themselves). */
+typedef struct spare {
+    struct spare *next;
+    size_t size;
+} spare;
 
 /* ------------------------------------------------------------------ sha256 */
 
@@ -337,8 +379,8 @@ static hid_t make_ds(hid_t loc, const char *name, hid_t type, int rank, const hs
     /* room for one chunk per dataset: datasets only grow, so when a prompt's rows straddle a
      * chunk boundary the chunk evicted is complete and never read back. (Holds until the file
      * goes SWMR; from then on HDF5 uses the file default, set to match by rdcc_bytes.) chunk_bytes 0: no
-     * chunk cache, for the activation datasets, which the writer stages itself and writes a
-     * chunk at a time (a cache would only keep copies of the last chunks of every hook). */
+     * chunk cache, for the activation datasets, whose chunks the hook fills and the writer
+     * writes whole (a cache would only keep copies of the last chunks of every hook). */
     size_t cache = chunk_bytes ? chunk_bytes + (1 << 16) : 0;
     H5Pset_chunk_cache(dapl, 521, cache, 1.0);
     d = H5Dcreate2(loc, name, type, sp, lcpl, dcpl, dapl);
@@ -351,7 +393,7 @@ out:
 }
 
 /* Reopen a dataset of a resumed dump with the chunk cache make_ds gave it: one chunk (read
- * from the file), or none (cached false: the staged activation datasets). */
+ * from the file), or none (cached false: the activation datasets, written a chunk at a time). */
 static hid_t open_ds(hid_t f, const char *name, bool cached) {
     size_t chunk_bytes = 0;
     if (cached) {
@@ -758,7 +800,7 @@ static ks_status create_datasets(ks_recorder *r, ks_error *err) {
         char path[128];
         snprintf(path, sizeof path, "%s/%s", KS_GROUP_ACTIVATIONS, s->name);
         if (s->kind == KS_DUMP_KIND_ATTENTION) {
-            hsize_t ach = ACH; /* heads x chunk <= 2 MiB: the writer stages one chunk per head */
+            hsize_t ach = ACH; /* heads x chunk <= 2 MiB: the hook fills one such chunk per dataset */
             while (ach > 1024 && (size_t)s->dims[0] * ach * es > ((size_t)2 << 20)) ach /= 2;
             hsize_t fixed[2] = {(hsize_t)s->dims[0], 0}, ch[2] = {1, ach};
             KS_H5_TRY(s->d = make_ds(f, path, r->t_store, 2, fixed, 1, ch, r->o.compression, 0),
@@ -830,7 +872,7 @@ static ks_status open_datasets(ks_recorder *r, ks_error *err) {
     for (int i = 0; i < r->n_ds; i++) {
         char path[128];
         snprintf(path, sizeof path, "%s/%s", KS_GROUP_ACTIVATIONS, r->ds[i].name);
-        OP(r->ds[i].d, path, false); /* staged by the writer: no chunk cache (make_ds) */
+        OP(r->ds[i].d, path, false); /* written a chunk at a time: no chunk cache (make_ds) */
     }
 #undef OP
 out:
@@ -848,9 +890,6 @@ static void close_datasets(ks_recorder *r) {
     for (int i = 0; i < r->n_ds; i++) {
         if (r->ds[i].d >= 0) H5Dclose(r->ds[i].d);
         r->ds[i].d = -1;
-        free(r->ds[i].stage);
-        r->ds[i].stage = NULL;
-        r->ds[i].st_c0 = r->ds[i].st_lo = r->ds[i].st_hi = r->ds[i].st_done = 0;
     }
 }
 
@@ -866,36 +905,30 @@ static void *conv_buf(ks_recorder *r, size_t bytes) {
     return r->conv;
 }
 
-/* f32 payload -> storage dtype; returns the buffer to hand HDF5 and its memory type. */
-static const void *to_store(ks_recorder *r, const float *src, size_t n, hid_t *mtype) {
-    if (r->o.dtype == KS_DUMP_F32) {
-        *mtype = H5T_NATIVE_FLOAT;
-        return src;
-    }
-    uint16_t *dst = conv_buf(r, n * 2);
-    if (!dst) return NULL;
-    if (r->o.dtype == KS_DUMP_F16) ks_f32_to_f16(src, dst, n);
-    else ks_f32_to_bf16(src, dst, n);
-    *mtype = r->t_store;
-    return dst;
+/* Bytes of one row (token kind) or of one key column of one head (attention) in a chunk, and
+ * of a whole chunk ([chunk_n, row_elems] or [heads, chunk_n]). */
+static size_t unit_bytes(const ks_recorder *r, const rec_ds *s) {
+    return elem_size(r->o.dtype) * (size_t)(s->kind == KS_DUMP_KIND_ATTENTION ? 1 : s->row_elems);
+}
+static size_t chunk_bytes(const ks_recorder *r, const rec_ds *s) {
+    size_t heads = s->kind == KS_DUMP_KIND_ATTENTION ? (size_t)s->dims[0] : 1;
+    return heads * (size_t)s->chunk_n * unit_bytes(r, s);
 }
 
-
-/* Staging: rows (or attention columns) of a dataset are gathered in the writer
- * until a whole chunk along the growing axis is there, then written with one H5Dwrite, so
- * that HDF5 (which, in SWMR-write mode, writes a chunk out at every H5Dwrite and reads it
- * back at the next) writes each chunk once. Partial chunks go out at commits. */
-static int64_t ds_chunk_n(rec_ds *s) {
-    if (s->chunk_n) return s->chunk_n;
-    hid_t pl = H5Dget_create_plist(s->d);
-    hsize_t ch[3] = {1, 1, 1};
-    if (pl >= 0) {
-        H5Pget_chunk(pl, 3, ch);
-        H5Pclose(pl);
-    }
-    s->chunk_n = (int64_t)(s->kind == KS_DUMP_KIND_ATTENTION ? ch[1] : ch[0]);
-    if (s->chunk_n < 1) s->chunk_n = 1;
-    return s->chunk_n;
+/* Chunk length along the growing axis and the current extent, read once while no writer runs
+ * (the hook needs the chunk length; HDF5 is called from the writer thread only after this). */
+static ks_status read_layout(ks_recorder *r, rec_ds *s, ks_error *err) {
+    bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
+    hid_t pl = H5Dget_create_plist(s->d), fs = H5Dget_space(s->d);
+    hsize_t ch[3] = {0, 0, 0}, dims[3] = {0, 0, 0};
+    bool ok = pl >= 0 && fs >= 0 && H5Pget_chunk(pl, 3, ch) >= 1 && H5Sget_simple_extent_dims(fs, dims, NULL) >= 1;
+    if (pl >= 0) H5Pclose(pl);
+    if (fs >= 0) H5Sclose(fs);
+    s->chunk_n = (int64_t)(attn ? ch[1] : ch[0]);
+    s->extent = (int64_t)(attn ? dims[1] : dims[0]);
+    if (!ok || s->chunk_n < 1)
+        return ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot read the chunk layout of %s", r->path, s->name);
+    return KS_OK;
 }
 
 static int fd_of(hid_t f) {
@@ -904,66 +937,88 @@ static int fd_of(hid_t f) {
     return *(int *)h;
 }
 
-/* Write stage rows [from, to) (absolute positions along the growing axis) to the file.
- * Uncompressed datasets whose stage holds the chunk from its first row get the whole chunk in
- * one direct chunk write (H5Dwrite_chunk: the stage is already the chunk's bytes), rows past
- * `to` zeroed: no chunk buffer, copy or read-back inside HDF5. Otherwise (a filter, or the
- * first chunk of a resumed dump) an ordinary H5Dwrite of the rows. */
-static ks_status stage_write(ks_recorder *r, rec_ds *s, int64_t from, int64_t to, ks_error *err) {
-    if (to <= from) return KS_OK;
-    hid_t mt = r->o.dtype == KS_DUMP_F32 ? H5T_NATIVE_FLOAT : r->t_store;
-    size_t es = elem_size(r->o.dtype);
+/* Extend the growing axis to at least `to`. */
+static ks_status grow_to(ks_recorder *r, rec_ds *s, int64_t to, ks_error *err) {
+    if (to <= s->extent) return KS_OK;
     bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
-    int64_t C = ds_chunk_n(s), H = attn ? s->dims[0] : 1, row = attn ? 1 : s->row_elems;
-    int64_t off = from - s->st_c0, n = to - from;
-    int ax = attn ? 1 : 0;
+    hsize_t dims[3] = {(hsize_t)to, (hsize_t)s->dims[0], (hsize_t)s->dims[1]};
+    if (attn) {
+        dims[0] = (hsize_t)s->dims[0];
+        dims[1] = (hsize_t)to;
+    }
+    if (H5Dset_extent(s->d, dims) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot extend %s", r->path, s->name);
+    s->extent = to;
+    return KS_OK;
+}
+
+/* The chunk beginning at c0, whole, from buf (its own layout) with direct chunk writes
+ * (H5Dwrite_chunk): no chunk buffer, copy or read-back inside HDF5. Attention chunks are
+ * [1, chunk_n], one per head: the buffer's head rows are those chunks. Uncompressed only. */
+static herr_t write_whole(ks_recorder *r, rec_ds *s, const void *buf, int64_t c0) {
+    bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
+    int64_t H = attn ? s->dims[0] : 1;
+    size_t cb = (size_t)s->chunk_n * unit_bytes(r, s);
+    herr_t rc = 0;
+    for (int64_t h = 0; h < H && rc >= 0; h++) {
+        hsize_t offset[3] = {(hsize_t)c0, 0, 0};
+        if (attn) {
+            offset[0] = (hsize_t)h;
+            offset[1] = (hsize_t)c0;
+        }
+        rc = H5Dwrite_chunk(s->d, H5P_DEFAULT, 0, offset, cb, (const char *)buf + (size_t)h * cb);
+    }
+    return rc;
+}
+
+/* Rows (columns) [from, to) of the chunk beginning at c0 held in buf, through HDF5 (a filter,
+ * or a chunk whose first rows are not in buf: the first chunk of a resumed dump). */
+static herr_t write_span(ks_recorder *r, rec_ds *s, const void *buf, int64_t c0, int64_t from, int64_t to) {
+    hid_t mt = r->o.dtype == KS_DUMP_F32 ? H5T_NATIVE_FLOAT : r->t_store;
+    if (s->kind != KS_DUMP_KIND_ATTENTION)
+        return write_rows(s->d, mt, from, to - from, (const char *)buf + (size_t)(from - c0) * unit_bytes(r, s));
+    /* buf is [heads, chunk_n]: columns [from - c0, to - c0) of every head row */
+    hsize_t H = (hsize_t)s->dims[0];
+    hsize_t fst[2] = {0, (hsize_t)from}, cnt[2] = {H, (hsize_t)(to - from)};
+    hsize_t mdim[2] = {H, (hsize_t)s->chunk_n}, mst[2] = {0, (hsize_t)(from - c0)};
+    hid_t fs = H5Dget_space(s->d), ms = H5Screate_simple(2, mdim, NULL);
+    herr_t rc = -1;
+    if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, fst, NULL, cnt, NULL) >= 0 &&
+        H5Sselect_hyperslab(ms, H5S_SELECT_SET, mst, NULL, cnt, NULL) >= 0)
+        rc = H5Dwrite(s->d, mt, ms, fs, H5P_DEFAULT, buf);
+    keep_error_close(rc, ms, fs);
+    return rc;
+}
+
+/* Rows (columns) [from, to) of the chunk at c0 whose rows [lo, to) are in buf, to the file.
+ * Uncompressed chunks that buf holds from their first row go out whole (write_whole) from
+ * `whole`, a buffer of the chunk's size: buf itself, or scratch when the hook is still filling
+ * buf (then the rows below `to` are copied and the rest zeroed, as HDF5's fill value). */
+static ks_status put_rows(ks_recorder *r, rec_ds *s, void *buf, int64_t c0, int64_t lo, int64_t from, int64_t to,
+                          bool shared, ks_error *err) {
+    if (to <= from) return KS_OK;
+    ks_status st = grow_to(r, s, to, err);
+    if (st) return st;
     herr_t rc;
-    /* the growing axis must reach `to` */
-    hid_t fs = H5Dget_space(s->d);
-    hsize_t dims[3] = {0, 0, 0};
-    if (fs < 0 || H5Sget_simple_extent_dims(fs, dims, NULL) < 0) {
-        if (fs >= 0) H5Sclose(fs);
-        return ks_h5_error(err, KS_ERR_IO, "%s: cannot read the extent of %s", r->path, s->name);
-    }
-    if ((hsize_t)to > dims[ax]) {
-        dims[ax] = (hsize_t)to;
-        H5Sclose(fs);
-        if (H5Dset_extent(s->d, dims) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot extend %s", r->path, s->name);
-        fs = H5Dget_space(s->d);
-        if (fs < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot read the extent of %s", r->path, s->name);
-    }
-    if (r->o.compression == KS_DUMP_COMPRESS_NONE && s->st_lo == s->st_c0) {
-        H5Sclose(fs);
-        int64_t used = to - s->st_c0;
-        if (used < C) { /* the chunk's rows not written yet: zeros, as HDF5's fill value */
-            if (attn)
-                for (int64_t h = 0; h < H; h++)
-                    memset((char *)s->stage + (size_t)(h * C + used) * es, 0, (size_t)(C - used) * es);
-            else
-                memset((char *)s->stage + (size_t)(used * row) * es, 0, (size_t)((C - used) * row) * es);
+    if (r->o.compression == KS_DUMP_COMPRESS_NONE && lo == c0) {
+        bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
+        int64_t H = attn ? s->dims[0] : 1, C = s->chunk_n;
+        size_t ub = unit_bytes(r, s), cb = (size_t)C * ub, used = (size_t)(to - c0) * ub;
+        char *whole = buf;
+        if (shared) {
+            if (chunk_bytes(r, s) > r->scratch_cap) {
+                void *p = realloc(r->scratch, chunk_bytes(r, s));
+                if (!p) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
+                r->scratch = p;
+                r->scratch_cap = chunk_bytes(r, s);
+            }
+            whole = r->scratch;
+            for (int64_t h = 0; h < H; h++) memcpy(whole + (size_t)h * cb, (const char *)buf + (size_t)h * cb, used);
         }
-        /* attention chunks are [1, C] (one per head): the stage's rows are those chunks */
-        hsize_t offset[3] = {0, 0, 0};
-        offset[ax] = (hsize_t)s->st_c0;
-        size_t cb = (size_t)(C * row) * es;
-        rc = 0;
-        for (int64_t h = 0; h < H && rc >= 0; h++) {
-            offset[0] = attn ? (hsize_t)h : (hsize_t)s->st_c0;
-            rc = H5Dwrite_chunk(s->d, H5P_DEFAULT, 0, offset, cb, (const char *)s->stage + (size_t)h * cb);
-        }
-    } else if (attn) {
-        /* stage is [heads, chunk_n]; write [heads, n] through a strided memory space */
-        hsize_t fst[2] = {0, (hsize_t)from}, cnt[2] = {(hsize_t)H, (hsize_t)n};
-        hsize_t mdim[2] = {(hsize_t)H, (hsize_t)C}, mst[2] = {0, (hsize_t)off};
-        hid_t ms = H5Screate_simple(2, mdim, NULL);
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, fst, NULL, cnt, NULL);
-        H5Sselect_hyperslab(ms, H5S_SELECT_SET, mst, NULL, cnt, NULL);
-        rc = H5Dwrite(s->d, mt, ms, fs, H5P_DEFAULT, s->stage);
-        H5Sclose(ms);
-        H5Sclose(fs);
+        if (shared || used < cb)
+            for (int64_t h = 0; h < H; h++) memset(whole + (size_t)h * cb + used, 0, cb - used);
+        rc = write_whole(r, s, whole, c0);
     } else {
-        H5Sclose(fs);
-        rc = write_rows(s->d, mt, from, n, (const char *)s->stage + (size_t)(off * row) * es);
+        rc = write_span(r, s, buf, c0, from, to);
     }
     if (rc < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot write %s", r->path, s->name);
     /* start the kernel writing back now, so that the fsync of the next commit has little
@@ -972,71 +1027,107 @@ static ks_status stage_write(ks_recorder *r, rec_ds *s, int64_t from, int64_t to
         int fd = fd_of(r->file);
         if (fd >= 0) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
+    int64_t heads = s->kind == KS_DUMP_KIND_ATTENTION ? s->dims[0] : 1;
+    atomic_fetch_add(&r->bytes_written, (int64_t)((size_t)(to - from) * (size_t)heads * unit_bytes(r, s)));
     return KS_OK;
 }
 
-/* At a commit: put what the stage holds and the file does not on disk, keeping the stage (the
- * chunk's later rows join it, and the whole chunk is then written at once). */
-static ks_status stage_flush(ks_recorder *r, rec_ds *s, ks_error *err) {
-    ks_status st = stage_write(r, s, s->st_done, s->st_hi, err);
-    if (!st) s->st_done = s->st_hi;
-    return st;
+/* Bytes of the buffer that holds a chunk of s (room for the spare list's header). */
+static size_t chunk_size(const ks_recorder *r, const rec_ds *s) {
+    size_t b = chunk_bytes(r, s);
+    return b < sizeof(spare) ? sizeof(spare) : b;
 }
 
-/* Start staging at `start`: the chunk holding it, nothing staged yet. */
-static void stage_reset(rec_ds *s, int64_t start) {
-    int64_t C = ds_chunk_n(s);
-    s->st_c0 = start - start % C;
-    s->st_lo = s->st_hi = s->st_done = start;
-}
-
-/* Append count rows/columns starting at start (storage dtype, [count, row] or [heads, count]). */
-static ks_status stage_put(ks_recorder *r, rec_ds *s, int64_t start, int64_t count, const void *buf,
-                           ks_error *err) {
-    size_t es = elem_size(r->o.dtype);
-    int64_t C = ds_chunk_n(s);
-    bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
-    int64_t H = attn ? s->dims[0] : 1, row = attn ? 1 : s->row_elems;
-    ks_status st;
-    if (!s->stage) {
-        s->stage = malloc((size_t)(H * C * row) * es);
-        if (!s->stage) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
-        stage_reset(s, start);
-    }
-    if (start != s->st_hi) { /* not contiguous (never, in one run): write what is staged */
-        if ((st = stage_flush(r, s, err))) return st;
-        stage_reset(s, start);
-    }
-    int64_t done = 0;
-    while (done < count) {
-        int64_t off = s->st_hi - s->st_c0; /* where in the stage */
-        int64_t m = count - done < C - off ? count - done : C - off;
-        if (attn) {
-            for (int64_t h = 0; h < H; h++)
-                memcpy((char *)s->stage + ((size_t)(h * C + off)) * es,
-                       (const char *)buf + ((size_t)(h * count + done)) * es, (size_t)m * es);
-        } else {
-            memcpy((char *)s->stage + (size_t)(off * row) * es, (const char *)buf + (size_t)(done * row) * es,
-                   (size_t)(m * row) * es);
+/* A buffer for a chunk of `size` bytes: a spare one of that size, else a new one once the
+ * chunk memory has room (spares of other sizes are freed to make it; otherwise the hook waits
+ * for the writer to finish a chunk). NULL: out of memory. */
+static void *chunk_alloc(ks_recorder *r, size_t size) {
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        spare **pp = &r->spare;
+        while (*pp && (*pp)->size != size) pp = &(*pp)->next;
+        spare *b = *pp;
+        if (b) {
+            *pp = b->next;
+            r->spare_bytes -= size;
+            pthread_mutex_unlock(&r->mu);
+            return b;
         }
-        s->st_hi += m;
-        done += m;
-        if (s->st_hi == s->st_c0 + C) {
-            /* the chunk is full: the whole of it in one write (no read of what a commit put
-             * there), or, for a stage that began inside the chunk, what is not on disk yet */
-            int64_t from = s->st_lo == s->st_c0 ? s->st_c0 : s->st_done;
-            if ((st = stage_write(r, s, from, s->st_hi, err))) return st;
-            stage_reset(s, s->st_hi);
+        if (r->chunk_mem + size <= r->chunk_cap || r->failed) break;
+        if (r->spare) {
+            b = r->spare;
+            r->spare = b->next;
+            r->spare_bytes -= b->size;
+            r->chunk_mem -= b->size;
+            munmap(b, b->size);
+            continue;
         }
+        double t0 = now_s();
+        pthread_cond_wait(&r->cv_space, &r->mu);
+        r->hook_wait_s += now_s() - t0;
+    }
+    r->chunk_mem += size;
+    pthread_mutex_unlock(&r->mu);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) p = NULL;
+    if (!p) {
+        pthread_mutex_lock(&r->mu);
+        r->chunk_mem -= size;
+        pthread_mutex_unlock(&r->mu);
+    }
+    return p;
+}
+
+/* Done with a chunk buffer (either thread): kept for reuse while the spare list has room. */
+static void chunk_release(ks_recorder *r, void *buf, size_t size) {
+    if (!buf) return;
+    pthread_mutex_lock(&r->mu);
+    bool keep = r->spare_bytes + size <= r->chunk_extra;
+    if (keep) {
+        spare *b = buf;
+        b->size = size;
+        b->next = r->spare;
+        r->spare = b;
+        r->spare_bytes += size;
+    } else {
+        r->chunk_mem -= size;
+    }
+    pthread_cond_broadcast(&r->cv_space);
+    pthread_mutex_unlock(&r->mu);
+    if (!keep) munmap(buf, size);
+}
+
+/* A chunk the hook filled (MSG_CHUNK): written from its own buffer, which the message owns. */
+static ks_status chunk_done(ks_recorder *r, msg *q, ks_error *err) {
+    rec_ds *s = &r->ds[q->ds];
+    int64_t from = q->lo;
+    if (s->w.buf == q->data && s->w.c0 == q->start && s->w.lo == q->lo) {
+        from = s->w_done; /* rows a commit wrote from this buffer are not counted again */
+        s->w.buf = NULL;  /* the view is superseded: the whole chunk goes now */
+    }
+    return put_rows(r, s, q->data, q->start, q->lo, from, q->hi, false, err);
+}
+
+/* A commit: the rows of the open chunks that whole prompts filled and are not on disk yet. */
+static ks_status flush_views(ks_recorder *r, ks_error *err) {
+    for (int i = 0; i < r->n_ds; i++) {
+        rec_ds *s = &r->ds[i];
+        if (!s->w.buf || s->w.hi <= s->w_done) continue;
+        ks_status st = put_rows(r, s, s->w.buf, s->w.c0, s->w.lo, s->w_done, s->w.hi, true, err);
+        if (st) return st;
+        s->w_done = s->w.hi;
     }
     return KS_OK;
 }
 
-static ks_status stage_flush_all(ks_recorder *r, ks_error *err) {
-    ks_status st;
-    for (int i = 0; i < r->n_ds; i++)
-        if ((st = stage_flush(r, &r->ds[i], err))) return st;
-    return KS_OK;
+/* MSG_PROMPT: the writer's views become the hook's open chunks as the prompt left them. */
+static void take_views(ks_recorder *r, const chunk_view *v) {
+    for (int i = 0; i < r->n_ds; i++) {
+        rec_ds *s = &r->ds[i];
+        bool same = s->w.buf && v[i].buf == s->w.buf && v[i].c0 == s->w.c0 && v[i].lo == s->w.lo;
+        if (!same) s->w_done = v[i].lo;
+        s->w = v[i];
+    }
 }
 
 /* Flush every dataset, then extend the offsets: the commit point (see the top comment). */
@@ -1044,7 +1135,7 @@ static ks_status commit(ks_recorder *r, ks_error *err) {
     ks_status st = KS_OK;
     if (r->pend_n == 0) return KS_OK;
     const char *P = r->path;
-    if ((st = stage_flush_all(r, err))) goto out;
+    if ((st = flush_views(r, err))) goto out;
     KS_H5_TRY(H5Fflush(r->file, H5F_SCOPE_LOCAL), "%s: cannot flush", P);
     int fd = fd_of(r->file);
     if (!r->o.no_fsync && fd >= 0 && fsync(fd) != 0) {
@@ -1117,26 +1208,16 @@ out:
 static ks_status handle(ks_recorder *r, msg *q, ks_error *err) {
     ks_status st = KS_OK;
     const char *P = r->path;
-    hid_t mt;
-    if (q->kind == MSG_ROWS) {
-        bool full = q->ds < 0;
-        rec_ds *s = full ? NULL : &r->ds[q->ds];
-        int64_t per = full ? r->cfg.vocab_size : (s->kind == KS_DUMP_KIND_ATTENTION ? s->dims[0] : s->row_elems);
-        size_t n = (size_t)q->count * (size_t)per;
-        const void *buf = to_store(r, q->data, n, &mt);
-        if (!buf) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
-        herr_t rc;
-        if (s) {
-            ks_status st2 = stage_put(r, s, q->start, q->count, buf, err);
-            if (st2) return st2;
-            rc = 0;
-        } else
-            rc = write_rows(r->d_full, mt, q->start, q->count, buf);
-        KS_H5_TRY(rc, "%s: cannot write %s", P, full ? KS_DS_FULL_LOGITS : s->name);
-        atomic_fetch_add(&r->bytes_written, (int64_t)(n * elem_size(r->o.dtype)));
+    if (q->kind == MSG_CHUNK) return chunk_done(r, q, err);
+    if (q->kind == MSG_ROWS) { /* /logits/full */
+        hid_t mt = r->o.dtype == KS_DUMP_F32 ? H5T_NATIVE_FLOAT : r->t_store;
+        KS_H5_TRY(write_rows(r->d_full, mt, q->start, q->count, q->data), "%s: cannot write %s", P, KS_DS_FULL_LOGITS);
+        atomic_fetch_add(&r->bytes_written,
+                         q->count * (int64_t)r->cfg.vocab_size * (int64_t)elem_size(r->o.dtype));
         return KS_OK;
     }
     if (q->kind == MSG_COMMIT) return commit(r, err);
+    take_views(r, q->views);
     /* MSG_PROMPT */
     int64_t p = r->w_prompts;
     int64_t t0 = q->end_tok - q->n_tok, r0 = q->end_row - q->n_rows;
@@ -1197,6 +1278,10 @@ static void *writer_main(void *arg) {
         ks_error e = {0};
         ks_status st = failed ? KS_OK : handle(r, q, &e);
         size_t bytes = q->bytes;
+        if (q->kind == MSG_CHUNK) {
+            chunk_release(r, q->data, q->data_bytes);
+            q->data = NULL;
+        }
         msg_free(q);
 
         pthread_mutex_lock(&r->mu);
@@ -1217,8 +1302,11 @@ static void *writer_main(void *arg) {
  * than the whole budget still goes through once the queue is empty, so nothing deadlocks). */
 static ks_status enqueue(ks_recorder *r, msg *q, ks_error *err) {
     pthread_mutex_lock(&r->mu);
-    while (!r->failed && r->queued > 0 && r->queued + q->bytes > r->budget)
+    while (!r->failed && r->queued > 0 && r->queued + q->bytes > r->budget) {
+        double t0 = now_s();
         pthread_cond_wait(&r->cv_space, &r->mu);
+        r->hook_wait_s += now_s() - t0;
+    }
     if (r->failed) {
         ks_error e = r->werr;
         pthread_mutex_unlock(&r->mu);
@@ -1356,6 +1444,14 @@ static hid_t latest_fapl(const ks_recorder *r) {
 /* Switch the file to SWMR writing and start the writer thread. From here on the file is
  * crash-consistent (and no new HDF5 object may be created). */
 static ks_status go_live(ks_recorder *r, ks_error *err) {
+    for (int i = 0; i < r->n_ds; i++) {
+        ks_status st = read_layout(r, &r->ds[i], err);
+        if (st) return st;
+        size_t cb = chunk_size(r, &r->ds[i]);
+        r->chunk_cap += cb;
+        if (cb > r->chunk_extra) r->chunk_extra = cb; /* one chunk in flight */
+    }
+    r->chunk_cap += r->chunk_extra;
     if (H5Fstart_swmr_write(r->file) < 0) return ks_h5_error(err, KS_ERR_IO, "%s: cannot start SWMR writing", r->path);
     r->last_commit = now_s();
     return start_writer(r, err);
@@ -1476,6 +1572,14 @@ void ks_recorder_set_progress(ks_recorder *r, void (*fn)(const ks_record_progres
 
 size_t ks_recorder_peak_buffer(const ks_recorder *r) { return r ? r->peak : 0; }
 
+double ks_recorder_hook_wait_seconds(ks_recorder *r) {
+    if (!r) return 0;
+    pthread_mutex_lock(&r->mu);
+    double w = r->hook_wait_s;
+    pthread_mutex_unlock(&r->mu);
+    return w;
+}
+
 void ks_recorder_set_tap(ks_recorder *r, ks_hook_fn fn, void *user) {
     if (!r) return;
     r->tap = fn;
@@ -1486,20 +1590,73 @@ int64_t ks_recorder_committed(const ks_recorder *r) { return r ? atomic_load(&r-
 
 /* ------------------------------------------------------------------ the hook */
 
-static msg *msg_rows(int ds, int64_t start, int64_t count, size_t floats) {
+static msg *msg_rows(int64_t start, int64_t count, size_t bytes) {
     msg *q = calloc(1, sizeof *q);
     if (!q) return NULL;
     q->kind = MSG_ROWS;
-    q->ds = ds;
     q->start = start;
     q->count = count;
-    q->data = malloc(floats ? floats * sizeof(float) : 1);
+    q->data = malloc(bytes ? bytes : 1);
     if (!q->data) {
         free(q);
         return NULL;
     }
-    q->bytes = sizeof *q + floats * sizeof(float);
+    q->bytes = sizeof *q + bytes;
     return q;
+}
+
+/* n f32 values into the storage dtype at dst (the one pass over the hook's tensor). */
+static void put_values(const ks_recorder *r, void *dst, const float *src, size_t n) {
+    if (r->o.dtype == KS_DUMP_F32) memcpy(dst, src, n * sizeof(float));
+    else if (r->o.dtype == KS_DUMP_F16) ks_f32_to_f16(src, dst, n);
+    else ks_f32_to_bf16(src, dst, n);
+}
+
+/* Hand the open chunk of s to the writer (the message owns the buffer from here). */
+static ks_status ship(ks_recorder *r, rec_ds *s, ks_error *err) {
+    msg *q = calloc(1, sizeof *q);
+    if (!q) return ks_error_set(err, KS_ERR_NOMEM, "recording %s: out of memory", s->name);
+    q->kind = MSG_CHUNK;
+    q->ds = (int)(s - r->ds);
+    q->start = s->p_c0;
+    q->lo = s->p_lo;
+    q->hi = s->p_hi;
+    q->data = s->p_buf;
+    q->data_bytes = chunk_size(r, s);
+    q->bytes = sizeof *q + chunk_bytes(r, s);
+    s->p_buf = NULL;
+    return enqueue(r, q, err);
+}
+
+/* Make the open chunk of s the one holding row (column) g, filled up to g. Rows come in order;
+ * g falls back only when a prompt is recorded after one that failed part way, whose rows are
+ * then overwritten. Rows below the current prompt's first were in some prompt's view; rows from
+ * it on never were, so what is dropped here the writer has not been told of. */
+static ks_status open_at(ks_recorder *r, rec_ds *s, int64_t g, ks_error *err) {
+    if (s->p_buf && g != s->p_hi) {
+        if (g >= s->p_lo && g < s->p_hi) {
+            s->p_hi = g;
+        } else if (g < s->p_lo) {
+            chunk_release(r, s->p_buf, chunk_size(r, s));
+            s->p_buf = NULL;
+        } else {
+            ks_status st = ship(r, s, err); /* a gap (never in one run): what is filled goes */
+            if (st) return st;
+        }
+    }
+    if (!s->p_buf) {
+        s->p_buf = chunk_alloc(r, chunk_size(r, s));
+        if (!s->p_buf) return ks_error_set(err, KS_ERR_NOMEM, "recording %s: out of memory", s->name);
+        s->p_c0 = g - g % s->chunk_n;
+        s->p_lo = s->p_hi = g;
+    }
+    return KS_OK;
+}
+
+/* Rows (columns) up to `hi` are in the open chunk; a full one goes to the writer. */
+static ks_status filled_to(ks_recorder *r, rec_ds *s, int64_t hi, ks_error *err) {
+    s->p_hi = hi;
+    return hi == s->p_c0 + s->chunk_n ? ship(r, s, err) : KS_OK;
 }
 
 static bool rec_copy(const ks_hook_tensor *t, bool ask, void *user);
@@ -1517,6 +1674,8 @@ static bool rec_hook(const ks_hook_tensor *t, bool ask, void *user) {
     return false;
 }
 
+/* The selected rows (attention: the selected query rows' key columns, for the selected heads)
+ * of a hook tensor, converted to the storage dtype straight into the open chunks. */
 static bool rec_copy(const ks_hook_tensor *t, bool ask, void *user) {
     ks_recorder *r = user;
     size_t idx = (size_t)t->point * (size_t)(r->cfg.n_layers + 1) + (size_t)(t->layer + 1);
@@ -1524,64 +1683,54 @@ static bool rec_copy(const ks_hook_tensor *t, bool ask, void *user) {
     if (ask) return k >= 0 && !r->hook_failed;
     if (k < 0 || r->hook_failed) return false;
     rec_ds *s = &r->ds[k];
-    int B = (int)(s->kind == KS_DUMP_KIND_ATTENTION ? t->shape[1] : t->shape[0]);
-    /* selected rows in this call: they are contiguous in row order */
-    int first = -1, last = -1;
-    for (int i = 0; i < B; i++) {
-        int pos = t->pos0 + i;
-        if (pos < 0 || pos >= r->cur_n || r->row_of[pos] < 0) continue;
-        if (first < 0) first = i;
-        last = i;
-    }
-    if (first < 0) return false;
-    int row0 = r->row_of[t->pos0 + first], row1 = r->row_of[t->pos0 + last] + 1;
-    msg *q;
     ks_error e = {0};
+    ks_status st = KS_OK;
+    size_t es = elem_size(r->o.dtype);
     if (s->kind == KS_DUMP_KIND_ATTENTION) {
-        int H = (int)t->shape[0], L = (int)t->shape[2];
-        int64_t c0 = r->cur_astart[row0], c1 = r->cur_astart[row1 - 1] + (t->pos0 + last) + 1;
-        int64_t cols = c1 - c0;
-        q = msg_rows(k, c0, cols, (size_t)r->n_heads * (size_t)cols);
-        if (!q) goto nomem;
-        for (int hs = 0; hs < r->n_heads; hs++) {
-            int h = r->heads[hs];
-            if (h >= H) continue;
-            float *dst = q->data + (size_t)hs * (size_t)cols;
-            for (int i = first; i <= last; i++) {
-                int pos = t->pos0 + i;
-                int row = r->row_of[pos];
-                if (row < 0) continue;
-                const float *src = t->data + ((size_t)h * B + i) * (size_t)L;
-                memcpy(dst + (r->cur_astart[row] - c0), src, (size_t)(pos + 1) * sizeof(float));
+        int H = (int)t->shape[0], B = (int)t->shape[1], L = (int)t->shape[2];
+        int64_t C = s->chunk_n;
+        for (int i = 0; i < B && !st; i++) {
+            int pos = t->pos0 + i;
+            if (pos < 0 || pos >= r->cur_n || r->row_of[pos] < 0) continue;
+            int64_t a = r->cur_astart[r->row_of[pos]], len = pos + 1, done = 0;
+            while (done < len && !st) {
+                int64_t g = a + done;
+                if ((st = open_at(r, s, g, &e))) break;
+                int64_t m = len - done < s->p_c0 + C - g ? len - done : s->p_c0 + C - g;
+                for (int hs = 0; hs < r->n_heads; hs++) {
+                    int h = r->heads[hs];
+                    char *dst = (char *)s->p_buf + ((size_t)hs * (size_t)C + (size_t)(g - s->p_c0)) * es;
+                    if (h < H) put_values(r, dst, t->data + ((size_t)h * B + i) * (size_t)L + done, (size_t)m);
+                    else memset(dst, 0, (size_t)m * es);
+                }
+                done += m;
+                st = filled_to(r, s, g + m, &e);
             }
         }
     } else {
-        int64_t per = s->row_elems;
+        int B = (int)t->shape[0];
+        int64_t per = s->row_elems, hd = s->dims[1];
         int64_t src_row = t->shape[1] * (t->ndim > 2 ? t->shape[2] : 1);
-        q = msg_rows(k, r->n_rows + row0, row1 - row0, (size_t)(row1 - row0) * (size_t)per);
-        if (!q) goto nomem;
-        float *dst = q->data;
-        for (int i = first; i <= last; i++) {
-            if (r->row_of[t->pos0 + i] < 0) continue;
+        for (int i = 0; i < B && !st; i++) {
+            int pos = t->pos0 + i;
+            if (pos < 0 || pos >= r->cur_n || r->row_of[pos] < 0) continue;
+            int64_t g = r->n_rows + r->row_of[pos];
+            if ((st = open_at(r, s, g, &e))) break;
+            char *dst = (char *)s->p_buf + (size_t)(g - s->p_c0) * (size_t)per * es;
             const float *src = t->data + (size_t)i * (size_t)src_row;
             if (s->head_axis && r->n_heads != s->src_heads) {
-                int64_t hd = s->dims[1];
                 for (int hs = 0; hs < r->n_heads; hs++)
-                    memcpy(dst + hs * hd, src + (size_t)r->heads[hs] * hd, (size_t)hd * sizeof(float));
+                    put_values(r, dst + (size_t)(hs * hd) * es, src + (size_t)r->heads[hs] * hd, (size_t)hd);
             } else {
-                memcpy(dst, src, (size_t)per * sizeof(float));
+                put_values(r, dst, src, (size_t)per);
             }
-            dst += per;
+            st = filled_to(r, s, g + 1, &e);
         }
     }
-    if (enqueue(r, q, &e)) {
+    if (st) {
         r->hook_failed = true;
         r->hook_err = e;
     }
-    return false;
-nomem:
-    r->hook_failed = true;
-    ks_error_set(&r->hook_err, KS_ERR_NOMEM, "recording %s: out of memory", s->name);
     return false;
 }
 
@@ -1839,15 +1988,27 @@ static ks_status record_one(ks_recorder *r, const int *tokens, int n, int n_prom
         bytes += (size_t)rows * (size_t)K * 8;
     }
     if (r->o.logits_full && rows > 0) {
-        msg *fq = msg_rows(-1, r->n_rows, rows, (size_t)rows * (size_t)V);
+        size_t es = elem_size(r->o.dtype);
+        msg *fq = msg_rows(r->n_rows, rows, (size_t)rows * (size_t)V * es);
         if (!fq) {
             st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
             goto out;
         }
         for (int j = 0; j < rows; j++)
-            memcpy(fq->data + (size_t)j * V, r->logits + (size_t)q->row_pos[j] * V, (size_t)V * sizeof(float));
+            put_values(r, (char *)fq->data + (size_t)j * V * es, r->logits + (size_t)q->row_pos[j] * V, (size_t)V);
         if ((st = enqueue(r, fq, err))) goto out;
     }
+    /* where the open chunks stand: what a commit after this prompt writes of them */
+    q->views = calloc((size_t)(r->n_ds ? r->n_ds : 1), sizeof *q->views);
+    if (!q->views) {
+        st = ks_error_set(err, KS_ERR_NOMEM, "recording: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < r->n_ds; i++) {
+        const rec_ds *s = &r->ds[i];
+        if (s->p_buf && s->p_hi > s->p_lo) q->views[i] = (chunk_view){s->p_buf, s->p_c0, s->p_lo, s->p_hi};
+    }
+    bytes += (size_t)r->n_ds * sizeof *q->views;
     q->end_tok = r->n_tok + n;
     q->end_row = r->n_rows + rows;
     q->end_attn = k0;
@@ -1931,12 +2092,20 @@ void ks_recorder_free(ks_recorder *r) {
     free(r->path);
     free(r->positions);
     free(r->heads_spec);
+    for (int i = 0; r->ds && i < r->n_ds; i++) /* the writer has stopped */
+        if (r->ds[i].p_buf) munmap(r->ds[i].p_buf, chunk_size(r, &r->ds[i]));
     free(r->ds);
     free(r->slot);
     free(r->heads);
     free(r->logits);
     free(r->pend);
     free(r->conv);
+    free(r->scratch);
+    while (r->spare) {
+        spare *nx = r->spare->next;
+        munmap(r->spare, r->spare->size);
+        r->spare = nx;
+    }
     if (r->trace_fd >= 0) close(r->trace_fd);
     free(r);
 }

@@ -190,8 +190,10 @@ typedef struct {
         int comp, dtype, ok;
         char err[160];
         double rec_s, disk_s, disk_mbs;
+        double ratio_lo, ratio_hi; /* writer part: per repetition (record, then disk) */
         int64_t file_bytes;
         size_t peak_buffer;
+        double wait_s; /* the recording thread's waits for the writer (median rep in the writer part) */
     } w[6];
     double fwd_only_s;
     int64_t payload_f32;
@@ -612,6 +614,20 @@ static double disk_write(const char *path, int64_t bytes, char *errbuf, size_t e
     return t;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* median of n values (sorts a copy) */
+static double median(const double *v, int n) {
+    double c[16];
+    if (n < 1 || n > 16) return -1;
+    memcpy(c, v, (size_t)n * sizeof *c);
+    qsort(c, (size_t)n, sizeof *c, cmp_double);
+    return n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+}
+
 /* The disk, right after a dump of res->w[k].file_bytes: a file of the same size in the same
  * directory, best of 2; sets w[k].ok when measured. */
 static void disk_rate(child_result *res, int k, const char *dpath) {
@@ -704,6 +720,7 @@ static void write_child(const void *argp, child_result *res) {
             for (int i = 0; ok && i < ps.n; i++)
                 ok = !ks_recorder_record(r, s, prompt_ids(&ps, i), ps.len[i], ps.len[i], NULL, NULL, NULL, &err);
             res->w[k].peak_buffer = ks_recorder_peak_buffer(r);
+            res->w[k].wait_s = ks_recorder_hook_wait_seconds(r);
             if (ok) ok = !ks_recorder_finish(r, &err);
             ks_recorder_free(r);
             res->w[k].rec_s = now() - t0;
@@ -741,7 +758,7 @@ static bool part_write(double *ratio, char *fastest, size_t cap) {
     if (base_k >= 0) printf(" = %.0f%% of recording none/f32", 100.0 * res->fwd_only_s / res->w[base_k].rec_s);
     printf("\n");
     printf("%-8s %-5s %9s %8s %8s %10s %11s %10s %9s %9s %s\n", "compr", "dtype", "file MB", "size", "record s",
-           "file MB/s", "payload MB/s", "disk MB/s", "file/disk", "peak buf", "queue full");
+           "file MB/s", "payload MB/s", "disk MB/s", "file/disk", "peak buf", "waited");
     double best_rate = 0;
     ratio[0] = ratio[1] = -1;
     for (int k = 0; k < res->n_w; k++) {
@@ -760,11 +777,9 @@ static bool part_write(double *ratio, char *fastest, size_t cap) {
         double pmbs = res->payload_f32 / 1e6 / res->w[k].rec_s;
         char sz[16] = "-";
         if (none_bytes > 0) snprintf(sz, sizeof sz, "%.3f", res->w[k].file_bytes / none_bytes);
-        size_t budget = O.buffer_bytes ? O.buffer_bytes : (size_t)256 << 20;
-        printf("%-8s %-5s %9.1f %8s %8.2f %10.1f %11.1f %10.1f %9.2f %6.1f MB %s\n", cn, dn,
+        printf("%-8s %-5s %9.1f %8s %8.2f %10.1f %11.1f %10.1f %9.2f %6.1f MB %4.0f%%\n", cn, dn,
                res->w[k].file_bytes / 1e6, sz, res->w[k].rec_s, fmbs, pmbs, res->w[k].disk_mbs,
-               fmbs / res->w[k].disk_mbs, res->w[k].peak_buffer / 1048576.0,
-               res->w[k].peak_buffer >= budget * 9 / 10 ? "yes" : "no");
+               fmbs / res->w[k].disk_mbs, res->w[k].peak_buffer / 1048576.0, 100.0 * res->w[k].wait_s / res->w[k].rec_s);
         if (res->w[k].comp == KS_DUMP_COMPRESS_NONE) ratio[res->w[k].dtype == KS_DUMP_F32 ? 0 : 1] = fmbs / res->w[k].disk_mbs;
         if (pmbs > best_rate) {
             best_rate = pmbs;
@@ -772,9 +787,10 @@ static bool part_write(double *ratio, char *fastest, size_t cap) {
         }
     }
     printf("(size: file over the uncompressed dump of the same dtype; payload MB/s: activations as\n"
-           " f32 recorded per second, comparable across rows; queue full: the forward waited for the\n"
-           " writer (peak buf reached the buffer), i.e. the run was bound by the writer; disk MB/s: a\n"
-           " file of the same size written right after with 8 MiB write() calls + fsync, best of 2)\n\n");
+           " f32 recorded per second, comparable across rows; waited: share of the recording time the\n"
+           " forward spent waiting for the writer (a full queue or chunk memory), i.e. how far the run\n"
+           " was bound by the writer; disk MB/s: a file of the same size written right after with\n"
+           " 8 MiB write() calls + fsync, best of 2)\n\n");
     free(res);
     return true;
 }
@@ -813,10 +829,11 @@ static bool capture_hook(const ks_hook_tensor *t, bool ask, void *user) {
 }
 
 /* The writer alone: every hook tensor of 8 distinct prompts is captured once from the model,
- * then replayed into the recorder (ks_recorder_record_replay: the recorder's own hook copies
- * the rows into its queue, the writer thread writes them) until --write-mb MB of f32 payload
- * went by. No forward runs while recording, so the writer is the bottleneck (the queue stays
- * full); the disk is measured right after, as in the write part. */
+ * then replayed into the recorder (ks_recorder_record_replay: the recorder's own hook converts
+ * the rows into its chunks, the writer thread writes them) until --write-mb MB of f32 payload
+ * went by. No forward runs while recording, so what bounds it is the writer or the hook's own
+ * pass over the tensors ("waited" says which); the disk is measured after each repetition with
+ * a file of the dump's size. */
 static void writer_child(const void *argp, child_result *res) {
     (void)argp;
     ks_error err = {0};
@@ -869,6 +886,12 @@ static void writer_child(const void *argp, child_result *res) {
     static const int cfg[3][2] = {{KS_DUMP_COMPRESS_NONE, KS_DUMP_F32}, {KS_DUMP_COMPRESS_NONE, KS_DUMP_F16},
                                   {KS_DUMP_COMPRESS_LZ4, KS_DUMP_F32}};
     for (int ci = 0; ci < 3; ci++) {
+        if (O.write_only) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "%s/%s", ks_dump_compression_name((ks_dump_compression)cfg[ci][0]),
+                     ks_dump_dtype_name((ks_dump_dtype)cfg[ci][1]));
+            if (strcmp(nm, O.write_only)) continue;
+        }
         int k = res->n_w++;
         res->w[k].comp = cfg[ci][0];
         res->w[k].dtype = cfg[ci][1];
@@ -883,27 +906,49 @@ static void writer_child(const void *argp, child_result *res) {
                                 .n_prompts_planned = NCAP * cycles,
                                 .expected_tokens = exp_tok,
                                 .expected_attn = exp_attn};
-        ks_recorder *r = NULL;
-        double t0 = now();
-        if (ks_recorder_create(path, m, &ro, true, &r, &err)) {
-            set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
-            continue;
+        /* repetitions of (record, then the disk with a file of the dump's size): medians of
+         * each, and the per-repetition ratios, since this machine's disk moves between runs */
+        double rec[16], disk[16], wait[16];
+        int reps = O.reps < 16 ? O.reps : 16, done = 0;
+        res->w[k].ratio_lo = 1e30;
+        res->w[k].ratio_hi = 0;
+        for (int rep = 0; rep < reps; rep++) {
+            ks_recorder *r = NULL;
+            double t0 = now();
+            if (ks_recorder_create(path, m, &ro, true, &r, &err)) {
+                set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
+                break;
+            }
+            bool ok = true;
+            for (int y = 0; ok && y < cycles; y++)
+                for (int i = 0; ok && i < NCAP; i++)
+                    ok = !ks_recorder_record_replay(r, cap[i].ids, cap[i].n, cap[i].t, cap[i].n_t, cap[i].logits,
+                                                    &err);
+            size_t pb = ks_recorder_peak_buffer(r);
+            if (pb > res->w[k].peak_buffer) res->w[k].peak_buffer = pb;
+            wait[rep] = ks_recorder_hook_wait_seconds(r);
+            if (ok) ok = !ks_recorder_finish(r, &err);
+            ks_recorder_free(r);
+            rec[rep] = now() - t0;
+            res->w[k].file_bytes = file_size(path);
+            unlink(path);
+            if (!ok) {
+                set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
+                break;
+            }
+            disk[rep] = disk_write(dpath, res->w[k].file_bytes, res->w[k].err, sizeof res->w[k].err);
+            if (disk[rep] <= 0) break;
+            double ratio = disk[rep] / rec[rep];
+            if (ratio < res->w[k].ratio_lo) res->w[k].ratio_lo = ratio;
+            if (ratio > res->w[k].ratio_hi) res->w[k].ratio_hi = ratio;
+            done++;
         }
-        bool ok = true;
-        for (int y = 0; ok && y < cycles; y++)
-            for (int i = 0; ok && i < NCAP; i++)
-                ok = !ks_recorder_record_replay(r, cap[i].ids, cap[i].n, cap[i].t, cap[i].n_t, cap[i].logits, &err);
-        res->w[k].peak_buffer = ks_recorder_peak_buffer(r);
-        if (ok) ok = !ks_recorder_finish(r, &err);
-        ks_recorder_free(r);
-        res->w[k].rec_s = now() - t0;
-        res->w[k].file_bytes = file_size(path);
-        unlink(path);
-        if (!ok) {
-            set_err(res->w[k].err, sizeof res->w[k].err, "%s", err.msg);
-            continue;
-        }
-        disk_rate(res, k, dpath);
+        if (done < reps) continue;
+        res->w[k].rec_s = median(rec, reps);
+        res->w[k].wait_s = median(wait, reps);
+        res->w[k].disk_s = median(disk, reps);
+        res->w[k].disk_mbs = res->w[k].file_bytes / 1e6 / res->w[k].disk_s;
+        res->w[k].ok = 1;
     }
     for (int i = 0; i < NCAP; i++) {
         for (int j = 0; j < cap[i].n_t; j++) {
@@ -928,13 +973,13 @@ static bool part_writer(double *ratio) {
         free(res);
         return false;
     }
-    size_t budget = O.buffer_bytes ? O.buffer_bytes : (size_t)256 << 20;
     printf("model: %s, hooks '*', top-k 0; 8 prompts of %d-%d tokens captured once and replayed %d times\n"
-           "(%lld tokens, %.1f MB of activations as f32); fsync every 2 s; dir %s\n",
+           "(%lld tokens, %.1f MB of activations as f32); fsync every 2 s; dir %s; %d repetitions of\n"
+           "(record, then the disk): medians, and the ratio of each repetition\n",
            res->model_label, O.write_lo, O.write_hi, res->w_prompts / 8, (long long)res->w_tokens,
-           res->payload_f32 / 1e6, O.dir);
-    printf("%-8s %-5s %9s %8s %10s %10s %9s %9s %s\n", "compr", "dtype", "file MB", "record s", "file MB/s",
-           "disk MB/s", "file/disk", "peak buf", "queue full");
+           res->payload_f32 / 1e6, O.dir, O.reps);
+    printf("%-8s %-5s %9s %8s %10s %10s %9s %11s %9s %s\n", "compr", "dtype", "file MB", "record s", "file MB/s",
+           "disk MB/s", "file/disk", "per rep", "peak buf", "waited");
     ratio[0] = ratio[1] = -1;
     for (int k = 0; k < res->n_w; k++) {
         const char *cn = ks_dump_compression_name((ks_dump_compression)res->w[k].comp);
@@ -944,13 +989,16 @@ static bool part_writer(double *ratio) {
             continue;
         }
         double fmbs = res->w[k].file_bytes / 1e6 / res->w[k].rec_s;
-        printf("%-8s %-5s %9.1f %8.2f %10.1f %10.1f %9.2f %6.1f MB %s\n", cn, dn, res->w[k].file_bytes / 1e6,
-               res->w[k].rec_s, fmbs, res->w[k].disk_mbs, fmbs / res->w[k].disk_mbs,
-               res->w[k].peak_buffer / 1048576.0, res->w[k].peak_buffer >= budget * 9 / 10 ? "yes" : "no");
+        char per[32];
+        snprintf(per, sizeof per, "%.2f-%.2f", res->w[k].ratio_lo, res->w[k].ratio_hi);
+        printf("%-8s %-5s %9.1f %8.2f %10.1f %10.1f %9.2f %11s %6.1f MB %4.0f%%\n", cn, dn, res->w[k].file_bytes / 1e6,
+               res->w[k].rec_s, fmbs, res->w[k].disk_mbs, fmbs / res->w[k].disk_mbs, per,
+               res->w[k].peak_buffer / 1048576.0, 100.0 * res->w[k].wait_s / res->w[k].rec_s);
         if (res->w[k].comp == KS_DUMP_COMPRESS_NONE) ratio[res->w[k].dtype == KS_DUMP_F32 ? 0 : 1] = fmbs / res->w[k].disk_mbs;
     }
-    printf("(record s: create to finish, including the final commit's fsync; queue full: the replay\n"
-           " waited for the writer, so the figure is the writer's)\n\n");
+    printf("(record s: create to finish, including the final commit's fsync; waited: share of it the\n"
+           " replay spent waiting for the writer (a full queue or chunk memory): near 100%% the figure\n"
+           " is the writer's, near 0%% the replay's own copy and conversion into the chunks bound it)\n\n");
     free(res);
     return true;
 }

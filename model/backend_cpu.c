@@ -93,7 +93,6 @@ static void gemv_rows(float *y, const float *x, const float *w, int in, int r0, 
 /* n rows from r0 of a (rows, cols) weight as f32 into dst. f16 uses the F16C instructions
  * where the CPU has them (checked at run time); every other path is ks_dtype_to_f32. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
 #include <immintrin.h>
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint8_t *src, float *dst,
                                                                  size_t n) {
@@ -102,37 +101,6 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint8_t *s
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
     if (i < n) ks_dtype_to_f32(KS_DTYPE_F16, src + 2 * i, dst + i, n - i);
 }
-/* AVX state saved by the OS (xgetbv) and the cpuid feature bits asked for. Computed once; a
- * racing first call computes the same value. */
-static bool os_avx(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX)) return false;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return (lo & 6) == 6;
-}
-
-static bool have_f16c(void) {
-    static int v = -1;
-    if (v < 0) {
-        unsigned a, b, c, d;
-        v = os_avx() && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    }
-    return v;
-}
-
-/* AVX2 + FMA + F16C: the fused decode kernels below. */
-static bool have_avx2_fma(void) {
-    static int v = -1;
-    if (v < 0) {
-        unsigned a, b, c, d;
-        bool fma = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_FMA) && (c & bit_F16C);
-        bool avx2 = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2);
-        v = os_avx() && fma && avx2;
-    }
-    return v;
-}
-
 /* Decode: rows r0..r1 of an f16 or bf16 matrix times x, converting 8 values at a time in
  * registers (F16C for f16; a 16-bit shift for bf16) so the row is read once and nothing is
  * written. */
@@ -208,14 +176,13 @@ __attribute__((target("avx2,fma,f16c"))) static void gemv_q8_0_avx2(float *y, co
 static void f16_to_f32_f16c(const uint8_t *src, float *dst, size_t n) {
     ks_dtype_to_f32(KS_DTYPE_F16, src, dst, n);
 }
-static bool have_f16c(void) { return false; }
 #endif
 
 static void weight_rows(const ks_weight *w, size_t cols, size_t r0, size_t n, float *dst) {
     const uint8_t *src = (const uint8_t *)w->data + r0 * ks_dtype_row_bytes(w->dtype, cols);
     if (w->dtype == KS_DTYPE_F32)
         memcpy(dst, src, n * cols * sizeof(float));
-    else if (w->dtype == KS_DTYPE_F16 && have_f16c())
+    else if (w->dtype == KS_DTYPE_F16 && ks_cpu_f16c())
         f16_to_f32_f16c(src, dst, n * cols);
     else
         ks_dtype_to_f32(w->dtype, src, dst, n * cols);
@@ -243,7 +210,7 @@ static void matmul_rows(cpu_backend *s, int t, float *y, const float *x, const k
         return;
     }
 #ifdef KS_HAVE_Q8_0_AVX2
-    if (B == 1 && have_avx2_fma()) {
+    if (B == 1 && ks_cpu_avx2_fma()) {
         if (w->dtype == KS_DTYPE_Q8_0) {
             gemv_q8_0_avx2(y, w->data, x, in, r0, r1);
             return;

@@ -309,3 +309,171 @@ KS_VECTOR_CLONES void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, s
 size_t ks_dtype_row_bytes(ks_dtype t, size_t cols) {
     return cols / (size_t)ks_dtype_block_elems(t) * (size_t)ks_dtype_block_bytes(t);
 }
+
+/* ------------------------------------------------------------------ f32 -> 16-bit */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* AVX state saved by the OS (xgetbv) as well as the cpuid bits. Computed once; a racing
+ * first call computes the same value. */
+static bool os_avx(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX)) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 6) == 6;
+}
+
+bool ks_cpu_f16c(void) {
+    static int v = -1;
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = os_avx() && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    }
+    return v;
+}
+
+bool ks_cpu_avx2_fma(void) {
+    static int v = -1;
+    if (v < 0) {
+        unsigned a, b, c, d;
+        bool fma = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_FMA) && (c & bit_F16C);
+        bool avx2 = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2);
+        v = os_avx() && fma && avx2;
+    }
+    return v;
+}
+
+/* F16C's conversion with the rounding given in the instruction (nearest even), whatever
+ * MXCSR says; its NaN result is the one ks_f32_to_f16_scalar documents. Blocks of 16 and 8
+ * go straight through; the last n % 8 values through a small copy (the recorder converts many
+ * short rows: an attention row, one head of a per-head tensor). */
+#define KS_F16C_RND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+__attribute__((target("avx,f16c"))) static void f16_f16c(const float *in, uint16_t *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i a = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), KS_F16C_RND);
+        __m128i b = _mm256_cvtps_ph(_mm256_loadu_ps(in + i + 8), KS_F16C_RND);
+        _mm_storeu_si128((__m128i *)(out + i), a);
+        _mm_storeu_si128((__m128i *)(out + i + 8), b);
+    }
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), KS_F16C_RND));
+    if (i < n) {
+        float x[8] = {0};
+        uint16_t h[8];
+        memcpy(x, in + i, (n - i) * sizeof *x);
+        _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(_mm256_loadu_ps(x), KS_F16C_RND));
+        memcpy(out + i, h, (n - i) * sizeof *h);
+    }
+}
+
+/* bf16: the scalar rule on 8 lanes (integer rounding, NaN lanes blended in), giving 8 values
+ * in the low halves of 32-bit lanes; packus packs two such vectors within 128-bit lanes, the
+ * permute puts them in order. Blocks of 16 and 8, then the last n % 8 through a small copy. */
+__attribute__((target("avx2"))) static __m256i bf16_round8(const float *in) {
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
+    __m256i x = _mm256_loadu_si256((const __m256i *)in);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs), inf);
+    __m256i hi = _mm256_srli_epi32(x, 16);
+    __m256i rnd = _mm256_add_epi32(x, _mm256_add_epi32(bias, _mm256_and_si256(hi, one)));
+    return _mm256_blendv_epi8(_mm256_srli_epi32(rnd, 16), _mm256_or_si256(hi, quiet), nan);
+}
+
+__attribute__((target("avx2"))) static void bf16_avx2(const float *in, uint16_t *out, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i p = _mm256_packus_epi32(bf16_round8(in + i), bf16_round8(in + i + 8));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_permute4x64_epi64(p, 0xd8));
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256i r = bf16_round8(in + i);
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xd8);
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(p));
+    }
+    if (i < n) {
+        float x[8] = {0};
+        uint16_t h[8];
+        memcpy(x, in + i, (n - i) * sizeof *x);
+        __m256i r = bf16_round8(x);
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xd8);
+        _mm_storeu_si128((__m128i *)h, _mm256_castsi256_si128(p));
+        memcpy(out + i, h, (n - i) * sizeof *h);
+    }
+}
+#else
+bool ks_cpu_f16c(void) { return false; }
+bool ks_cpu_avx2_fma(void) { return false; }
+#endif
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+void ks_f32_to_f16_scalar(const float *in, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = f32_bits(in[i]);
+        uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+        uint32_t ax = x & 0x7fffffffu;
+        uint16_t h;
+        if (ax > 0x7f800000u) {
+            h = (uint16_t)(0x7e00u | ((ax & 0x7fffffu) >> 13)); /* NaN: quiet, top payload bits */
+        } else if (ax >= 0x477ff000u) {
+            h = 0x7c00u; /* inf, or rounds to >= 65520: inf */
+        } else if (ax < 0x38800000u) { /* below 2^-14: subnormal half */
+            if (ax < 0x33000000u) {    /* below 2^-25: rounds to 0 */
+                h = 0;
+            } else {
+                uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+                int shift = 126 - (int)(ax >> 23); /* mantissa bits dropped: 14..24 */
+                uint32_t v = m >> shift;
+                uint32_t rem = m & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+                if (rem > mid || (rem == mid && (v & 1u))) v++;
+                h = (uint16_t)v;
+            }
+        } else {
+            uint32_t v = (ax - 0x38000000u) >> 13; /* rebias 127 -> 15 */
+            uint32_t rem = ax & 0x1fffu;
+            if (rem > 0x1000u || (rem == 0x1000u && (v & 1u))) v++;
+            h = (uint16_t)v;
+        }
+        out[i] = (uint16_t)(sign | h);
+    }
+}
+
+void ks_f32_to_bf16_scalar(const float *in, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = f32_bits(in[i]);
+        if ((x & 0x7fffffffu) > 0x7f800000u) {
+            out[i] = (uint16_t)((x >> 16) | 0x40u); /* NaN stays NaN: quiet bit set */
+            continue;
+        }
+        x += 0x7fffu + ((x >> 16) & 1u); /* nearest, ties to even (torch's and numpy's rule) */
+        out[i] = (uint16_t)(x >> 16);
+    }
+}
+
+void ks_f32_to_f16(const float *in, uint16_t *out, size_t n) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (ks_cpu_f16c()) {
+        f16_f16c(in, out, n);
+        return;
+    }
+#endif
+    ks_f32_to_f16_scalar(in, out, n);
+}
+
+void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (ks_cpu_avx2_fma()) {
+        bf16_avx2(in, out, n);
+        return;
+    }
+#endif
+    ks_f32_to_bf16_scalar(in, out, n);
+}

@@ -57,6 +57,17 @@ int ks_dtype_block_bytes(ks_dtype t);
 ks_status ks_dtype_nbytes(ks_dtype t, uint64_t n, uint64_t *out, ks_error *err);
 /* Convert n elements of src (dtype t) to f32. */
 void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, size_t n);
+/* f32 -> IEEE half / bfloat16, round to nearest even, overflow to inf; a NaN stays a NaN with
+ * its sign, the quiet bit set and the top payload bits kept (half: 0x7e00 | payload >> 13, what
+ * x86's F16C gives; bf16: the top 16 bits | 0x40). F16C / AVX2 where the CPU has them (checked
+ * at run time), with the same bits as the portable _scalar versions, which tests compare. */
+void ks_f32_to_f16(const float *in, uint16_t *out, size_t n);
+void ks_f32_to_bf16(const float *in, uint16_t *out, size_t n);
+void ks_f32_to_f16_scalar(const float *in, uint16_t *out, size_t n);
+void ks_f32_to_bf16_scalar(const float *in, uint16_t *out, size_t n);
+/* What the CPU and the OS offer (cpuid + xgetbv), computed once; false off x86-64. */
+bool ks_cpu_f16c(void);
+bool ks_cpu_avx2_fma(void); /* AVX2, FMA and F16C */
 
 /* A weight matrix as the checkpoint stores it: row-major (rows, cols) in f32, f16, bf16 or a
  * GGML block format (each row whole blocks), used in place from the file mapping. The

@@ -9,7 +9,14 @@
  *
  * Per type: the fixture's block geometry equals the KS_DTYPE_LIST entry; each block decoded
  * alone; the whole fixture decoded as one row of n_blocks blocks; a row of 4 blocks starting
- * at an odd block (unaligned source); ks_dtype_nbytes and ks_dtype_row_bytes. */
+ * at an odd block (unaligned source); ks_dtype_nbytes and ks_dtype_row_bytes.
+ *
+ * Also the other direction, f32 -> f16 / bf16 (ks_f32_to_f16 / ks_f32_to_bf16: the recorder's
+ * --dtype and the trainer's bf16 checkpoints), against numpy 1.24's astype(float16) and torch
+ * 1.13's to(bfloat16) on ~15k inputs placed on every rounding edge, written by
+ * tests/reference/make_half_fixtures.py. Tolerance: none; a NaN input must give a NaN there
+ * (of the same sign for numpy; torch returns 0x7fc0 for any NaN) and our documented NaN bits
+ * here. The vector paths (F16C, AVX2) must equal the portable ones bit for bit. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -140,9 +147,117 @@ static void check_case(const quant_case *c) {
     free(buf);
 }
 
+/* ------------------------------------------------------------------ f32 -> f16 / bf16 */
+
+typedef void (*half_fn)(const float *, uint16_t *, size_t);
+
+static bool is_nan16(uint16_t h, bool bf) {
+    return bf ? (h & 0x7fffu) > 0x7f80u : (h & 0x7fffu) > 0x7c00u;
+}
+
+/* Our documented NaN bits (model_private.h) for an f32 NaN x. */
+static uint16_t our_nan(uint32_t x, bool bf) {
+    if (bf) return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)(((x >> 16) & 0x8000u) | 0x7e00u | ((x & 0x7fffffu) >> 13));
+}
+
+/* fn on in[0..n) against want (the oracle): non-NaN bit for bit; a NaN -> our NaN bits, and
+ * a NaN in the oracle too (the oracles canonicalise NaN payloads differently). */
+static size_t half_diff(const char *what, half_fn fn, const uint32_t *in, const uint16_t *want, size_t n,
+                        bool bf) {
+    uint16_t *got = malloc(n * sizeof *got);
+    if (!got) abort();
+    fn((const float *)(const void *)in, got, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool nan = (in[i] & 0x7fffffffu) > 0x7f800000u;
+        /* torch gives 0x7fc0 for every NaN, sign dropped; numpy keeps the sign */
+        bool ok = nan ? got[i] == our_nan(in[i], bf) && is_nan16(want[i], bf) &&
+                            (bf || ((got[i] ^ want[i]) & 0x8000u) == 0)
+                      : got[i] == want[i];
+        if (!ok && bad++ < 4) tap_diag("%s(0x%08x) = 0x%04x, oracle 0x%04x", what, in[i], got[i], want[i]);
+    }
+    free(got);
+    return bad;
+}
+
+static void check_half(void) {
+    const char *root = getenv("KS_SOURCE_ROOT");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/reference/fixtures/half/cases.bin", root ? root : ".");
+    size_t len = 0;
+    uint8_t *buf = slurp(path, &len);
+    uint32_t n = len >= 12 ? rd32(buf + 8) : 0;
+    if (!tap_ok(buf && len >= 12 && memcmp(buf, "KSHF", 4) == 0 && rd32(buf + 4) == 1 &&
+                    len == 12 + (size_t)n * 8,
+                "half: fixture cases.bin readable, version 1, %u inputs", n)) {
+        free(buf);
+        return;
+    }
+    /* copies at aligned addresses (the fixture is little-endian, as this host) */
+    uint32_t *in = malloc((size_t)n * 4);
+    uint16_t *f16 = malloc((size_t)n * 2), *bf16 = malloc((size_t)n * 2);
+    if (!in || !f16 || !bf16) abort();
+    memcpy(in, buf + 12, (size_t)n * 4);
+    memcpy(f16, buf + 12 + (size_t)n * 4, (size_t)n * 2);
+    memcpy(bf16, buf + 12 + (size_t)n * 6, (size_t)n * 2);
+    tap_diag("half: this CPU: F16C %s, AVX2 %s (the vector paths run only where present)",
+             ks_cpu_f16c() ? "yes" : "no", ks_cpu_avx2_fma() ? "yes" : "no");
+    size_t bad = half_diff("f16", ks_f32_to_f16, in, f16, n, false);
+    tap_ok(bad == 0, "ks_f32_to_f16 == numpy 1.24 astype(float16) on %u edge inputs (%zu differ)", n, bad);
+    bad = half_diff("f16_scalar", ks_f32_to_f16_scalar, in, f16, n, false);
+    tap_ok(bad == 0, "ks_f32_to_f16_scalar == numpy on the same inputs (%zu differ)", bad);
+    bad = half_diff("bf16", ks_f32_to_bf16, in, bf16, n, true);
+    tap_ok(bad == 0, "ks_f32_to_bf16 == torch 1.13 to(bfloat16) on %u edge inputs (%zu differ)", n, bad);
+    bad = half_diff("bf16_scalar", ks_f32_to_bf16_scalar, in, bf16, n, true);
+    tap_ok(bad == 0, "ks_f32_to_bf16_scalar == torch on the same inputs (%zu differ)", bad);
+
+    /* the vector and portable paths agree on every 251st f32 bit pattern (17.1M, NaNs with
+     * all kinds of payload included), and on every length 0..40 from an odd element offset */
+    enum { BLOCK = 1 << 16 };
+    uint32_t *x = malloc(BLOCK * 4);
+    uint16_t *a = malloc(BLOCK * 2), *b = malloc(BLOCK * 2);
+    if (!x || !a || !b) abort();
+    size_t diff16 = 0, diffbf = 0, total = 0;
+    uint64_t v = 0;
+    while (v <= 0xffffffffull) {
+        size_t m = 0;
+        for (; m < BLOCK && v <= 0xffffffffull; v += 251) x[m++] = (uint32_t)v;
+        ks_f32_to_f16((const float *)(const void *)x, a, m);
+        ks_f32_to_f16_scalar((const float *)(const void *)x, b, m);
+        for (size_t i = 0; i < m; i++) diff16 += a[i] != b[i];
+        ks_f32_to_bf16((const float *)(const void *)x, a, m);
+        ks_f32_to_bf16_scalar((const float *)(const void *)x, b, m);
+        for (size_t i = 0; i < m; i++) diffbf += a[i] != b[i];
+        total += m;
+    }
+    tap_ok(diff16 == 0 && diffbf == 0, "vector == portable on %zu bit patterns (f16 %zu, bf16 %zu differ)",
+           total, diff16, diffbf);
+    size_t tails = 0;
+    for (int len = 0; len <= 40; len++) {
+        memset(a, 0xab, 64 * 2);
+        memset(b, 0xab, 64 * 2);
+        ks_f32_to_f16((const float *)(const void *)(in + 1), a + 1, (size_t)len);
+        ks_f32_to_f16_scalar((const float *)(const void *)(in + 1), b + 1, (size_t)len);
+        tails += memcmp(a, b, 64 * 2) != 0;
+        ks_f32_to_bf16((const float *)(const void *)(in + 1), a + 1, (size_t)len);
+        ks_f32_to_bf16_scalar((const float *)(const void *)(in + 1), b + 1, (size_t)len);
+        tails += memcmp(a, b, 64 * 2) != 0;
+    }
+    tap_ok(tails == 0, "lengths 0..40 from an odd offset: same values, nothing written outside (%zu differ)", tails);
+    free(x);
+    free(a);
+    free(b);
+    free(in);
+    free(f16);
+    free(bf16);
+    free(buf);
+}
+
 int main(void) {
     tap_diag("oracle: gguf-py 0.19.0 gguf.quants.dequantize; tolerance: none (bit for bit)");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
+    check_half();
     /* every dtype in the list has a fixture or is one of the plain float types */
     tap_ok(KS_DTYPE_COUNT == 3 + (int)(sizeof cases / sizeof cases[0]),
            "every block dtype (%d in KS_DTYPE_LIST) has an oracle fixture", (int)KS_DTYPE_COUNT - 3);

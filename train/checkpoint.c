@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model_private.h"
 #include "train_private.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -137,14 +138,6 @@ typedef struct {
     bool bf16;
 } st_tensor;
 
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even (torch's conversion) */
-    return (uint16_t)(u >> 16);
-}
-
 /* The q/k permutation between interleaved (Meta/GGUF) rows and HF's rotate-half rows, per
  * head: HF row h*hd + half*i2 + j holds interleaved row h*hd + 2j + i2. to_hf false inverts. */
 static void permute_rows(float *dst, const float *src, int heads, int hd, int cols, bool to_hf) {
@@ -193,10 +186,7 @@ static ks_status write_safetensors(const char *path, const st_tensor *v, int n, 
     for (int i = 0; i < n; i++) {
         size_t cnt = (size_t)v[i].shape[0] * (size_t)(v[i].ndim == 2 ? v[i].shape[1] : 1);
         if (v[i].bf16) {
-            for (size_t k = 0; k < cnt; k++) {
-                uint16_t b = f32_to_bf16(v[i].data[k]);
-                memcpy(p + 2 * k, &b, 2);
-            }
+            ks_f32_to_bf16(v[i].data, (uint16_t *)(void *)p, cnt); /* p is 2-aligned: every size is even */
             p += 2 * cnt;
         } else {
             memcpy(p, v[i].data, cnt * 4);
