@@ -915,19 +915,47 @@ static size_t chunk_bytes(const ks_recorder *r, const rec_ds *s) {
     return heads * (size_t)s->chunk_n * unit_bytes(r, s);
 }
 
+/* Largest chunk a resumed dump may declare (what create_datasets makes is <= 2 MiB). */
+#define MAX_CHUNK_BYTES ((size_t)64 << 20)
+
 /* Chunk length along the growing axis and the current extent, read once while no writer runs
- * (the hook needs the chunk length; HDF5 is called from the writer thread only after this). */
+ * (the hook needs the chunk length; HDF5 is called from the writer thread only after this).
+ * A resumed dump is a file from outside: its shape and chunk shape must be the ones this
+ * selection writes (the hook fills chunks of exactly that layout, H5Dwrite_chunk writes them). */
 static ks_status read_layout(ks_recorder *r, rec_ds *s, ks_error *err) {
     bool attn = s->kind == KS_DUMP_KIND_ATTENTION;
-    hid_t pl = H5Dget_create_plist(s->d), fs = H5Dget_space(s->d);
+    hid_t pl = H5Dget_create_plist(s->d), fs = H5Dget_space(s->d), ty = H5Dget_type(s->d);
     hsize_t ch[3] = {0, 0, 0}, dims[3] = {0, 0, 0};
-    bool ok = pl >= 0 && fs >= 0 && H5Pget_chunk(pl, 3, ch) >= 1 && H5Sget_simple_extent_dims(fs, dims, NULL) >= 1;
+    int rank = fs >= 0 ? H5Sget_simple_extent_ndims(fs) : -1;
+    bool ok = pl >= 0 && fs >= 0 && rank >= 2 && rank <= 3 && H5Pget_layout(pl) == H5D_CHUNKED &&
+              H5Pget_chunk(pl, 3, ch) == rank && H5Sget_simple_extent_dims(fs, dims, NULL) == rank;
+    bool same_type = ty >= 0 && H5Tequal(ty, r->t_store) > 0;
+    /* the filters make_ds sets: none, the LZ4 filter, or shuffle + deflate */
+    int want_filters = r->o.compression == KS_DUMP_COMPRESS_NONE ? 0 : r->o.compression == KS_DUMP_COMPRESS_LZ4 ? 1 : 2;
+    ok = ok && H5Pget_nfilters(pl) == want_filters;
     if (pl >= 0) H5Pclose(pl);
     if (fs >= 0) H5Sclose(fs);
-    s->chunk_n = (int64_t)(attn ? ch[1] : ch[0]);
+    if (ty >= 0) H5Tclose(ty);
+    if (!ok)
+        return ks_h5_error(err, KS_ERR_FORMAT, "%s: %s: its layout is not one koalascope writes for this selection "
+                           "(a chunked dataset with the filters of --compression %s)", r->path, s->name,
+                           ks_dump_compression_name(r->o.compression));
+    if (!same_type)
+        return ks_error_set(err, KS_ERR_FORMAT, "%s: %s is not stored as %s, this run's --dtype", r->path, s->name,
+                            ks_dump_dtype_name(r->o.dtype));
+    if (attn) /* [heads, keys], chunks [1, C] */
+        ok = rank == 2 && dims[0] == (hsize_t)s->dims[0] && ch[0] == 1;
+    else /* [rows, dims...], chunks [C, dims...] */
+        ok = rank == 1 + s->ndim && dims[1] == (hsize_t)s->dims[0] && ch[1] == dims[1] &&
+             (s->ndim < 2 || (dims[2] == (hsize_t)s->dims[1] && ch[2] == dims[2]));
+    hsize_t c = attn ? ch[1] : ch[0];
+    size_t per = (attn ? (size_t)s->dims[0] : 1) * unit_bytes(r, s);
+    if (!ok || c < 1 || c > MAX_CHUNK_BYTES / per)
+        return ks_error_set(err, KS_ERR_FORMAT,
+                            "%s: %s: its shape or chunk shape is not one koalascope writes for this selection "
+                            "(chunks of %llu along the growing axis)", r->path, s->name, (unsigned long long)c);
+    s->chunk_n = (int64_t)c;
     s->extent = (int64_t)(attn ? dims[1] : dims[0]);
-    if (!ok || s->chunk_n < 1)
-        return ks_h5_error(err, KS_ERR_FORMAT, "%s: cannot read the chunk layout of %s", r->path, s->name);
     return KS_OK;
 }
 

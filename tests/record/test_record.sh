@@ -134,6 +134,26 @@ bad "unwritable directory" "nonexistent" "${B[@]}" --hooks 'blocks.*.hook_resid_
 bad "output exists" "--resume" "${B[@]}" --hooks 'blocks.*.hook_resid_post' -o "$tmp/ref.h5"
 bad "resume with other hooks" "hooks" "${B[@]}" --hooks 'blocks.*.hook_resid_pre' --heads 1,3-5 --dtype bf16 --topk 4 --resume -o "$tmp/ref.h5"
 bad "resume of a foreign file" "$tmp/p.jsonl" "${B[@]}" --hooks 'blocks.*.hook_resid_post' --resume -o "$tmp/p.jsonl"
+# a dump whose activation dataset was rewritten by another tool (h5py) with a filter that this
+# run's --compression does not set: resume refuses it, naming the dataset (the recorder writes
+# unfiltered chunks raw, H5Dwrite_chunk, which in a gzip dataset would be garbage)
+if [ $have_h5py = 1 ]; then
+  "$KS" "${B[@]}" --hooks 'blocks.*.hook_resid_post' -o "$tmp/rc.h5" 2>/dev/null
+  "$PY" - "$tmp/rc.h5" <<'PYEOF'
+import h5py, sys
+with h5py.File(sys.argv[1], "r+", libver="latest") as f:
+    name = "activations/blocks.0.hook_resid_post"
+    d = f[name]
+    data, attrs = d[...], dict(d.attrs)
+    del f[name]
+    n = f.create_dataset(name, data=data, maxshape=(None,) + data.shape[1:], chunks=(7,) + data.shape[1:], compression="gzip")
+    for k, v in attrs.items():
+        n.attrs[k] = v
+PYEOF
+  bad "resume of a dump rewritten with gzip by another tool" "blocks.0.hook_resid_post: its layout" "${B[@]}" --hooks 'blocks.*.hook_resid_post' --resume -o "$tmp/rc.h5"
+else
+  skip "rewritten dump: python3-h5py missing"
+fi
 printf '{"tokens": [1, 2]}\n{"tokens": [1, 99999]}\n' > "$tmp/badtok.jsonl"
 bad "token id outside the vocabulary" "line 2" record "$MODEL" --prompts "$tmp/badtok.jsonl" --hooks 'blocks.*.hook_resid_post' -o "$tmp/b.h5"
 printf '{"tokens": [1, 2]}\n{"tokens": [1, 2\n' > "$tmp/badjson.jsonl"
