@@ -1033,11 +1033,11 @@ static ks_status put_rows(ks_recorder *r, rec_ds *s, void *buf, int64_t c0, int6
         size_t ub = unit_bytes(r, s), cb = (size_t)C * ub, used = (size_t)(to - c0) * ub;
         char *whole = buf;
         if (shared) {
-            if (chunk_bytes(r, s) > r->scratch_cap) {
-                void *p = realloc(r->scratch, chunk_bytes(r, s));
+            if ((size_t)H * cb > r->scratch_cap) {
+                void *p = realloc(r->scratch, (size_t)H * cb);
                 if (!p) return ks_error_set(err, KS_ERR_NOMEM, "writer: out of memory");
                 r->scratch = p;
-                r->scratch_cap = chunk_bytes(r, s);
+                r->scratch_cap = (size_t)H * cb;
             }
             whole = r->scratch;
             for (int64_t h = 0; h < H; h++) memcpy(whole + (size_t)h * cb, (const char *)buf + (size_t)h * cb, used);

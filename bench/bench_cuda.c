@@ -148,17 +148,6 @@ static void on_alarm(int sig) {
     _exit(3);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorts v in place: v[0] is then the minimum and v[n-1] the maximum. */
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* How many timed repetitions fit: want, or fewer (at least 1) when each takes each_s and the
  * repetitions should stay within share_s seconds and the budget left. */
 static int fit_reps(int want, double each_s, double share_s) {
@@ -328,7 +317,7 @@ static double time_gemm(cublasHandle_t h, cudaStream_t st, cudaEvent_t e0, cudaE
         if (!CUDA_OK(cudaEventElapsedTime(&ms, e0, e1))) return -1;
         if (r >= 0) t[r] = ms * 1e-3;
     }
-    return median(t, reps);
+    return bench_median(t, reps);
 }
 
 static bool part_gemm(void) {
@@ -438,7 +427,7 @@ static bool part_copy(void) {
             goto out;
         if (r >= 0) t[r] = ms * 1e-3;
     }
-    double tm = median(t, 10);
+    double tm = bench_median(t, 10);
     G.copy_gbs = 2.0 * (double)bytes / tm / 1e9;
     say("cudaMemcpyAsync device to device, %zu MiB: %.3f ms, median of 10 (%.3f-%.3f)\n",
         bytes >> 20, tm * 1e3, t[0] * 1e3, t[9] * 1e3);
@@ -493,7 +482,7 @@ static bool part_prefill(ks_session *s, const int *ids, float *logits) {
     double t[5];
     for (int r = 0; r < reps; r++)
         if ((t[r] = timed_prefill(s, ids, T, logits)) < 0) return false;
-    double tm = median(t, reps);
+    double tm = bench_median(t, reps);
     double flops = prefill_flops(c, T);
     double tflops = flops / tm / 1e12;
     say("%d tokens: %.2f ms, median of %d (%.2f-%.2f ms): %.0f tokens/s, %.1f TFLOP/s model FLOPs\n",
@@ -549,7 +538,7 @@ static bool part_decode(ks_session *s, const int *ids, float *logits) {
         if (!sync_device()) return false;
         t[i] = now() - t0;
     }
-    double tm = median(t, steps);
+    double tm = bench_median(t, steps);
     /* bytes read per token: every matmul weight (output head included) in its dtype, and the
      * f32 keys and values cached so far, at the mean position of the timed steps */
     size_t el = G.dtype == KS_DTYPE_BF16 ? 2 : 4;
@@ -689,7 +678,7 @@ static bool run_recorder(const ks_model *m, ks_session *s, const int *ids, const
             continue;
         }
         *per_prompt = total / n;
-        *call_med = median(t, n);
+        *call_med = bench_median(t, n);
         *R_io = n;
     }
     G.dump[0] = 0;
@@ -744,7 +733,7 @@ static bool part_record(const ks_model *m, ks_session *s, const int *ids, float 
         }
     double med[3];
     for (int k = 0; k < 3; k++) {
-        med[k] = median(t[k], reps);
+        med[k] = bench_median(t[k], reps);
         say("%-46s %9.2f ms, median of %d (%.2f-%.2f)  x%.3f\n", labels[k], med[k] * 1e3, reps,
             t[k][0] * 1e3, t[k][reps - 1] * 1e3, med[k] / med[0]);
     }

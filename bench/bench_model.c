@@ -171,3 +171,13 @@ ks_model *bench_random_model_dtype(int dim, int hidden, int layers, int heads, i
     snprintf(m->weight_dtype, sizeof m->weight_dtype, "bf16");
     return m;
 }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}

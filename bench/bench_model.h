@@ -19,6 +19,9 @@ void bench_fill_random(float *p, size_t n, uint64_t seed);
 /* n bf16 values (raw bits), uniform in [-0.02, 0.02) at 16-bit resolution rounded to nearest
  * even, deterministic for a seed and thread count; generated directly in parallel. */
 void bench_fill_random_bf16(uint16_t *p, size_t n, uint64_t seed);
+/* The median of v[0..n) (n >= 1); sorts v in place, so v[0] is then the minimum and v[n-1]
+ * the maximum. */
+double bench_median(double *v, int n);
 /* A model of that shape with f32 weights (head_dim = dim / heads, untied output, context 2048);
  * NULL when out of memory. Free with ks_model_close. */
 ks_model *bench_random_model(int dim, int hidden, int layers, int heads, int kv_heads, int vocab);

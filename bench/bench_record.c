@@ -614,20 +614,6 @@ static double disk_write(const char *path, int64_t bytes, char *errbuf, size_t e
     return t;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* median of n values (sorts a copy) */
-static double median(const double *v, int n) {
-    double c[16];
-    if (n < 1 || n > 16) return -1;
-    memcpy(c, v, (size_t)n * sizeof *c);
-    qsort(c, (size_t)n, sizeof *c, cmp_double);
-    return n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
-}
-
 /* The disk, right after a dump of res->w[k].file_bytes: a file of the same size in the same
  * directory, best of 2; sets w[k].ok when measured. */
 static void disk_rate(child_result *res, int k, const char *dpath) {
@@ -944,9 +930,9 @@ static void writer_child(const void *argp, child_result *res) {
             done++;
         }
         if (done < reps) continue;
-        res->w[k].rec_s = median(rec, reps);
-        res->w[k].wait_s = median(wait, reps);
-        res->w[k].disk_s = median(disk, reps);
+        res->w[k].rec_s = bench_median(rec, reps);
+        res->w[k].wait_s = bench_median(wait, reps);
+        res->w[k].disk_s = bench_median(disk, reps);
         res->w[k].disk_mbs = res->w[k].file_bytes / 1e6 / res->w[k].disk_s;
         res->w[k].ok = 1;
     }
