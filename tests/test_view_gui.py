@@ -13,8 +13,8 @@ Usage (meson passes these): test_view_gui.py KOALASCOPE [KOALASCOPE_VIEW]   (TAP
      attention patterns, 8 generated tokens), with a second dump for the compare page: every
      page of a dump (tokens, attention grid, head, head zoomed, attention from and to a token,
      residual norms, logit lens, compare) is saved, and each PNG is decoded here (zlib only)
-     and is not blank: at least 2% of its pixels differ from its most common colour and it has
-     at least 8 colours (a page that drew only a message has far fewer coloured pixels);
+     and shows more than a message (see drawn() below: colour, not a share of inked pixels);
+     an empty window's page, which shows only a message, is checked to be judged blank;
   3. the window's state (size, last page) is written to $XDG_CONFIG_HOME/koalascope/viewer.ini;
   4. the stories260K checkpoint opened as a model: the self-test runs a prompt live (worker
      thread, recorded into a temporary dump) and the same pages are saved;
@@ -110,10 +110,28 @@ def read_png(path):
     return w, h, rows, bpp
 
 
-def blankness(path):
-    """(share of pixels that differ from the most common colour, number of colours), sampling
-    every 2nd pixel of every 2nd row. Decoded by Pillow where it is installed (CI: it comes
-    with python3-matplotlib), else by read_png (slower: pure Python)."""
+# What a page must show to count as drawn. A page with nothing to show (no data, a load error,
+# "not recorded") draws only a message (draw_message, gui/viewer/ks_view_pages.c): grey text
+# centred on white. The share of pixels it inks depends on the text and on the canvas size, and
+# so does a correct page's: at 1019 px wide, messages ink 0.4-0.9% of the canvas, the tokens
+# page of one 13-token prompt 2.0-2.1% (the canvas 678 or 632 px high), of a 3-token prompt
+# 0.9%. No bound on that share separates the two. Colour does: every view draws its values
+# through a colormap or in coloured marks (fewest here: the audit forest, ~3,400 pixels),
+# while a message and a blank page have no chromatic pixel at all. The count is of pixels, not
+# a share of the canvas, so the window's size does not move it. The exception is the audit
+# items table, drawn in greys until a row is selected or shaded: it must ink TABLE_MIN_INK of
+# its canvas (15-20% here, ten times a message).
+CHROMA_SPREAD = 48      # a pixel is chromatic when max(R,G,B) - min(R,G,B) >= this
+MIN_CHROMATIC = 1000    # chromatic pixels a page must have (a message-only page: 0)
+GREY_PAGES = {"items"}  # pages drawn in greys by design, checked by their inked share instead
+TABLE_MIN_INK = 0.05
+
+
+def page_pixels(path):
+    """(chromatic pixels, share of pixels that differ from the most common colour, number of
+    colours). Decoded by Pillow where it is installed (CI: it comes with python3-matplotlib),
+    every pixel counted; else by read_png (pure Python, slower), every 2nd pixel of every 2nd
+    row counted and the chromatic count scaled by 4."""
     try:
         from PIL import Image
     except ImportError:
@@ -125,23 +143,39 @@ def blankness(path):
             raise ValueError("%s: not a PNG" % path)
         img = img.convert("RGB")
         w, h = img.size
-        img = img.resize(((w + 1) // 2, (h + 1) // 2), Image.NEAREST)
-        colours = img.getcolors(maxcolors=1 << 24)
-        total = sum(c for c, _ in colours)
-        return (total - max(c for c, _ in colours)) / total, len(colours)
-    w, h, rows, bpp = read_png(path)
-    counts = {}
-    for y in range(0, h, 2):
-        r = rows[y]
-        for x in range(0, w, 2):
-            px = r[x * bpp:x * bpp + 3]
-            counts[px] = counts.get(px, 0) + 1
-    total = sum(counts.values())
-    top = max(counts.values())
-    return (total - top) / total, len(counts)
+        colours = img.getcolors(maxcolors=w * h)
+        step = 1
+    else:
+        w, h, rows, bpp = read_png(path)
+        counts = {}
+        for y in range(0, h, 2):
+            r = rows[y]
+            for x in range(0, w, 2):
+                px = r[x * bpp:x * bpp + 3]
+                counts[px] = counts.get(px, 0) + 1
+        colours = [(c, tuple(px)) for px, c in counts.items()]
+        step = 2
+    total = sum(c for c, _ in colours)
+    chromatic = sum(c for c, px in colours if max(px) - min(px) >= CHROMA_SPREAD) * step * step
+    return chromatic, (total - max(c for c, _ in colours)) / total, len(colours)
+
+
+def drawn(page, png):
+    """(whether the screenshot png of page shows more than a message, what was measured)."""
+    chromatic, inked, ncol = page_pixels(png)
+    what = "%d chromatic pixels, %.1f%% inked, %d colours" % (chromatic, 100 * inked, ncol)
+    if page in GREY_PAGES:
+        return inked >= TABLE_MIN_INK, what + "; a table: needs %.0f%% inked" % (100 * TABLE_MIN_INK)
+    return chromatic >= MIN_CHROMATIC, what + "; needs %d chromatic" % MIN_CHROMATIC
 
 
 def viewer_env(tmp):
+    # no animations: the live prompt bar slides in (GtkRevealer, 250 ms) when a model opens,
+    # and the first frame of a page could catch it before it had, the canvas 46 px taller
+    gtk_dir = os.path.join(tmp, "config", "gtk-4.0")
+    os.makedirs(gtk_dir, exist_ok=True)
+    with open(os.path.join(gtk_dir, "settings.ini"), "w") as f:
+        f.write("[Settings]\ngtk-enable-animations=false\n")
     env = dict(os.environ)
     env.update({
         "G_DEBUG": "fatal-criticals",
@@ -182,12 +216,11 @@ def check_pages(out, pages, what):
         if not ok(os.path.exists(png), "%s: page %s saved a screenshot" % (what, page)):
             continue
         try:
-            frac, ncol = blankness(png)
+            good, measured = drawn(page, png)
         except ValueError as exc:
             ok(False, "%s: page %s: %s" % (what, page, exc))
             continue
-        ok(frac >= 0.02 and ncol >= 8,
-           "%s: page %s is not blank (%.1f%% of pixels coloured, %d colours)" % (what, page, 100 * frac, ncol))
+        ok(good, "%s: page %s is not blank (%s)" % (what, page, measured))
 
 
 def main():
@@ -231,7 +264,15 @@ def main():
                 plan()
                 return 1
 
-        # 2. every page of a dump
+        # 2. what the check below calls blank: an empty window's only page, a message
+        ref = os.path.join(tmp, "shots-empty")
+        p = self_test([], ref, tmp)
+        png = os.path.join(ref, "tokens.png")
+        good, measured = drawn("tokens", png) if os.path.exists(png) else (True, "no screenshot")
+        ok(p.returncode == 0 and not good,
+           "a page that shows only a message is judged blank (%s)" % measured)
+
+        # every page of a dump
         out = os.path.join(tmp, "shots")
         p = self_test([dump, "--compare", dump2], out, tmp)
         diag(p.stdout.strip())
