@@ -1,6 +1,6 @@
 /* attribute.c — koalascope attribute (which input tokens or heads drive an objective) and
- * koalascope patch (activation patching, exact or by attribution patching), on the CPU
- * backward pass (probes/ks_attr.h). Results on stdout as ranked TSV tables; -o adds them to an
+ * koalascope patch (activation patching, exact or by attribution patching), on the backward
+ * pass (probes/ks_attr.h), on the CPU or a GPU (--backend). Results on stdout as ranked TSV tables; -o adds them to an
  * HDF5 file under /attributions (docs/FORMAT.md). */
 #include <getopt.h>
 #include <math.h>
@@ -16,7 +16,7 @@
 static const char *help_attribute =
     "Usage: koalascope attribute MODEL --prompt TEXT --target TEXT [--vs TEXT] [options]\n"
     "Attribute an objective to the prompt's tokens (or to every attention head) with the\n"
-    "backward pass, on the CPU in f32, and print a ranked table (TSV) on stdout.\n"
+    "backward pass and print a ranked table (TSV) on stdout.\n"
     "Objective\n"
     "  --target TEXT     the continuation: f = log p(TEXT | prompt), summed over its tokens\n"
     "  --vs TEXT         with --target: f = logit(first token of TARGET) − logit(first token of\n"
@@ -31,9 +31,11 @@ static const char *help_attribute =
     "                    a file written before, or a new file)\n"
     "  --name NAME       the group name (default: the method)\n"
     "  --overwrite       replace a result of that name\n"
+    "  --backend NAME    cpu (default) or cuda (an NVIDIA GPU)\n"
     "  --tokenizer FILE, --no-bos, -q\n"
-    "The model is converted to f32 at load (gradients need it). Integrated gradients report\n"
-    "their completeness: Σ attributions against f(input) − f(baseline).\n";
+    "On the CPU the model is converted to f32 at load; on a GPU its weights stay as stored\n"
+    "(16-bit GEMMs on tensor cores, f32 activations). Integrated gradients report their\n"
+    "completeness: Σ attributions against f(input) − f(baseline).\n";
 
 static const char *help_patch =
     "Usage: koalascope patch MODEL --clean TEXT --corrupt TEXT --target TEXT [--vs TEXT] [options]\n"
@@ -48,10 +50,11 @@ static const char *help_patch =
     "                    pass, (a_clean − a_corrupt) · ∂f/∂a, instead of one forward per cell\n"
     "  --compare         both, and the Pearson r of the estimate against the exact effect per\n"
     "                    layer (stderr)\n"
-    "  -o FILE, --name NAME, --overwrite, --tokenizer FILE, -q   as in koalascope attribute\n";
+    "  -o FILE, --name NAME, --overwrite, --backend NAME, --tokenizer FILE, -q\n"
+    "                    as in koalascope attribute\n";
 
 enum { A_PROMPT = 400, A_TARGET, A_VS, A_METHOD, A_STEPS, A_BASELINE, A_TOP, A_NAME, A_OVERWRITE,
-       A_TOKENIZER, A_NOBOS, A_CLEAN, A_CORRUPT, A_SITE, A_APPROX, A_COMPARE, A_HELP };
+       A_TOKENIZER, A_NOBOS, A_CLEAN, A_CORRUPT, A_SITE, A_APPROX, A_COMPARE, A_BACKEND, A_HELP };
 
 static const struct option attr_opts[] = {
     {"prompt", required_argument, 0, A_PROMPT},   {"target", required_argument, 0, A_TARGET},
@@ -63,12 +66,13 @@ static const struct option attr_opts[] = {
     {"clean", required_argument, 0, A_CLEAN},     {"corrupt", required_argument, 0, A_CORRUPT},
     {"site", required_argument, 0, A_SITE},       {"approx", no_argument, 0, A_APPROX},
     {"compare", no_argument, 0, A_COMPARE},       {"quiet", no_argument, 0, 'q'},
+    {"backend", required_argument, 0, A_BACKEND},
     {"help", no_argument, 0, A_HELP},             {0, 0, 0, 0},
 };
 
 typedef struct {
     const char *cmd, *model, *prompt, *target, *vs, *output, *name, *tokenizer, *clean, *corrupt;
-    const char *method_s, *site_s;
+    const char *method_s, *site_s, *backend;
     int steps, baseline, top;
     bool overwrite, no_bos, approx, compare, quiet, baseline_zero;
 } aargs;
@@ -113,6 +117,11 @@ static int parse(const char *cmd, int argc, char **argv, aargs *a) {
         case A_NAME: a->name = optarg; break;
         case A_OVERWRITE: a->overwrite = true; break;
         case A_TOKENIZER: a->tokenizer = optarg; break;
+        case A_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
+                return usage(a->cmd, "--backend: '%s' is not a backend (cpu or cuda)", optarg);
+            a->backend = optarg;
+            break;
         case A_NOBOS: a->no_bos = true; break;
         case A_CLEAN: a->clean = optarg; break;
         case A_CORRUPT: a->corrupt = optarg; break;
@@ -141,11 +150,14 @@ static void progress(int done, int total, void *user) {
     fflush(stderr);
 }
 
-/* The model in f32 and its tokenizer; NULL after printing why. */
-static ks_model *open_f32(const aargs *a) {
+/* The model and its tokenizer; NULL after printing why. On the CPU the weights are converted
+ * to f32 at load (the backward runs fastest on them); on a GPU they stay as stored (a 16-bit
+ * model runs its GEMMs on tensor cores). */
+static ks_model *open_model(const aargs *a) {
     ks_model *m = NULL;
     ks_error e = {0};
-    ks_model_options o = {.tokenizer_path = a->tokenizer, .f32_weights = true};
+    bool cpu = !a->backend || !strcmp(a->backend, "cpu");
+    ks_model_options o = {.tokenizer_path = a->tokenizer, .f32_weights = cpu};
     if (ks_model_open(a->model, &o, &m, &e)) {
         fail(a->cmd, &e);
         return NULL;
@@ -276,7 +288,7 @@ int cmd_attribute(int argc, char **argv) {
         heads = true, meth = KS_ATTR_SALIENCY;
     else
         return usage("attribute", "--method: '%s' is not ig, saliency, grad_x_input or heads", a.method_s);
-    ks_model *m = open_f32(&a);
+    ks_model *m = open_model(&a);
     if (!m) return EXIT_USAGE;
     int *tok = NULL;
     ks_objective obj;
@@ -286,7 +298,7 @@ int cmd_attribute(int argc, char **argv) {
     rc = EXIT_USAGE;
     int T = build(&a, m, a.prompt, &tok, &obj);
     if (T < 0) goto out;
-    ks_grad_options go = {.param_grads = false};
+    ks_grad_options go = {.param_grads = false, .backend = a.backend};
     if (ks_grad_create(m, &go, &g, &e)) {
         rc = fail("attribute", &e);
         goto out;
@@ -375,7 +387,7 @@ int cmd_patch(int argc, char **argv) {
         site = KS_PATCH_HEAD_Z;
     else
         return usage("patch", "--site: '%s' is not resid or heads", a.site_s);
-    ks_model *m = open_f32(&a);
+    ks_model *m = open_model(&a);
     if (!m) return EXIT_USAGE;
     int *cl = NULL, *co = NULL;
     ks_objective obj, obj2;
@@ -392,7 +404,7 @@ int cmd_patch(int argc, char **argv) {
                 "count: koalascope tokenize --pieces shows them)\n", obj.n_prompt, obj2.n_prompt);
         goto out;
     }
-    ks_grad_options go = {.param_grads = false};
+    ks_grad_options go = {.param_grads = false, .backend = a.backend};
     if (ks_grad_create(m, &go, &g, &e)) {
         rc = fail("patch", &e);
         goto out;

@@ -81,7 +81,8 @@ static const char *help =
     "  --resume DIR       continue the run in DIR from its last checkpoint\n"
     "  --threads N        worker threads\n"
     "  --tokenizer FILE   tokenizer for a llama2.c checkpoint\n"
-    "  --backend NAME     cpu (default); cuda has no backward pass yet\n"
+    "  --backend NAME     cpu (default) or cuda: where the forward and backward run (the\n"
+    "                     optimizer runs on the host)\n"
     "  -q, --quiet        no progress line\n";
 
 typedef struct {
@@ -203,12 +204,8 @@ static int parse(int argc, char **argv, args *a) {
 }
 
 static int check_args(const args *a) {
-    if (strcmp(a->backend, "cpu") != 0) {
-        if (!strcmp(a->backend, "cuda"))
-            return cli_error(CMD, "--backend cuda: the CUDA backend has no backward pass yet; "
-                             "fine-tuning runs on the CPU (--backend cpu)");
-        return cli_usage(CMD, "--backend: unknown backend '%s' (cpu)", a->backend);
-    }
+    if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "cuda") != 0)
+        return cli_usage(CMD, "--backend: unknown backend '%s' (cpu or cuda)", a->backend);
     if (!a->model) return cli_usage(CMD, "--model is required");
     if (!a->output) return cli_usage(CMD, "-o OUT_DIR is required");
     if (strlen(a->output) > 3000) return cli_usage(CMD, "-o: the path is too long");
@@ -712,6 +709,7 @@ int cmd_finetune(int argc, char **argv) {
         if (empty) fprintf(stderr, "; %d dropped: no target token", empty);
         fputc('\n', stderr);
     }
+    a.to.backend = a.backend;
     if (ks_trainer_create(m, &a.to, seqs, n_seqs, &t, &err)) {
         rc = cli_error(CMD, "%s", err.msg);
         goto out;

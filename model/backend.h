@@ -72,6 +72,47 @@ typedef struct {
      * of hooked tensors; host_free releases it */
     void *(*host_alloc)(ks_backend *b, size_t bytes);
     void (*host_free)(ks_backend *b, void *p);
+
+    /* ---- the backward pass (backward.c). Optional as a group: a backend without gemm cannot
+     * run ks_grad. Activation gradients are `=`, parameter gradients `+=` (as backward.c). */
+    /* C[i] (M, N) = alpha op(A[i]) op(B[i]) + beta C[i] for i < batch, f32, row-major; op(X) is
+     * X^T when its flag is set (A then stored (K, M), B (N, K)); lda/ldb/ldc are row strides
+     * and sa/sb/sc the strides between batch items, in floats. fast: the backend may round A
+     * and B to bf16 and accumulate in f32 (tensor cores; set for 16-bit models, as their
+     * forward attention does); the CPU ignores it. beta 0 ignores C's old contents. */
+    void (*gemm)(ks_backend *b, bool ta, bool tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                 float beta, float *C, int ldc, long long sc, int batch, bool fast);
+    /* dx (B, in) = dy (B, out) · W (out, in) + beta dx: the backward of matmul to its input,
+     * W the model's weight in its own dtype (computed as matmul computes with it) */
+    void (*matmul_t)(ks_backend *b, float *dx, const ks_weight *w, const float *dy, int B,
+                     int in, int out, float beta);
+    /* dW (out, in) += dy (B, out)^T · x (B, in), dW f32 backend memory; fast as gemm's, taken
+     * by a device backend only where w's dtype is 16-bit */
+    void (*matmul_dw)(ks_backend *b, float *dW, const ks_weight *w, const float *dy,
+                      const float *x, int B, int in, int out);
+    /* backward of rmsnorm (out = w x r, r = 1/sqrt(mean x² + eps)), per row:
+     * dx += r (w ⊙ dy) − x r³ Σ(w ⊙ dy ⊙ x) / dim; dw (optional) += Σ_rows dy ⊙ x r.
+     * w is the model's norm weight (host pointer, as for rmsnorm); dw backend memory */
+    void (*rmsnorm_bwd)(ks_backend *b, float *dx, float *dw, const float *dy, const float *x,
+                        const float *w, int B, int dim, float eps);
+    /* att (H, B, L): -inf where key > pos0 + query (the mask of attn_scores, on its own) */
+    void (*causal_mask)(ks_backend *b, float *att, int H, int B, int L, int pos0);
+    /* softmax backward in place over rows (rows, L): d = P ⊙ (d − Σ_u P d) */
+    void (*softmax_bwd)(ks_backend *b, float *d, const float *P, int rows, int L);
+    /* a = silu(gate) ⊙ up backward: dup = da ⊙ silu(gate); dgate = da ⊙ up ⊙ silu'(gate).
+     * dgate may be da (read before written); dup is distinct from all inputs */
+    void (*swiglu_bwd)(ks_backend *b, float *dgate, float *dup, const float *da,
+                       const float *gate, const float *up, size_t n);
+    /* demb (vocab, dim) row ids[i] (host) += dx row i, i < B (repeated ids add up) */
+    void (*embed_bwd)(ks_backend *b, float *demb, const float *dx, const int *ids, int B,
+                      int dim);
+    /* dst (n) = src; p (n) = 0 */
+    void (*copy)(ks_backend *b, float *dst, const float *src, size_t n);
+    void (*zero)(ks_backend *b, float *p, size_t n);
+    /* optional: the model's weights changed in host memory (an optimizer step): copy every
+     * weight the backend keeps a copy of again. NULL where weights are used in place. */
+    ks_status (*reload)(ks_backend *b, ks_error *err);
 } ks_backend_i;
 
 /* Every backend's handle starts with this. */

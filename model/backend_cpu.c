@@ -427,6 +427,166 @@ static void cpu_add(ks_backend *b_, float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* ------------------------------------------------------------------ backward ops
+ * (backward.c). Parallel loops split their work at fixed boundaries, never by the thread
+ * count, so gradients are bit-identical whatever the number of threads (as matmul's). */
+/* Pieces a GEMM dimension of length len is cut into: a function of len alone (never of the
+ * thread count, so every C element is computed by the same BLAS call whatever the threads),
+ * enough tiles for up to 16-32 threads on large products, few enough that each call stays
+ * efficient. */
+static int gemm_pieces(int len) { return len >= 2048 ? 8 : len >= 256 ? 4 : len >= 128 ? 2 : 1; }
+
+/* C[i] (M, N) = alpha op(A[i]) op(B[i]) + beta C[i]: one single-threaded BLAS call per batch
+ * item and tile of C (gemm_pieces along M and along N, sizes rounded up to multiples of 16),
+ * the tiles spread over the OpenMP threads. */
+static void cpu_gemm(ks_backend *b_, bool ta, bool tb, int M, int N, int K, float alpha,
+                     const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                     float beta, float *C, int ldc, long long sc, int batch, bool fast) {
+    (void)b_;
+    (void)fast;
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    const int pm = gemm_pieces(M), pn = gemm_pieces(N);
+    const int tm = ((M + pm - 1) / pm + 15) / 16 * 16, tn = ((N + pn - 1) / pn + 15) / 16 * 16;
+    const long items = (long)batch * pm * pn;
+#pragma omp parallel for schedule(dynamic) if (items > 1 && (double)M * N * K * batch > 1e5)
+    for (long it = 0; it < items; it++) {
+        int i = (int)(it / (pm * pn)), tile = (int)(it % (pm * pn));
+        int m0 = (tile / pn) * tm, n0 = (tile % pn) * tn;
+        int m = M - m0 < tm ? M - m0 : tm, n = N - n0 < tn ? N - n0 : tn;
+        if (m <= 0 || n <= 0) continue;
+        /* rows m0.. of op(A) and of C; columns n0.. of op(B) and of C */
+        const float *a = A + i * sa + (ta ? (size_t)m0 : (size_t)m0 * lda);
+        const float *bb = B + i * sb + (tb ? (size_t)n0 * ldb : (size_t)n0);
+        float *cc = C + i * sc + (size_t)m0 * ldc + n0;
+        if (K <= 0) { /* no products: C = beta C */
+            for (int r = 0; r < m; r++)
+                for (int j = 0; j < n; j++)
+                    cc[(size_t)r * ldc + j] = beta == 0.0f ? 0.0f : beta * cc[(size_t)r * ldc + j];
+            continue;
+        }
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, K, alpha, a, lda, bb, ldb, beta, cc, ldc);
+    }
+}
+
+/* dx (B, in) = dy (B, out) · W + beta dx. A weight in another dtype is converted
+ * KS_PANEL_ROWS rows at a time into the first thread's panel, and each panel's product added:
+ * the values are those of converting the whole matrix, summed panel by panel. */
+static void cpu_matmul_t(ks_backend *b_, float *dx, const ks_weight *w, const float *dy, int B,
+                         int in, int out, float beta) {
+    cpu_backend *s = (cpu_backend *)b_;
+    if (w->dtype == KS_DTYPE_F32) {
+        cpu_gemm(b_, false, false, B, in, out, 1.0f, dy, out, 0, w->data, in, 0, beta, dx, in, 0,
+                 1, false);
+        return;
+    }
+    for (int p = 0; p < out; p += KS_PANEL_ROWS) {
+        int n = out - p < KS_PANEL_ROWS ? out - p : KS_PANEL_ROWS;
+        weight_rows(w, (size_t)in, (size_t)p, (size_t)n, s->panel);
+        cpu_gemm(b_, false, false, B, in, n, 1.0f, dy + p, out, 0, s->panel, in, 0,
+                 p == 0 ? beta : 1.0f, dx, in, 0, 1, false);
+    }
+}
+
+static void cpu_matmul_dw(ks_backend *b_, float *dW, const ks_weight *w, const float *dy,
+                          const float *x, int B, int in, int out) {
+    (void)w;
+    cpu_gemm(b_, true, false, out, in, B, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0, 1, false);
+}
+
+static void cpu_rmsnorm_bwd(ks_backend *b_, float *dx, float *dw, const float *dy, const float *x,
+                            const float *w, int B, int dim, float eps) {
+    (void)b_;
+    float *r = malloc((size_t)(B > 0 ? B : 1) * sizeof(float));
+    bool keep = r != NULL; /* the row factors, for dw; recomputed where memory is short */
+#pragma omp parallel for if (B > 8)
+    for (int t = 0; t < B; t++) {
+        const float *xt = x + (size_t)t * dim, *dyt = dy + (size_t)t * dim;
+        float *dxt = dx + (size_t)t * dim;
+        double ss = 0.0, dot = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        float rt = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++) dot += (double)w[i] * dyt[i] * xt[i];
+        float c = (float)(dot / dim) * rt * rt * rt;
+        for (int i = 0; i < dim; i++) dxt[i] += rt * w[i] * dyt[i] - xt[i] * c;
+        if (keep) r[t] = rt;
+    }
+    if (dw) {
+        if (!keep) { /* sequential, one row factor at a time */
+            for (int t = 0; t < B; t++) {
+                const float *xt = x + (size_t)t * dim, *dyt = dy + (size_t)t * dim;
+                double ss = 0.0;
+                for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+                float rt = 1.0f / sqrtf((float)(ss / dim) + eps);
+                for (int i = 0; i < dim; i++) dw[i] += dyt[i] * xt[i] * rt;
+            }
+        } else {
+#pragma omp parallel for if ((size_t)B * dim > 65536)
+            for (int i = 0; i < dim; i++) {
+                float acc = dw[i];
+                for (int t = 0; t < B; t++)
+                    acc += dy[(size_t)t * dim + i] * x[(size_t)t * dim + i] * r[t];
+                dw[i] = acc;
+            }
+        }
+    }
+    free(r);
+}
+
+static void cpu_causal_mask(ks_backend *b_, float *att, int H, int B, int L, int pos0) {
+    (void)b_;
+#pragma omp parallel for collapse(2) if ((size_t)H * B * L > 16384)
+    for (int h = 0; h < H; h++)
+        for (int b = 0; b < B; b++) {
+            float *row = att + ((size_t)h * B + b) * L;
+            for (int t = pos0 + b + 1; t < L; t++) row[t] = -INFINITY;
+        }
+}
+
+static void cpu_softmax_bwd(ks_backend *b_, float *d, const float *P, int rows, int L) {
+    (void)b_;
+#pragma omp parallel for if ((size_t)rows * L > 16384)
+    for (int r = 0; r < rows; r++) {
+        const float *p = P + (size_t)r * L;
+        float *dr = d + (size_t)r * L;
+        double s = 0.0;
+        for (int u = 0; u < L; u++) s += (double)p[u] * dr[u];
+        for (int u = 0; u < L; u++) dr[u] = p[u] * (dr[u] - (float)s);
+    }
+}
+
+static void cpu_swiglu_bwd(ks_backend *b_, float *dgate, float *dup, const float *da,
+                           const float *gate, const float *up, size_t n) {
+    (void)b_;
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float a = da[i], g = gate[i];
+        float sg = 1.0f / (1.0f + expf(-g));
+        dup[i] = a * (g / (1.0f + expf(-g)));
+        dgate[i] = a * up[i] * (sg * (1.0f + g * (1.0f - sg)));
+    }
+}
+
+static void cpu_embed_bwd(ks_backend *b_, float *demb, const float *dx, const int *ids, int B,
+                          int dim) {
+    (void)b_;
+    for (int t = 0; t < B; t++) {
+        float *row = demb + (size_t)ids[t] * dim;
+        const float *d = dx + (size_t)t * dim;
+        for (int i = 0; i < dim; i++) row[i] += d[i];
+    }
+}
+
+static void cpu_copy(ks_backend *b_, float *dst, const float *src, size_t n) {
+    (void)b_;
+    memcpy(dst, src, n * sizeof(float));
+}
+
+static void cpu_zero(ks_backend *b_, float *p, size_t n) {
+    (void)b_;
+    memset(p, 0, n * sizeof(float));
+}
+
 static void *cpu_alloc(ks_backend *b_, size_t bytes) {
     (void)b_;
     return calloc(bytes ? bytes : 1, 1);
@@ -461,6 +621,16 @@ static const ks_backend_i cpu_i = {
     .attn_values = cpu_attn_values,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
+    .gemm = cpu_gemm,
+    .matmul_t = cpu_matmul_t,
+    .matmul_dw = cpu_matmul_dw,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .causal_mask = cpu_causal_mask,
+    .softmax_bwd = cpu_softmax_bwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .embed_bwd = cpu_embed_bwd,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
 };
 
 /* "cpu-copy": the same ops, but the forward must treat its memory as device memory — hooks are

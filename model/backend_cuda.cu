@@ -60,7 +60,8 @@ typedef enum { ATTN_AUTO, ATTN_FLASH, ATTN_TC, ATTN_EAGER } attn_mode;
 typedef struct {
     const void *host; /* key */
     void *dev;
-    ks_dtype dtype; /* KS_DTYPE_F32, _F16 or _BF16 on the device */
+    ks_dtype dtype;      /* KS_DTYPE_F32, _F16 or _BF16 on the device */
+    ks_dtype host_dtype; /* as stored at host (reload converts it again) */
     size_t rows, cols;
 } wentry;
 
@@ -84,6 +85,14 @@ typedef struct {
     size_t tcs_cap;
     int *ids; /* token ids on the device */
     size_t ids_cap;
+    /* the backward's scratch: gemm's operands rounded to bf16, a 16-bit weight widened to f32
+     * (matmul_t of f16 weights), rmsnorm_bwd's row factors */
+    void *g16a, *g16b;
+    size_t g16a_cap, g16b_cap;
+    void *wf32;
+    size_t wf32_cap;
+    void *rbuf;
+    size_t rbuf_cap;
     unsigned char *ring; /* pinned */
     size_t ring_pos;
     size_t max_in;
@@ -102,13 +111,15 @@ typedef struct {
 
 /* ops the profiler tells apart */
 enum { P_EMBED, P_RMSNORM, P_SGEMM, P_GEMM16, P_GEMV, P_ROUND, P_ROPE, P_KV, P_SCORES, P_MASK,
-       P_SOFTMAX, P_VALUES, P_FLASH, P_DECODE_ATT, P_TC, P_SWIGLU, P_ADD, P_D2H, P_H2D, P_N };
+       P_SOFTMAX, P_VALUES, P_FLASH, P_DECODE_ATT, P_TC, P_SWIGLU, P_ADD, P_D2H, P_H2D,
+       P_BGEMM, P_BGEMM16, P_BMATMUL, P_BELEM, P_N };
 static const char *const prof_names[P_N] = {
     "embed", "rmsnorm", "matmul f32 (SGEMM)", "matmul 16-bit (GemmEx)", "matmul 16-bit (GEMV)",
     "round to 16 bits", "rope", "kv_store", "attn scores (SGEMM)", "causal mask", "softmax",
     "attn values (SGEMM)", "attention fused (flash)", "attention decode (f32)",
     "attention tensor-core (tc)", "swiglu", "add",
-    "copy device->host", "copy host->device"};
+    "copy device->host", "copy host->device", "backward GEMM f32 (SGEMM)",
+    "backward GEMM bf16 (GemmEx)", "backward matmul_t / matmul_dw", "backward elementwise"};
 
 static cuda_backend *CB(ks_backend *b) { return (cuda_backend *)b; }
 
@@ -237,6 +248,9 @@ static wentry *tab_insert(cuda_backend *b, const void *host) {
     return &b->tab[i];
 }
 
+static bool copy_weight(cuda_backend *b, void *dev, const void *host, ks_dtype t, size_t rows,
+                        size_t cols);
+
 /* The device copy of a (rows, cols) matrix stored in dtype t at host (uploaded on first use);
  * NULL after recording an error. */
 static const wentry *weight(cuda_backend *b, const void *host, ks_dtype t, size_t rows,
@@ -266,14 +280,37 @@ static const wentry *weight(cuda_backend *b, const void *host, ks_dtype t, size_
                  b->weight_bytes >> 20);
         return NULL;
     }
+    if (!copy_weight(b, dev, host, t, rows, cols)) {
+        cudaFree(dev);
+        return NULL;
+    }
+    e = tab_insert(b, host);
+    if (!e) {
+        cudaFree(dev);
+        fail(b, KS_ERR_NOMEM, "CUDA backend: out of host memory for the weight table");
+        return NULL;
+    }
+    e->dev = dev;
+    e->dtype = dt;
+    e->host_dtype = t;
+    e->rows = rows;
+    e->cols = cols;
+    b->weight_bytes += bytes;
+    return e;
+}
+
+/* The host weight (rows, cols) of dtype t into its device copy dev: as it is for f32, f16,
+ * bf16, else dequantised to f16 on the host a panel at a time. Synchronous (the host memory
+ * may change or go after it). false after recording an error. */
+static bool copy_weight(cuda_backend *b, void *dev, const void *host, ks_dtype t, size_t rows,
+                        size_t cols) {
+    bool direct = t == KS_DTYPE_F32 || t == KS_DTYPE_F16 || t == KS_DTYPE_BF16;
     if (direct) {
+        size_t bytes = rows * cols * (t == KS_DTYPE_F32 ? 4 : 2);
         /* in stream order, and finished before the host memory may go */
-        if (!cu_ok(b, cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, b->stream),
-                   "weight upload") ||
-            !cu_ok(b, cudaStreamSynchronize(b->stream), "weight upload")) {
-            cudaFree(dev);
-            return NULL;
-        }
+        return cu_ok(b, cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, b->stream),
+                     "weight upload") &&
+               cu_ok(b, cudaStreamSynchronize(b->stream), "weight upload");
     } else {
         /* dequantise on the host, a panel of rows at a time */
         size_t row_bytes = ks_dtype_row_bytes(t, cols);
@@ -297,23 +334,8 @@ static const wentry *weight(cuda_backend *b, const void *host, ks_dtype t, size_
         if (!f || !h) fail(b, KS_ERR_NOMEM, "CUDA backend: out of host memory dequantising a weight");
         free(f);
         free(h);
-        if (!ok) {
-            cudaFree(dev);
-            return NULL;
-        }
+        return ok;
     }
-    e = tab_insert(b, host);
-    if (!e) {
-        cudaFree(dev);
-        fail(b, KS_ERR_NOMEM, "CUDA backend: out of host memory for the weight table");
-        return NULL;
-    }
-    e->dev = dev;
-    e->dtype = dt;
-    e->rows = rows;
-    e->cols = cols;
-    b->weight_bytes += bytes;
-    return e;
 }
 
 /* ------------------------------------------------------------------ memory */
@@ -1052,6 +1074,28 @@ static void cuda_rmsnorm(ks_backend *b_, float *out, const float *x, const float
     launched(b, "rmsnorm");
 }
 
+/* dst (n 16-bit values of type dt, F16 or BF16) = src (n f32) rounded to nearest even */
+static void round16(cuda_backend *b, void *dst, const float *src, size_t n, ks_dtype dt) {
+    if (!n) return;
+    unsigned grid = blocks_for(n, 256);
+    if (grid > 65535) grid = 65535;
+    int pe = prof_begin(b, P_ROUND);
+    bool v4 = n % 4 == 0 && !((uintptr_t)src & 15);
+    unsigned g4 = blocks_for(n / 4, 256);
+    if (g4 > 65535) g4 = 65535;
+    if (v4 && dt == KS_DTYPE_F16)
+        k_round4<__half><<<g4, 256, 0, b->stream>>>((__half *)dst, (const float4 *)src, n / 4);
+    else if (v4)
+        k_round4<__nv_bfloat16><<<g4, 256, 0, b->stream>>>((__nv_bfloat16 *)dst,
+                                                           (const float4 *)src, n / 4);
+    else if (dt == KS_DTYPE_F16)
+        k_round<__half><<<grid, 256, 0, b->stream>>>((__half *)dst, src, n);
+    else
+        k_round<__nv_bfloat16><<<grid, 256, 0, b->stream>>>((__nv_bfloat16 *)dst, src, n);
+    prof_end(b, pe);
+    launched(b, "rounding to 16 bits");
+}
+
 static void cuda_matmul(ks_backend *b_, int n, float *const *ys, const ks_weight *const *ws,
                         const int *outs, const float *x, int B, int in) {
     cuda_backend *b = CB(b_);
@@ -1105,23 +1149,7 @@ static void cuda_matmul(ks_backend *b_, int n, float *const *ys, const ks_weight
         size_t n_x = (size_t)B * in;
         if (rounded != e->dtype) {
             if (!grow(b, &b->xh, &b->xh_cap, n_x * 2, "16-bit activations")) return;
-            unsigned grid = blocks_for(n_x, 256);
-            if (grid > 65535) grid = 65535;
-            int pe = prof_begin(b, P_ROUND);
-            bool v4 = n_x % 4 == 0 && !((uintptr_t)x & 15);
-            unsigned g4 = blocks_for(n_x / 4, 256);
-            if (g4 > 65535) g4 = 65535;
-            if (v4 && e->dtype == KS_DTYPE_F16)
-                k_round4<__half><<<g4, 256, 0, b->stream>>>((__half *)b->xh, (const float4 *)x, n_x / 4);
-            else if (v4)
-                k_round4<__nv_bfloat16><<<g4, 256, 0, b->stream>>>((__nv_bfloat16 *)b->xh,
-                                                                   (const float4 *)x, n_x / 4);
-            else if (e->dtype == KS_DTYPE_F16)
-                k_round<__half><<<grid, 256, 0, b->stream>>>((__half *)b->xh, x, n_x);
-            else
-                k_round<__nv_bfloat16><<<grid, 256, 0, b->stream>>>((__nv_bfloat16 *)b->xh, x, n_x);
-            prof_end(b, pe);
-            launched(b, "rounding to 16 bits");
+            round16(b, b->xh, x, n_x, e->dtype);
             rounded = e->dtype;
         }
         cudaDataType t = e->dtype == KS_DTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
@@ -1270,6 +1298,243 @@ static void cuda_add(ks_backend *b_, float *x, const float *y, size_t n) {
     launched(b, "add");
 }
 
+/* ------------------------------------------------------------------ backward (backward.c)
+ *
+ * Numerics, against backend_cpu.c's twins:
+ *  - gemm: SGEMM (f32, no TF32) unless fast, then both operands rounded to bf16 and
+ *    GemmStridedBatchedEx with f32 accumulation and output (tensor cores).
+ *  - matmul_t (dx = dy · W): f32 weights SGEMM; bf16 weights: dy rounded to bf16, GemmEx; f16
+ *    weights (and GGML formats, uploaded as f16) are widened to f32 and run in SGEMM, because a
+ *    gradient rounded to f16 loses its small values (f16's smallest normal is 6e-5).
+ *  - matmul_dw (dW += dy^T x): 16-bit models round dy and x to bf16 (f32's range), f32 models
+ *    run SGEMM.
+ *  - rmsnorm_bwd and softmax_bwd sum in double, like the CPU; embed_bwd adds rows with atomics
+ *    (repeated token ids add in an unspecified order). */
+
+/* rows of the row-major (rows, cols) operand with row stride ld, batch items sa apart: how
+ * many floats from its first element to past its last */
+static size_t span(int rows, int cols, int ld, long long sa, int batch) {
+    if (rows <= 0 || cols <= 0 || batch <= 0) return 0;
+    return (size_t)(batch - 1) * (size_t)sa + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+static void cuda_gemm(ks_backend *b_, bool ta, bool tb, int M, int N, int K, float alpha,
+                      const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                      float beta, float *C, int ldc, long long sc, int batch, bool fast) {
+    cuda_backend *b = CB(b_);
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    /* row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands */
+    cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (!fast || K <= 0) {
+        int pe = prof_begin(b, P_BGEMM);
+        blas_ok(b, cublasSgemmStridedBatched(b->blas, ob, oa, N, M, K, &alpha, B, ldb, sb, A, lda,
+                                             sa, &beta, C, ldc, sc, batch),
+                "backward GEMM (SGEMM)");
+        prof_end(b, pe);
+        return;
+    }
+    size_t na = span(ta ? K : M, ta ? M : K, lda, sa, batch);
+    size_t nb = span(tb ? N : K, tb ? K : N, ldb, sb, batch);
+    if (!grow(b, &b->g16a, &b->g16a_cap, na * 2, "a backward GEMM's bf16 operand") ||
+        !grow(b, &b->g16b, &b->g16b_cap, nb * 2, "a backward GEMM's bf16 operand"))
+        return;
+    round16(b, b->g16a, A, na, KS_DTYPE_BF16);
+    round16(b, b->g16b, B, nb, KS_DTYPE_BF16);
+    int pe = prof_begin(b, P_BGEMM16);
+    blas_ok(b, cublasGemmStridedBatchedEx(b->blas, ob, oa, N, M, K, &alpha, b->g16b, CUDA_R_16BF,
+                                          ldb, sb, b->g16a, CUDA_R_16BF, lda, sa, &beta, C,
+                                          CUDA_R_32F, ldc, sc, batch, CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT),
+            "backward GEMM (bf16 GemmStridedBatchedEx)");
+    prof_end(b, pe);
+}
+
+__global__ void k_widen(float *dst, const void *src, int dt, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = load_as_f32(src, dt, i);
+}
+
+static void cuda_matmul_t(ks_backend *b_, float *dx, const ks_weight *w, const float *dy, int B,
+                          int in, int out, float beta) {
+    cuda_backend *b = CB(b_);
+    if (B <= 0) return;
+    const wentry *e = weight(b, w->data, w->dtype, (size_t)out, (size_t)in);
+    if (!e) return;
+    const float one = 1.0f;
+    /* column-major: dx^T (in, B) = W^T (in, out) · dy^T (out, B); W (out, in) row-major is
+     * W^T column-major with leading dimension in */
+    int pe = prof_begin(b, P_BMATMUL);
+    if (e->dtype == KS_DTYPE_BF16) {
+        size_t n = (size_t)B * out;
+        if (!grow(b, &b->xh, &b->xh_cap, n * 2, "16-bit gradients")) return;
+        round16(b, b->xh, dy, n, KS_DTYPE_BF16);
+        blas_ok(b, cublasGemmEx(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, B, out, &one, e->dev,
+                                CUDA_R_16BF, in, b->xh, CUDA_R_16BF, out, &beta, dx, CUDA_R_32F,
+                                in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                "matmul_t (bf16 GemmEx)");
+    } else {
+        const float *wf = (const float *)e->dev;
+        if (e->dtype != KS_DTYPE_F32) {
+            size_t n = (size_t)out * in;
+            if (!grow(b, &b->wf32, &b->wf32_cap, n * sizeof(float), "a weight widened to f32"))
+                return;
+            unsigned grid = blocks_for(n, 256);
+            k_widen<<<grid > 65535 ? 65535 : grid, 256, 0, b->stream>>>((float *)b->wf32, e->dev,
+                                                                         e->dtype, n);
+            launched(b, "widening a weight to f32");
+            wf = (const float *)b->wf32;
+        }
+        blas_ok(b, cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, B, out, &one, wf, in, dy,
+                               out, &beta, dx, in),
+                "matmul_t (SGEMM)");
+    }
+    prof_end(b, pe);
+}
+
+static void cuda_matmul_dw(ks_backend *b_, float *dW, const ks_weight *w, const float *dy,
+                           const float *x, int B, int in, int out) {
+    /* dW (out, in) += dy^T x: gemm's row-major form, bf16 operands for 16-bit models */
+    cuda_gemm(b_, true, false, out, in, B, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0, 1,
+              w->dtype != KS_DTYPE_F32);
+}
+
+/* dx row += r w dy − x r³ Σ(w dy x)/dim, one block per row; r kept for the dw kernel */
+__global__ void k_rmsnorm_bwd(float *dx, float *rk, const float *dy, const float *x,
+                              const float *w, int dim, float eps) {
+    size_t off = (size_t)blockIdx.x * dim;
+    const float *xb = x + off, *dyb = dy + off;
+    float *dxb = dx + off;
+    double ss = 0.0, dot = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)xb[i] * xb[i];
+    ss = block_sum(ss);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dot += (double)w[i] * dyb[i] * xb[i];
+    dot = block_sum(dot);
+    float r = 1.0f / sqrtf((float)(ss / dim) + eps);
+    float c = (float)(dot / dim) * r * r * r;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dxb[i] += r * w[i] * dyb[i] - xb[i] * c;
+    if (threadIdx.x == 0) rk[blockIdx.x] = r;
+}
+
+/* dw[i] += Σ_t dy[t,i] x[t,i] r[t]: 32 columns per block, 8 row groups summed in shared memory
+ * in a fixed order (deterministic) */
+__global__ void k_rmsnorm_dw(float *dw, const float *dy, const float *x, const float *rk, int B,
+                             int dim) {
+    __shared__ float part[8][33];
+    int i = blockIdx.x * 32 + threadIdx.x;
+    float acc = 0.0f;
+    if (i < dim)
+        for (int t = threadIdx.y; t < B; t += 8)
+            acc += dy[(size_t)t * dim + i] * x[(size_t)t * dim + i] * rk[t];
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < dim) {
+        float s = dw[i];
+        for (int k = 0; k < 8; k++) s += part[k][threadIdx.x];
+        dw[i] = s;
+    }
+}
+
+static void cuda_rmsnorm_bwd(ks_backend *b_, float *dx, float *dw, const float *dy,
+                             const float *x, const float *w, int B, int dim, float eps) {
+    cuda_backend *b = CB(b_);
+    const wentry *e = weight(b, w, KS_DTYPE_F32, 1, (size_t)dim);
+    if (!e || B <= 0) return;
+    if (!grow(b, &b->rbuf, &b->rbuf_cap, (size_t)B * sizeof(float), "rmsnorm_bwd's row factors"))
+        return;
+    int pe = prof_begin(b, P_BELEM);
+    k_rmsnorm_bwd<<<B, B < 64 ? 1024 : 256, 0, b->stream>>>(dx, (float *)b->rbuf, dy, x,
+                                                           (const float *)e->dev, dim, eps);
+    launched(b, "rmsnorm_bwd");
+    if (dw) {
+        k_rmsnorm_dw<<<(unsigned)((dim + 31) / 32), dim3(32, 8), 0, b->stream>>>(
+            dw, dy, x, (const float *)b->rbuf, B, dim);
+        launched(b, "rmsnorm_bwd (dw)");
+    }
+    prof_end(b, pe);
+}
+
+static void cuda_causal_mask(ks_backend *b_, float *att, int H, int B, int L, int pos0) {
+    cuda_backend *b = CB(b_);
+    size_t rows = (size_t)H * B;
+    if (!rows) return;
+    unsigned grid = rows > 65535 ? 65535 : (unsigned)rows;
+    int pe = prof_begin(b, P_MASK);
+    k_causal_mask<<<grid, 128, 0, b->stream>>>(att, B, L, pos0, rows);
+    prof_end(b, pe);
+    launched(b, "causal mask");
+}
+
+__global__ void k_softmax_bwd(float *d, const float *P, int L) {
+    float *dr = d + (size_t)blockIdx.x * L;
+    const float *p = P + (size_t)blockIdx.x * L;
+    double s = 0.0;
+    for (int t = threadIdx.x; t < L; t += blockDim.x) s += (double)p[t] * dr[t];
+    float sf = (float)block_sum(s);
+    for (int t = threadIdx.x; t < L; t += blockDim.x) dr[t] = p[t] * (dr[t] - sf);
+}
+
+static void cuda_softmax_bwd(ks_backend *b_, float *d, const float *P, int rows, int L) {
+    cuda_backend *b = CB(b_);
+    if (rows <= 0) return;
+    int pe = prof_begin(b, P_BELEM);
+    k_softmax_bwd<<<(unsigned)rows, L >= 512 ? 256 : 128, 0, b->stream>>>(d, P, L);
+    prof_end(b, pe);
+    launched(b, "softmax_bwd");
+}
+
+__global__ void k_swiglu_bwd(float *dgate, float *dup, const float *da, const float *gate,
+                             const float *up, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float a = da[i], g = gate[i];
+        float sg = 1.0f / (1.0f + expf(-g));
+        dup[i] = a * (g / (1.0f + expf(-g)));
+        dgate[i] = a * up[i] * (sg * (1.0f + g * (1.0f - sg)));
+    }
+}
+
+static void cuda_swiglu_bwd(ks_backend *b_, float *dgate, float *dup, const float *da,
+                            const float *gate, const float *up, size_t n) {
+    cuda_backend *b = CB(b_);
+    if (!n) return;
+    unsigned grid = blocks_for(n, 256);
+    int pe = prof_begin(b, P_BELEM);
+    k_swiglu_bwd<<<grid > 65535 ? 65535 : grid, 256, 0, b->stream>>>(dgate, dup, da, gate, up, n);
+    prof_end(b, pe);
+    launched(b, "swiglu_bwd");
+}
+
+__global__ void k_embed_bwd(float *demb, const float *dx, const int *ids, int dim) {
+    float *row = demb + (size_t)ids[blockIdx.x] * dim;
+    const float *d = dx + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) atomicAdd(row + i, d[i]);
+}
+
+static void cuda_embed_bwd(ks_backend *b_, float *demb, const float *dx, const int *ids, int B,
+                           int dim) {
+    cuda_backend *b = CB(b_);
+    if (B <= 0) return;
+    if (!grow(b, (void **)&b->ids, &b->ids_cap, (size_t)B * sizeof(int), "token ids")) return;
+    int pe = prof_begin(b, P_BELEM);
+    upload(b, b->ids, ids, (size_t)B * sizeof(int));
+    k_embed_bwd<<<B, 256, 0, b->stream>>>(demb, dx, b->ids, dim);
+    prof_end(b, pe);
+    launched(b, "embed_bwd");
+}
+
+static void cuda_copy(ks_backend *b_, float *dst, const float *src, size_t n) {
+    cuda_backend *b = CB(b_);
+    if (n)
+        cu_ok(b, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, b->stream),
+              "device copy");
+}
+
+static void cuda_zero(ks_backend *b_, float *p, size_t n) {
+    cuda_backend *b = CB(b_);
+    if (n) cu_ok(b, cudaMemsetAsync(p, 0, n * sizeof(float), b->stream), "device memset");
+}
+
 static void *cuda_host_alloc(ks_backend *b_, size_t bytes) {
     (void)b_;
     void *p = NULL;
@@ -1322,6 +1587,16 @@ static ks_status cuda_prepare(ks_backend *b_, const ks_model *m, ks_error *err) 
     return KS_OK;
 }
 
+static ks_status cuda_reload(ks_backend *b_, ks_error *err) {
+    cuda_backend *b = CB(b_);
+    for (size_t i = 0; i < b->tab_cap && !b->err_code; i++) {
+        const wentry *e = &b->tab[i];
+        if (e->host) copy_weight(b, e->dev, e->host, e->host_dtype, e->rows, e->cols);
+    }
+    if (b->err_code) return ks_error_set(err, b->err_code, "%s", b->err_msg);
+    return KS_OK;
+}
+
 static void cuda_destroy(ks_backend *b_) {
     cuda_backend *b = CB(b_);
     if (!b) return;
@@ -1337,6 +1612,10 @@ static void cuda_destroy(ks_backend *b_) {
     cudaFree(b->att16);
     cudaFree(b->tcs);
     cudaFree(b->ids);
+    cudaFree(b->g16a);
+    cudaFree(b->g16b);
+    cudaFree(b->wf32);
+    cudaFree(b->rbuf);
     if (b->ring) cudaFreeHost(b->ring);
     if (b->blas) cublasDestroy(b->blas);
     if (b->stream) cudaStreamDestroy(b->stream);
@@ -1365,6 +1644,17 @@ static const ks_backend_i cuda_i = {
     /* .check = */ cuda_check,
     /* .host_alloc = */ cuda_host_alloc,
     /* .host_free = */ cuda_host_free,
+    /* .gemm = */ cuda_gemm,
+    /* .matmul_t = */ cuda_matmul_t,
+    /* .matmul_dw = */ cuda_matmul_dw,
+    /* .rmsnorm_bwd = */ cuda_rmsnorm_bwd,
+    /* .causal_mask = */ cuda_causal_mask,
+    /* .softmax_bwd = */ cuda_softmax_bwd,
+    /* .swiglu_bwd = */ cuda_swiglu_bwd,
+    /* .embed_bwd = */ cuda_embed_bwd,
+    /* .copy = */ cuda_copy,
+    /* .zero = */ cuda_zero,
+    /* .reload = */ cuda_reload,
 };
 
 extern "C" ks_status ks_backend_cuda_create(size_t max_in, ks_backend **out, ks_error *err) {

@@ -1,13 +1,15 @@
-/* backward.c — gradients of a scalar objective through the whole LLaMA forward, on the CPU in
- * f32: every parameter (optional) and every hook point.
+/* backward.c — gradients of a scalar objective through the whole LLaMA forward: every
+ * parameter (optional) and every hook point, on any backend with the backward ops of
+ * backend.h (the CPU reference, "cpu-copy", CUDA).
  *
  * A ks_grad runs its own full-sequence forward (one chunk of T tokens, no KV cache) that keeps
  * what the backward needs, layer by layer, with the numerics of forward.c (HF LlamaForCausalLM,
- * eager attention, f32). The caller turns the logits into an objective and its gradient
+ * eager attention: the pattern is kept, f32 activations; weights are used in their own dtype,
+ * as the forward uses them). The caller turns the logits into an objective and its gradient
  * (ks_objective_*), and ks_grad_backward propagates that gradient back.
  *
- * Each op's backward is written next to the forward it inverts (STYLE.md: forward/backward
- * pairs). Contract: forward outputs are `=`; activation gradients are `=` per backward call
+ * Each op's backward is a backend op written next to the forward op it inverts (backend_cpu.c,
+ * backend_cuda.cu; STYLE.md: forward/backward pairs); this file strings them together. Contract: forward outputs are `=`; activation gradients are `=` per backward call
  * (each is written once, then read); parameter gradients accumulate (`+=`) across backward
  * calls until ks_grad_zero, so gradients of several objectives or prompts add up.
  *
@@ -21,9 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
-#include "model_private.h"
+#include "backend.h"
 
 typedef struct {
     float *x;        /* (T, D)       resid_pre */
@@ -43,30 +43,52 @@ typedef struct {
 
 struct ks_grad {
     const ks_model *m;
+    ks_backend *be;
+    bool dev;  /* backend memory is not host memory (to_host/from_host copy) */
+    bool fast; /* 16-bit model: the attention GEMMs may run in bf16 (gemm's fast) */
     bool param_grads;
     ks_hook_fn fwd_hook, bwd_hook;
     void *hook_user;
+    bool hook_lost; /* a hooked tensor could not be staged (host memory): the call fails */
 
-    /* activations of the last forward, for T tokens */
+    /* activations of the last forward, for T tokens (backend memory, one arena) */
     int T, cap_T;
     int *tokens;
     float *arena;
     layer_act *la;
     float *xf, *xnf, *logits; /* (T, D), (T, D), (T, V) */
-    float *cosv, *sinv;       /* (T, hd/2) */
+    float *cosv, *sinv, *nsinv; /* (T, hd/2); nsinv = -sinv rotates back (the rope's backward) */
 
     /* backward scratch, sized with the arena */
     float *dres, *dmid, *dbuf, *dxn, *dz, *dq, *dk, *dv, *dh1, *dh2, *dP, *dlog, *act;
 
-    /* parameter gradients (param_grads), laid out like the model */
+    /* host memory of a device backend: logits, the rope tables being built, hook staging,
+     * one parameter gradient read back (ks_grad_param) */
+    float *logits_host, *table;
+    float *stage;
+    size_t stage_cap;
+    float *gbuf_host; /* the parameter gradients' host copy, laid out as gbuf */
+
+    /* parameter gradients (param_grads), laid out like the model (backend memory) */
     float *gbuf;
+    size_t gbuf_n;
     float *g_emb, *g_out, *g_final_norm;
     layer_grad *lg;
 };
 
 /* ------------------------------------------------------------------ hooks */
 
-/* Offer t (host memory, editable) to fn: asked first, then delivered. */
+static void free_stage(ks_grad *g) {
+    if (g->stage && g->be->i->host_free)
+        g->be->i->host_free(g->be, g->stage);
+    else
+        free(g->stage);
+    g->stage = NULL;
+    g->stage_cap = 0;
+}
+
+/* Offer t (editable) to fn: asked first, then delivered. A device backend's tensor is staged
+ * through host memory (pinned where the backend has some) and copied back after the call. */
 static void fire(ks_grad *g, ks_hook_fn fn, ks_hook_point p, int layer, float *data, int ndim,
                  int64_t d0, int64_t d1, int64_t d2) {
     if (!fn) return;
@@ -75,128 +97,112 @@ static void fire(ks_grad *g, ks_hook_fn fn, ks_hook_point p, int layer, float *d
     ks_hook_tensor t = {.name = name, .point = p, .layer = layer, .data = NULL, .ndim = ndim,
                         .shape = {d0, d1, d2, 0}, .pos0 = 0};
     if (!fn(&t, true, g->hook_user)) return;
-    t.data = data;
+    const ks_backend_i *bi = g->be->i;
+    if (!g->dev) {
+        t.data = data;
+        fn(&t, false, g->hook_user);
+        return;
+    }
+    size_t n = (size_t)d0 * (size_t)d1 * (size_t)(ndim > 2 ? d2 : 1);
+    if (n > g->stage_cap) {
+        free_stage(g);
+        g->stage = bi->host_alloc ? bi->host_alloc(g->be, n * sizeof(float))
+                                  : malloc(n * sizeof(float));
+        if (!g->stage) {
+            g->hook_lost = true; /* reported by the call, not handed garbage */
+            return;
+        }
+        g->stage_cap = n;
+    }
+    bi->to_host(g->be, g->stage, data, n);
+    t.data = g->stage;
     fn(&t, false, g->hook_user);
+    bi->from_host(g->be, data, g->stage, n);
 }
 
 #define FWD(p, l, data, nd, a, b, c) fire(g, g->fwd_hook, p, l, data, nd, a, b, c)
 #define BWD(p, l, data, nd, a, b, c) fire(g, g->bwd_hook, p, l, data, nd, a, b, c)
 
-/* ------------------------------------------------------------------ op pairs */
-
-/* y (T, out) = x (T, in) · W^T */
-static void linear_fwd(float *y, const float *x, const float *W, int T, int in, int out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, W, in, 0.0f, y,
-                out);
-}
-
-/* dx (T, in) (= when beta 0, += when 1) dy · W; dW (out, in) += dy^T · x when dW */
-static void linear_bwd(float *dx, float beta, float *dW, const float *dy, const float *x,
-                       const float *W, int T, int in, int out) {
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, in, out, 1.0f, dy, out, W, in,
-                    beta, dx, in);
-    if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, T, 1.0f, dy, out, x, in,
-                    1.0f, dW, in);
-}
-
-static float rms_inv(const float *x, int D, float eps) {
-    double ss = 0.0;
-    for (int i = 0; i < D; i++) ss += (double)x[i] * x[i];
-    return 1.0f / sqrtf((float)(ss / D) + eps);
-}
-
-/* y = w ⊙ x r, r = 1 / sqrt(mean(x²) + eps), per row */
-static void rms_fwd(float *y, const float *x, const float *w, int T, int D, float eps) {
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *yt = y + (size_t)t * D;
-        float r = rms_inv(xt, D, eps);
-        for (int i = 0; i < D; i++) yt[i] = w[i] * (xt[i] * r);
+/* The backend's first error, or a lost hook tensor, after a forward or backward. */
+static ks_status finish(ks_grad *g, const char *what, ks_error *err) {
+    if (g->be->i->check) {
+        ks_status st = g->be->i->check(g->be, err);
+        if (st) return st;
     }
-}
-
-/* dx += r (w ⊙ dy) − x r³ Σ_i (w ⊙ dy)_i x_i / D;  dw += Σ_t dy ⊙ x r */
-static void rms_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, int T,
-                    int D, float eps) {
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * D, *dyt = dy + (size_t)t * D;
-        float *dxt = dx + (size_t)t * D;
-        float r = rms_inv(xt, D, eps);
-        double dot = 0.0;
-        for (int i = 0; i < D; i++) dot += (double)w[i] * dyt[i] * xt[i];
-        float c = (float)(dot / D) * r * r * r;
-        for (int i = 0; i < D; i++) dxt[i] += r * w[i] * dyt[i] - xt[i] * c;
-        if (dw)
-            for (int i = 0; i < D; i++) dw[i] += dyt[i] * xt[i] * r;
+    if (g->hook_lost) {
+        g->hook_lost = false;
+        return ks_error_set(err, KS_ERR_NOMEM, "%s: out of host memory staging a hooked tensor "
+                            "of the %s backend; the hook did not see it", what, g->be->i->name);
     }
-}
-
-/* Rotate (T, n, hd) in place; inverse = the rotation by -angle (the backward of a rotation). */
-static void rope_apply(float *v, int T, int n, int hd, ks_rope_style style, const float *cosv,
-                       const float *sinv, bool inverse) {
-    int half = hd / 2;
-    for (int t = 0; t < T; t++) {
-        const float *cb = cosv + (size_t)t * half, *sb = sinv + (size_t)t * half;
-        for (int h = 0; h < n; h++) {
-            float *x = v + ((size_t)t * n + h) * hd;
-            for (int j = 0; j < half; j++) {
-                float c = cb[j], s = inverse ? -sb[j] : sb[j];
-                int i0 = style == KS_ROPE_STYLE_INTERLEAVED ? 2 * j : j;
-                int i1 = style == KS_ROPE_STYLE_INTERLEAVED ? 2 * j + 1 : j + half;
-                float x0 = x[i0], x1 = x[i1];
-                x[i0] = x0 * c - x1 * s;
-                x[i1] = x1 * c + x0 * s;
-            }
-        }
-    }
-}
-
-static float silu(float g) { return g / (1.0f + expf(-g)); }
-
-/* d silu(g) / dg = σ(g) (1 + g (1 − σ(g))) */
-static float silu_grad(float g) {
-    float s = 1.0f / (1.0f + expf(-g));
-    return s * (1.0f + g * (1.0f - s));
+    return KS_OK;
 }
 
 /* ------------------------------------------------------------------ lifecycle */
 
-static bool f32_matrix(const ks_weight *w) { return w->dtype == KS_DTYPE_F32; }
+static bool backward_ops(const ks_backend_i *i) {
+    return i->gemm && i->matmul_t && i->matmul_dw && i->rmsnorm_bwd && i->causal_mask &&
+           i->softmax_bwd && i->swiglu_bwd && i->embed_bwd && i->copy && i->zero;
+}
+
+static size_t param_count(const ks_config *c, bool tied) {
+    size_t D = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
+    size_t per = 2 * D + q * D + 2 * kv * D + D * q + 3 * hid * D;
+    return V * D * (tied ? 1 : 2) + D + per * (size_t)c->n_layers;
+}
 
 ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **out,
                          ks_error *err) {
     if (!m || !out) return ks_error_set(err, KS_ERR_ARG, "ks_grad_create: NULL argument");
     *out = NULL;
     const ks_config *c = &m->cfg;
-    bool f32 = f32_matrix(&m->tok_embeddings) && f32_matrix(&m->output);
-    for (int l = 0; f32 && l < c->n_layers; l++) {
-        const ks_layer_weights *w = &m->layers[l];
-        f32 = f32_matrix(&w->wq) && f32_matrix(&w->wk) && f32_matrix(&w->wv) &&
-              f32_matrix(&w->wo) && f32_matrix(&w->w_gate) && f32_matrix(&w->w_up) &&
-              f32_matrix(&w->w_down);
-    }
-    if (!f32)
-        return ks_error_set(err, KS_ERR_ARG,
-                            "gradients need f32 weights, and this model stores %s: open it with "
-                            "--f32-weights (ks_model_options.f32_weights)",
-                            ks_model_weight_dtype(m));
+    if (c->head_dim / 2 > 512)
+        return ks_error_set(err, KS_ERR_RANGE, "gradients: head_dim %d: at most 1024", c->head_dim);
     ks_grad *g = calloc(1, sizeof *g);
     if (!g) return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of memory");
     g->m = m;
     g->param_grads = !o || o->param_grads;
+    g->fast = c->n_layers > 0 && m->layers[0].wq.dtype != KS_DTYPE_F32;
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, max_in = (size_t)c->dim;
+    if (q_dim > max_in) max_in = q_dim;
+    if ((size_t)c->hidden_dim > max_in) max_in = (size_t)c->hidden_dim;
+    const char *bname = o && o->backend ? o->backend : "cpu";
+    ks_status st;
+    if (!strcmp(bname, "cpu") || !strcmp(bname, "cpu-copy"))
+        st = ks_backend_cpu_create(max_in, !strcmp(bname, "cpu-copy"), &g->be, err);
+    else if (!strcmp(bname, "cuda"))
+        st = ks_backend_cuda_create(max_in, &g->be, err);
+    else
+        st = ks_error_set(err, KS_ERR_ARG, "backend '%s': unknown (expected cpu or cuda)", bname);
+    if (st) {
+        free(g);
+        return st;
+    }
+    if (!backward_ops(g->be->i)) {
+        ks_grad_free(g);
+        return ks_error_set(err, KS_ERR_BACKEND, "backend '%s' has no backward pass", bname);
+    }
+    g->dev = g->be->i->to_host != NULL;
+    if (g->be->i->prepare && (st = g->be->i->prepare(g->be, m, err))) {
+        ks_grad_free(g);
+        return st;
+    }
     g->la = calloc((size_t)c->n_layers, sizeof *g->la);
     if (!g->la) goto nomem;
     if (g->param_grads) {
         size_t D = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-        size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-        size_t per = 2 * D + q * D + 2 * kv * D + D * q + 3 * hid * D;
+        size_t q = q_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
         bool tied = m->output.data == m->tok_embeddings.data;
-        size_t total = V * D * (tied ? 1 : 2) + D + per * (size_t)c->n_layers;
-        g->gbuf = calloc(total, sizeof(float));
+        g->gbuf_n = param_count(c, tied);
+        g->gbuf = g->be->i->alloc(g->be, g->gbuf_n * sizeof(float)); /* zeroed */
         g->lg = calloc((size_t)c->n_layers, sizeof *g->lg);
-        if (!g->gbuf || !g->lg) goto nomem;
+        if (g->dev) g->gbuf_host = calloc(g->gbuf_n, sizeof(float));
+        if (!g->gbuf || !g->lg || (g->dev && !g->gbuf_host)) {
+            ks_grad_free(g);
+            return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of %s memory for the "
+                                "parameter gradients (%zu MB)", g->dev ? "device" : "host",
+                                g->gbuf_n * sizeof(float) >> 20);
+        }
         float *p = g->gbuf;
 #define TAKE(dst, n) (dst = p, p += (n))
         TAKE(g->g_emb, V * D);
@@ -223,25 +229,46 @@ ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **
     return KS_OK;
 nomem:
     ks_grad_free(g);
-    return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of memory for the parameter gradients");
+    return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of memory");
 }
 
 void ks_grad_free(ks_grad *g) {
     if (!g) return;
-    free(g->arena);
+    if (g->be) {
+        if (g->arena) g->be->i->release(g->be, g->arena);
+        if (g->gbuf) g->be->i->release(g->be, g->gbuf);
+        free_stage(g);
+        g->be->i->destroy(g->be);
+    }
     free(g->tokens);
+    free(g->logits_host);
+    free(g->table);
+    free(g->gbuf_host);
     free(g->la);
-    free(g->gbuf);
     free(g->lg);
     free(g);
 }
 
 const ks_model *ks_grad_model(const ks_grad *g) { return g->m; }
 
+const char *ks_grad_backend(const ks_grad *g) { return g->be->i->name; }
+
 const float *ks_model_embedding_row(const ks_model *m, int id) {
     if (!m || id < 0 || id >= m->cfg.vocab_size || m->tok_embeddings.dtype != KS_DTYPE_F32)
         return NULL;
     return (const float *)m->tok_embeddings.data + (size_t)id * m->cfg.dim;
+}
+
+ks_status ks_model_embedding_f32(const ks_model *m, int id, float *out, ks_error *err) {
+    if (!m || !out) return ks_error_set(err, KS_ERR_ARG, "ks_model_embedding_f32: NULL argument");
+    if (id < 0 || id >= m->cfg.vocab_size)
+        return ks_error_set(err, KS_ERR_RANGE, "token id %d is outside the vocabulary (0..%d)", id,
+                            m->cfg.vocab_size - 1);
+    size_t rb = ks_dtype_row_bytes(m->tok_embeddings.dtype, (size_t)m->cfg.dim);
+    ks_dtype_to_f32(m->tok_embeddings.dtype,
+                    (const unsigned char *)m->tok_embeddings.data + (size_t)id * rb, out,
+                    (size_t)m->cfg.dim);
+    return KS_OK;
 }
 
 void ks_grad_set_hooks(ks_grad *g, ks_hook_fn forward, ks_hook_fn backward, void *user) {
@@ -251,13 +278,15 @@ void ks_grad_set_hooks(ks_grad *g, ks_hook_fn forward, ks_hook_fn backward, void
 }
 
 void ks_grad_zero(ks_grad *g) {
-    if (!g->gbuf) return;
-    const ks_config *c = &g->m->cfg;
-    size_t D = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-    size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t per = 2 * D + q * D + 2 * kv * D + D * q + 3 * hid * D;
-    size_t total = V * D * (g->g_out == g->g_emb ? 1 : 2) + D + per * (size_t)c->n_layers;
-    memset(g->gbuf, 0, total * sizeof(float));
+    if (g->gbuf) g->be->i->zero(g->be, g->gbuf, g->gbuf_n);
+}
+
+/* host -> backend */
+static void put(ks_grad *g, float *dst, const float *host, size_t n) {
+    if (g->dev)
+        g->be->i->from_host(g->be, dst, host, n);
+    else
+        memcpy(dst, host, n * sizeof(float));
 }
 
 /* Size the arena for T tokens. */
@@ -270,21 +299,28 @@ static ks_status reserve(ks_grad *g, int T, ks_error *err) {
     size_t per_layer = t * (4 * D + 2 * q + 2 * kv + 2 * hid) + H * t * t;
     size_t scratch = t * (3 * D) + t * D + 2 * t * q + 2 * t * kv + 2 * t * hid + H * t * t +
                      t * V + t * hid;
-    size_t total = per_layer * (size_t)c->n_layers + 2 * t * D + t * V + 2 * t * half + scratch;
-    float *a = malloc(total * sizeof(float));
-    int *tok = malloc(t * sizeof(int));
-    if (!a || !tok) {
-        free(a);
-        free(tok);
-        return ks_error_set(err, KS_ERR_NOMEM,
-                            "gradients: out of memory keeping the activations of %d tokens "
-                            "(%zu MB)",
-                            T, total * sizeof(float) >> 20);
-    }
-    free(g->arena);
+    size_t total = per_layer * (size_t)c->n_layers + 2 * t * D + t * V + 3 * t * half + scratch;
+    if (g->arena) g->be->i->release(g->be, g->arena);
     free(g->tokens);
+    free(g->logits_host);
+    free(g->table);
+    g->arena = NULL;
+    g->tokens = NULL;
+    g->logits_host = g->table = NULL;
+    g->cap_T = 0;
+    float *a = g->be->i->alloc(g->be, total * sizeof(float));
+    g->tokens = malloc(t * sizeof(int));
+    g->table = malloc(2 * t * half * sizeof(float) + 1);
+    if (g->dev) g->logits_host = malloc(t * V * sizeof(float));
+    if (!a || !g->tokens || !g->table || (g->dev && !g->logits_host)) {
+        if (a) g->be->i->release(g->be, a);
+        return ks_error_set(err, KS_ERR_NOMEM,
+                            "gradients: out of %s memory keeping the activations of %d tokens "
+                            "(%zu MB)",
+                            a ? "host" : g->dev ? "device" : "host", T,
+                            total * sizeof(float) >> 20);
+    }
     g->arena = a;
-    g->tokens = tok;
     g->cap_T = T;
     float *p = a;
 #define TAKE(dst, n) (dst = p, p += (n))
@@ -307,6 +343,7 @@ static ks_status reserve(ks_grad *g, int T, ks_error *err) {
     TAKE(g->logits, t * V);
     TAKE(g->cosv, t * half);
     TAKE(g->sinv, t * half);
+    TAKE(g->nsinv, t * half);
     TAKE(g->dres, t * D);
     TAKE(g->dmid, t * D);
     TAKE(g->dbuf, t * D);
@@ -324,6 +361,64 @@ static ks_status reserve(ks_grad *g, int T, ks_error *err) {
     return KS_OK;
 }
 
+/* ------------------------------------------------------------------ attention
+ * Query head h reads kv head h / kv_mul, so h = gi * kv_mul + j: for each j < kv_mul the heads
+ * j, j + kv_mul, … form one strided batch over the kv heads gi (as backend_cuda.cu's
+ * attention scores). q, z (T, H*hd) and k, v (T, KV*hd) are row-major per token; a head's
+ * (T, hd) slice has row stride H*hd or KV*hd. */
+
+typedef struct {
+    int T, H, KV, kv_mul, hd, q_dim, kv_dim;
+    long long tt; /* T*T: one head's (T, T) block */
+} att_dims;
+
+/* S_h = scale Q_h K_g^T, masked; then the hooks' scores, softmax, pattern; Z_h = P_h V_g */
+static void attn_fwd(ks_grad *g, const att_dims *a, layer_act *A, int l, float scale) {
+    const ks_backend_i *bi = g->be->i;
+    ks_backend *be = g->be;
+    const int T = a->T, hd = a->hd, km = a->kv_mul;
+    for (int j = 0; j < km; j++)
+        bi->gemm(be, false, true, T, T, hd, scale, A->q + (size_t)j * hd, a->q_dim,
+                 (long long)km * hd, A->k, a->kv_dim, hd, 0.0f, A->att + j * a->tt, T, km * a->tt,
+                 a->KV, g->fast);
+    bi->causal_mask(be, A->att, a->H, T, T, 0);
+    FWD(KS_HOOK_ATTN_SCORES, l, A->att, 3, a->H, T, T);
+    bi->softmax(be, A->att, a->H * T, T);
+    FWD(KS_HOOK_ATTN_PATTERN, l, A->att, 3, a->H, T, T);
+    for (int j = 0; j < km; j++)
+        bi->gemm(be, false, false, T, hd, T, 1.0f, A->att + j * a->tt, T, km * a->tt, A->v,
+                 a->kv_dim, hd, 0.0f, A->z + (size_t)j * hd, a->q_dim, (long long)km * hd, a->KV,
+                 g->fast);
+}
+
+/* From dz (g->dz) to dq, dk, dv (rotated q and k), with the pattern and scores hooks. */
+static void attn_bwd(ks_grad *g, const att_dims *a, const layer_act *A, int l, float scale) {
+    const ks_backend_i *bi = g->be->i;
+    ks_backend *be = g->be;
+    const int T = a->T, hd = a->hd, km = a->kv_mul;
+    const long long sq = (long long)km * hd, sp = km * a->tt;
+    /* Z_h = P_h V_g: dP_h = dZ_h V_g^T; dV_g = Σ_j P_h^T dZ_h */
+    for (int j = 0; j < km; j++) {
+        bi->gemm(be, false, true, T, T, hd, 1.0f, g->dz + (size_t)j * hd, a->q_dim, sq, A->v,
+                 a->kv_dim, hd, 0.0f, g->dP + j * a->tt, T, sp, a->KV, g->fast);
+        bi->gemm(be, true, false, T, hd, T, 1.0f, A->att + j * a->tt, T, sp,
+                 g->dz + (size_t)j * hd, a->q_dim, sq, j ? 1.0f : 0.0f, g->dv, a->kv_dim, hd,
+                 a->KV, g->fast);
+    }
+    BWD(KS_HOOK_ATTN_PATTERN, l, g->dP, 3, a->H, T, T);
+    /* masked entries have P = 0, so their dS is 0 */
+    bi->softmax_bwd(be, g->dP, A->att, a->H * T, T);
+    BWD(KS_HOOK_ATTN_SCORES, l, g->dP, 3, a->H, T, T);
+    /* S_h = scale Q_h K_g^T: dQ_h = scale dS_h K_g; dK_g = Σ_j scale dS_h^T Q_h */
+    for (int j = 0; j < km; j++) {
+        bi->gemm(be, false, false, T, hd, T, scale, g->dP + j * a->tt, T, sp, A->k, a->kv_dim, hd,
+                 0.0f, g->dq + (size_t)j * hd, a->q_dim, sq, a->KV, g->fast);
+        bi->gemm(be, true, false, T, hd, T, scale, g->dP + j * a->tt, T, sp,
+                 A->q + (size_t)j * hd, a->q_dim, sq, j ? 1.0f : 0.0f, g->dk, a->kv_dim, hd,
+                 a->KV, g->fast);
+    }
+}
+
 /* ------------------------------------------------------------------ forward */
 
 ks_status ks_grad_forward(ks_grad *g, const int *tokens, int T, ks_error *err) {
@@ -334,29 +429,35 @@ ks_status ks_grad_forward(ks_grad *g, const int *tokens, int T, ks_error *err) {
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
             return ks_error_set(err, KS_ERR_RANGE, "token id %d at position %d is outside the "
                                 "vocabulary (0..%d)", tokens[t], t, c->vocab_size - 1);
+    g->T = 0;
     ks_status st = reserve(g, T, err);
     if (st) return st;
-    g->T = T;
     memcpy(g->tokens, tokens, (size_t)T * sizeof(int));
+    const ks_backend_i *bi = g->be->i;
+    ks_backend *be = g->be;
     const int D = c->dim, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
-    const int hid = c->hidden_dim, V = c->vocab_size, half = hd / 2, kv_mul = H / KV;
+    const int hid = c->hidden_dim, V = c->vocab_size, half = hd / 2;
     const int q_dim = H * hd, kv_dim = KV * hd;
     const float scale = 1.0f / sqrtf((float)hd), eps = c->rms_eps;
+    const size_t TD = (size_t)T * D, TH = (size_t)T * hid;
+    const att_dims ad = {T, H, KV, H / KV, hd, q_dim, kv_dim, (long long)T * T};
 
     float inv_freq[512];
-    if (half > 512) return ks_error_set(err, KS_ERR_RANGE, "head_dim %d: at most 1024", hd);
     ks_rope_inv_freq(c, T, inv_freq);
+    float *ct = g->table, *stab = g->table + (size_t)T * half;
     for (int t = 0; t < T; t++)
         for (int j = 0; j < half; j++) {
             float f = (float)t * inv_freq[j];
-            g->cosv[(size_t)t * half + j] = cosf(f);
-            g->sinv[(size_t)t * half + j] = sinf(f);
+            ct[(size_t)t * half + j] = cosf(f);
+            stab[(size_t)t * half + j] = sinf(f);
         }
+    put(g, g->cosv, ct, (size_t)T * half);
+    put(g, g->sinv, stab, (size_t)T * half);
+    for (size_t i = 0; i < (size_t)T * half; i++) stab[i] = -stab[i];
+    put(g, g->nsinv, stab, (size_t)T * half);
 
     float *x = g->la[0].x;
-    const float *emb = m->tok_embeddings.data;
-    for (int t = 0; t < T; t++)
-        memcpy(x + (size_t)t * D, emb + (size_t)tokens[t] * D, (size_t)D * sizeof(float));
+    bi->embed(be, x, &m->tok_embeddings, tokens, T, D);
     FWD(KS_HOOK_EMBED, -1, x, 2, T, D, 0);
 
     for (int l = 0; l < c->n_layers; l++) {
@@ -364,82 +465,60 @@ ks_status ks_grad_forward(ks_grad *g, const int *tokens, int T, ks_error *err) {
         layer_act *A = &g->la[l];
         /* A->x: the embeddings, or the previous layer's resid_post written there */
         FWD(KS_HOOK_RESID_PRE, l, A->x, 2, T, D, 0);
-        rms_fwd(A->xn1, A->x, w->attn_norm, T, D, eps);
+        bi->rmsnorm(be, A->xn1, A->x, w->attn_norm, T, D, eps);
         FWD(KS_HOOK_LN1_NORMALIZED, l, A->xn1, 2, T, D, 0);
-        linear_fwd(A->q, A->xn1, w->wq.data, T, D, q_dim);
-        linear_fwd(A->k, A->xn1, w->wk.data, T, D, kv_dim);
-        linear_fwd(A->v, A->xn1, w->wv.data, T, D, kv_dim);
+        float *qkv[3] = {A->q, A->k, A->v};
+        const ks_weight *wqkv[3] = {&w->wq, &w->wk, &w->wv};
+        const int oqkv[3] = {q_dim, kv_dim, kv_dim};
+        bi->matmul(be, 3, qkv, wqkv, oqkv, A->xn1, T, D);
         FWD(KS_HOOK_ATTN_Q, l, A->q, 3, T, H, hd);
         FWD(KS_HOOK_ATTN_K, l, A->k, 3, T, KV, hd);
         FWD(KS_HOOK_ATTN_V, l, A->v, 3, T, KV, hd);
-        rope_apply(A->q, T, H, hd, c->rope_style, g->cosv, g->sinv, false);
-        rope_apply(A->k, T, KV, hd, c->rope_style, g->cosv, g->sinv, false);
+        bi->rope(be, A->q, T, H, hd, c->rope_style, g->cosv, g->sinv);
+        bi->rope(be, A->k, T, KV, hd, c->rope_style, g->cosv, g->sinv);
         FWD(KS_HOOK_ATTN_ROT_Q, l, A->q, 3, T, H, hd);
         FWD(KS_HOOK_ATTN_ROT_K, l, A->k, 3, T, KV, hd);
-        /* scores (H, T, T), causal mask, softmax */
-        for (int h = 0; h < H; h++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, A->q + h * hd,
-                        q_dim, A->k + (h / kv_mul) * hd, kv_dim, 0.0f, A->att + (size_t)h * T * T,
-                        T);
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                float *row = A->att + ((size_t)h * T + t) * T;
-                for (int u = t + 1; u < T; u++) row[u] = -INFINITY;
-            }
-        FWD(KS_HOOK_ATTN_SCORES, l, A->att, 3, H, T, T);
-        for (size_t r = 0; r < (size_t)H * T; r++) {
-            float *row = A->att + r * T;
-            float mx = -INFINITY;
-            for (int u = 0; u < T; u++)
-                if (row[u] > mx) mx = row[u];
-            if (mx == -INFINITY) {
-                memset(row, 0, (size_t)T * sizeof(float));
-                continue;
-            }
-            double sum = 0.0;
-            for (int u = 0; u < T; u++) {
-                row[u] = expf(row[u] - mx);
-                sum += row[u];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int u = 0; u < T; u++) row[u] *= inv;
-        }
-        FWD(KS_HOOK_ATTN_PATTERN, l, A->att, 3, H, T, T);
-        for (int h = 0; h < H; h++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        A->att + (size_t)h * T * T, T, A->v + (h / kv_mul) * hd, kv_dim, 0.0f,
-                        A->z + h * hd, q_dim);
+        attn_fwd(g, &ad, A, l, scale);
         FWD(KS_HOOK_ATTN_Z, l, A->z, 3, T, H, hd);
         float *o = g->dbuf; /* the sublayer output, before it is added */
-        linear_fwd(o, A->z, w->wo.data, T, q_dim, D);
+        bi->matmul(be, 1, &o, (const ks_weight *const[]){&w->wo}, &D, A->z, T, q_dim);
         FWD(KS_HOOK_ATTN_OUT, l, o, 2, T, D, 0);
-        for (size_t i = 0; i < (size_t)T * D; i++) A->mid[i] = A->x[i] + o[i];
+        bi->copy(be, A->mid, A->x, TD);
+        bi->add(be, A->mid, o, TD);
         FWD(KS_HOOK_RESID_MID, l, A->mid, 2, T, D, 0);
-        rms_fwd(A->xn2, A->mid, w->ffn_norm, T, D, eps);
+        bi->rmsnorm(be, A->xn2, A->mid, w->ffn_norm, T, D, eps);
         FWD(KS_HOOK_LN2_NORMALIZED, l, A->xn2, 2, T, D, 0);
-        linear_fwd(A->gate, A->xn2, w->w_gate.data, T, D, hid);
-        linear_fwd(A->up, A->xn2, w->w_up.data, T, D, hid);
+        float *gu[2] = {A->gate, A->up};
+        const ks_weight *wgu[2] = {&w->w_gate, &w->w_up};
+        const int ogu[2] = {hid, hid};
+        bi->matmul(be, 2, gu, wgu, ogu, A->xn2, T, D);
         FWD(KS_HOOK_MLP_PRE, l, A->gate, 2, T, hid, 0);
         FWD(KS_HOOK_MLP_PRE_LINEAR, l, A->up, 2, T, hid, 0);
-        for (size_t i = 0; i < (size_t)T * hid; i++) g->act[i] = silu(A->gate[i]) * A->up[i];
+        bi->copy(be, g->act, A->up, TH);
+        bi->swiglu(be, g->act, A->gate, TH);
         FWD(KS_HOOK_MLP_POST, l, g->act, 2, T, hid, 0);
-        linear_fwd(o, g->act, w->w_down.data, T, hid, D);
+        bi->matmul(be, 1, &o, (const ks_weight *const[]){&w->w_down}, &D, g->act, T, hid);
         FWD(KS_HOOK_MLP_OUT, l, o, 2, T, D, 0);
         float *post = l + 1 < c->n_layers ? g->la[l + 1].x : g->xf;
-        for (size_t i = 0; i < (size_t)T * D; i++) post[i] = A->mid[i] + o[i];
+        bi->copy(be, post, A->mid, TD);
+        bi->add(be, post, o, TD);
         FWD(KS_HOOK_RESID_POST, l, post, 2, T, D, 0);
     }
-    rms_fwd(g->xnf, g->xf, m->final_norm, T, D, eps);
+    bi->rmsnorm(be, g->xnf, g->xf, m->final_norm, T, D, eps);
     FWD(KS_HOOK_LN_FINAL_NORMALIZED, -1, g->xnf, 2, T, D, 0);
-    linear_fwd(g->logits, g->xnf, m->output.data, T, D, V);
+    bi->matmul(be, 1, &g->logits, (const ks_weight *const[]){&m->output}, &V, g->xnf, T, D);
     FWD(KS_HOOK_LOGITS, -1, g->logits, 2, T, V, 0);
+    if (g->dev) bi->to_host(be, g->logits_host, g->logits, (size_t)T * V);
+    if ((st = finish(g, "gradients: forward", err))) return st;
+    g->T = T;
     return KS_OK;
 }
 
 const float *ks_grad_logits(const ks_grad *g, int *T, int *V) {
     if (T) *T = g->T;
     if (V) *V = g->m->cfg.vocab_size;
-    return g->T ? g->logits : NULL;
+    if (!g->T) return NULL;
+    return g->dev ? g->logits_host : g->logits;
 }
 
 /* ------------------------------------------------------------------ backward */
@@ -449,20 +528,25 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
     if (!g->T) return ks_error_set(err, KS_ERR_ARG, "ks_grad_backward: no forward to go back through");
     const ks_model *m = g->m;
     const ks_config *c = &m->cfg;
+    const ks_backend_i *bi = g->be->i;
+    ks_backend *be = g->be;
     const int T = g->T, D = c->dim, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
-    const int hid = c->hidden_dim, V = c->vocab_size, kv_mul = H / KV;
+    const int hid = c->hidden_dim, V = c->vocab_size;
     const int q_dim = H * hd, kv_dim = KV * hd;
     const float scale = 1.0f / sqrtf((float)hd), eps = c->rms_eps;
     const bool pg = g->param_grads;
-    const size_t TD = (size_t)T * D;
+    const size_t TD = (size_t)T * D, TH = (size_t)T * hid;
+    const att_dims ad = {T, H, KV, H / KV, hd, q_dim, kv_dim, (long long)T * T};
 
-    memcpy(g->dlog, dlogits, (size_t)T * V * sizeof(float));
+    put(g, g->dlog, dlogits, (size_t)T * V);
     BWD(KS_HOOK_LOGITS, -1, g->dlog, 2, T, V, 0);
     /* logits = xnf · W_out^T; xnf = rms(xf) */
-    linear_bwd(g->dxn, 0.0f, pg ? g->g_out : NULL, g->dlog, g->xnf, m->output.data, T, D, V);
+    bi->matmul_t(be, g->dxn, &m->output, g->dlog, T, D, V, 0.0f);
+    if (pg) bi->matmul_dw(be, g->g_out, &m->output, g->dlog, g->xnf, T, D, V);
     BWD(KS_HOOK_LN_FINAL_NORMALIZED, -1, g->dxn, 2, T, D, 0);
-    memset(g->dres, 0, TD * sizeof(float));
-    rms_bwd(g->dres, pg ? g->g_final_norm : NULL, g->dxn, g->xf, m->final_norm, T, D, eps);
+    bi->zero(be, g->dres, TD);
+    bi->rmsnorm_bwd(be, g->dres, pg ? g->g_final_norm : NULL, g->dxn, g->xf, m->final_norm, T, D,
+                    eps);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const ks_layer_weights *w = &m->layers[l];
@@ -472,85 +556,60 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         BWD(KS_HOOK_RESID_POST, l, g->dres, 2, T, D, 0);
 
         /* MLP: post = mid + W_down (silu(gate) ⊙ up) */
-        memcpy(g->dbuf, g->dres, TD * sizeof(float));
+        bi->copy(be, g->dbuf, g->dres, TD);
         BWD(KS_HOOK_MLP_OUT, l, g->dbuf, 2, T, D, 0);
-        for (size_t i = 0; i < (size_t)T * hid; i++) g->act[i] = silu(A->gate[i]) * A->up[i];
-        linear_bwd(g->dh1, 0.0f, G ? G->w_down : NULL, g->dbuf, g->act, w->w_down.data, T, hid, D);
+        bi->copy(be, g->act, A->up, TH);
+        bi->swiglu(be, g->act, A->gate, TH);
+        bi->matmul_t(be, g->dh1, &w->w_down, g->dbuf, T, hid, D, 0.0f);
+        if (G) bi->matmul_dw(be, G->w_down, &w->w_down, g->dbuf, g->act, T, hid, D);
         BWD(KS_HOOK_MLP_POST, l, g->dh1, 2, T, hid, 0);
-        for (size_t i = 0; i < (size_t)T * hid; i++) {
-            float da = g->dh1[i], gt = A->gate[i];
-            g->dh2[i] = da * silu(gt);               /* d up */
-            g->dh1[i] = da * A->up[i] * silu_grad(gt); /* d gate */
-        }
+        bi->swiglu_bwd(be, g->dh1, g->dh2, g->dh1, A->gate, A->up, TH); /* d gate, d up */
         BWD(KS_HOOK_MLP_PRE, l, g->dh1, 2, T, hid, 0);
         BWD(KS_HOOK_MLP_PRE_LINEAR, l, g->dh2, 2, T, hid, 0);
-        linear_bwd(g->dxn, 0.0f, G ? G->w_gate : NULL, g->dh1, A->xn2, w->w_gate.data, T, D, hid);
-        linear_bwd(g->dxn, 1.0f, G ? G->w_up : NULL, g->dh2, A->xn2, w->w_up.data, T, D, hid);
+        bi->matmul_t(be, g->dxn, &w->w_gate, g->dh1, T, D, hid, 0.0f);
+        bi->matmul_t(be, g->dxn, &w->w_up, g->dh2, T, D, hid, 1.0f);
+        if (G) {
+            bi->matmul_dw(be, G->w_gate, &w->w_gate, g->dh1, A->xn2, T, D, hid);
+            bi->matmul_dw(be, G->w_up, &w->w_up, g->dh2, A->xn2, T, D, hid);
+        }
         BWD(KS_HOOK_LN2_NORMALIZED, l, g->dxn, 2, T, D, 0);
-        memcpy(g->dmid, g->dres, TD * sizeof(float));
-        rms_bwd(g->dmid, G ? G->ffn_norm : NULL, g->dxn, A->mid, w->ffn_norm, T, D, eps);
+        bi->copy(be, g->dmid, g->dres, TD);
+        bi->rmsnorm_bwd(be, g->dmid, G ? G->ffn_norm : NULL, g->dxn, A->mid, w->ffn_norm, T, D,
+                        eps);
         BWD(KS_HOOK_RESID_MID, l, g->dmid, 2, T, D, 0);
 
         /* attention: mid = x + W_o z */
-        memcpy(g->dbuf, g->dmid, TD * sizeof(float));
+        bi->copy(be, g->dbuf, g->dmid, TD);
         BWD(KS_HOOK_ATTN_OUT, l, g->dbuf, 2, T, D, 0);
-        linear_bwd(g->dz, 0.0f, G ? G->wo : NULL, g->dbuf, A->z, w->wo.data, T, q_dim, D);
+        bi->matmul_t(be, g->dz, &w->wo, g->dbuf, T, q_dim, D, 0.0f);
+        if (G) bi->matmul_dw(be, G->wo, &w->wo, g->dbuf, A->z, T, q_dim, D);
         BWD(KS_HOOK_ATTN_Z, l, g->dz, 3, T, H, hd);
-        /* z_h = P_h V_g: dP_h = dz_h V_g^T; dV_g += P_h^T dz_h */
-        memset(g->dv, 0, (size_t)T * kv_dim * sizeof(float));
-        for (int h = 0; h < H; h++) {
-            const int gi = h / kv_mul;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, g->dz + h * hd,
-                        q_dim, A->v + gi * hd, kv_dim, 0.0f, g->dP + (size_t)h * T * T, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        A->att + (size_t)h * T * T, T, g->dz + h * hd, q_dim, 1.0f,
-                        g->dv + gi * hd, kv_dim);
-        }
-        BWD(KS_HOOK_ATTN_PATTERN, l, g->dP, 3, H, T, T);
-        /* softmax: dS = P ⊙ (dP − Σ_u P dP), in place over dP; masked entries have P = 0 */
-        for (size_t r = 0; r < (size_t)H * T; r++) {
-            const float *P = A->att + r * T;
-            float *d = g->dP + r * T;
-            double s = 0.0;
-            for (int u = 0; u < T; u++) s += (double)P[u] * d[u];
-            for (int u = 0; u < T; u++) d[u] = P[u] * (d[u] - (float)s);
-        }
-        BWD(KS_HOOK_ATTN_SCORES, l, g->dP, 3, H, T, T);
-        /* S_h = scale Q_h K_g^T: dQ_h = scale dS_h K_g; dK_g += scale dS_h^T Q_h */
-        memset(g->dk, 0, (size_t)T * kv_dim * sizeof(float));
-        for (int h = 0; h < H; h++) {
-            const int gi = h / kv_mul;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale,
-                        g->dP + (size_t)h * T * T, T, A->k + gi * hd, kv_dim, 0.0f,
-                        g->dq + h * hd, q_dim);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale,
-                        g->dP + (size_t)h * T * T, T, A->q + h * hd, q_dim, 1.0f,
-                        g->dk + gi * hd, kv_dim);
-        }
+        attn_bwd(g, &ad, A, l, scale);
         BWD(KS_HOOK_ATTN_ROT_Q, l, g->dq, 3, T, H, hd);
         BWD(KS_HOOK_ATTN_ROT_K, l, g->dk, 3, T, KV, hd);
-        rope_apply(g->dq, T, H, hd, c->rope_style, g->cosv, g->sinv, true);
-        rope_apply(g->dk, T, KV, hd, c->rope_style, g->cosv, g->sinv, true);
+        /* the backward of a rotation is the rotation by minus the angle */
+        bi->rope(be, g->dq, T, H, hd, c->rope_style, g->cosv, g->nsinv);
+        bi->rope(be, g->dk, T, KV, hd, c->rope_style, g->cosv, g->nsinv);
         BWD(KS_HOOK_ATTN_Q, l, g->dq, 3, T, H, hd);
         BWD(KS_HOOK_ATTN_K, l, g->dk, 3, T, KV, hd);
         BWD(KS_HOOK_ATTN_V, l, g->dv, 3, T, KV, hd);
-        linear_bwd(g->dxn, 0.0f, G ? G->wq : NULL, g->dq, A->xn1, w->wq.data, T, D, q_dim);
-        linear_bwd(g->dxn, 1.0f, G ? G->wk : NULL, g->dk, A->xn1, w->wk.data, T, D, kv_dim);
-        linear_bwd(g->dxn, 1.0f, G ? G->wv : NULL, g->dv, A->xn1, w->wv.data, T, D, kv_dim);
+        bi->matmul_t(be, g->dxn, &w->wq, g->dq, T, D, q_dim, 0.0f);
+        bi->matmul_t(be, g->dxn, &w->wk, g->dk, T, D, kv_dim, 1.0f);
+        bi->matmul_t(be, g->dxn, &w->wv, g->dv, T, D, kv_dim, 1.0f);
+        if (G) {
+            bi->matmul_dw(be, G->wq, &w->wq, g->dq, A->xn1, T, D, q_dim);
+            bi->matmul_dw(be, G->wk, &w->wk, g->dk, A->xn1, T, D, kv_dim);
+            bi->matmul_dw(be, G->wv, &w->wv, g->dv, A->xn1, T, D, kv_dim);
+        }
         BWD(KS_HOOK_LN1_NORMALIZED, l, g->dxn, 2, T, D, 0);
-        memcpy(g->dres, g->dmid, TD * sizeof(float));
-        rms_bwd(g->dres, G ? G->attn_norm : NULL, g->dxn, A->x, w->attn_norm, T, D, eps);
+        bi->copy(be, g->dres, g->dmid, TD);
+        bi->rmsnorm_bwd(be, g->dres, G ? G->attn_norm : NULL, g->dxn, A->x, w->attn_norm, T, D,
+                        eps);
         BWD(KS_HOOK_RESID_PRE, l, g->dres, 2, T, D, 0);
     }
     BWD(KS_HOOK_EMBED, -1, g->dres, 2, T, D, 0);
-    if (pg)
-        for (int t = 0; t < T; t++) {
-            float *ge = g->g_emb + (size_t)g->tokens[t] * D;
-            const float *d = g->dres + (size_t)t * D;
-            for (int i = 0; i < D; i++) ge[i] += d[i];
-        }
-    (void)err;
-    return KS_OK;
+    if (pg) bi->embed_bwd(be, g->g_emb, g->dres, g->tokens, T, D);
+    return finish(g, "gradients: backward", err);
 }
 
 /* ------------------------------------------------------------------ parameter gradients */
@@ -598,8 +657,22 @@ const float *ks_grad_param(const ks_grad *g, const char *name, size_t *n) {
                 cnt = counts[k];
             }
     }
-    if (p && n) *n = cnt;
-    return p;
+    if (!p) return NULL;
+    if (n) *n = cnt;
+    if (!g->dev) return p;
+    /* a device backend's gradient: read back into its place in the host copy */
+    float *h = g->gbuf_host + (p - g->gbuf);
+    g->be->i->to_host(g->be, h, p, cnt);
+    return h;
+}
+
+void ks_grad_sync_params(ks_grad *g) {
+    if (g && g->dev && g->gbuf) g->be->i->to_host(g->be, g->gbuf_host, g->gbuf, g->gbuf_n);
+}
+
+ks_status ks_grad_weights_changed(ks_grad *g, ks_error *err) {
+    if (!g || !g->be->i->reload) return KS_OK;
+    return g->be->i->reload(g->be, err);
 }
 
 /* ------------------------------------------------------------------ objectives */

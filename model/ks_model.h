@@ -227,32 +227,41 @@ typedef bool (*ks_hook_fn)(const ks_hook_tensor *t, bool ask, void *user);
 /* ---------------------------------------------------------------- gradients (backward.c) */
 
 /* A forward that keeps its activations, and the backward through it: gradients of a scalar
- * objective with respect to every parameter and every hook point, on the CPU in f32 (the
- * model's matrices must be f32: open it with ks_model_options.f32_weights). One sequence of T
- * tokens at a time, no KV cache; memory grows with T (each layer keeps ~9 vectors per token and
- * its [head, query, key] pattern). */
+ * objective with respect to every parameter and every hook point, in f32 activations on the
+ * CPU or a CUDA device. Weights are used in their stored dtype, as the forward uses them (a
+ * 16-bit model on CUDA runs its GEMMs on tensor cores with f32 accumulation); parameter
+ * gradients are f32. One sequence of T tokens at a time, no KV cache; memory grows with T
+ * (each layer keeps ~9 vectors per token and its [head, query, key] pattern). */
 typedef struct ks_grad ks_grad;
 
 typedef struct {
     bool param_grads; /* keep and accumulate every parameter's gradient (false: only the
                          activation gradients handed to hooks: attribution, half the memory) */
+    const char *backend; /* "cpu" (NULL: the same), "cpu-copy" (the device path on the CPU,
+                            for tests) or "cuda" (device 0); as ks_session_options.backend */
 } ks_grad_options;
 
-/* opts NULL: parameter gradients on. KS_ERR_ARG names the dtype when weights are not f32. */
+/* opts NULL: parameter gradients on, CPU. KS_ERR_BACKEND where the backend cannot start (no
+ * CUDA device, a build without CUDA). */
 ks_status ks_grad_create(const ks_model *m, const ks_grad_options *opts, ks_grad **out,
                          ks_error *err);
 void ks_grad_free(ks_grad *g);
 const ks_model *ks_grad_model(const ks_grad *g);
-/* Row id of the token embedding table when it is stored in f32 (as ks_grad requires); NULL
- * otherwise or when id is out of range. */
+/* The backend's name ("cpu", "cpu-copy", "cuda"). */
+const char *ks_grad_backend(const ks_grad *g);
+/* Row id of the token embedding table when it is stored in f32; NULL otherwise or when id is
+ * out of range. */
 const float *ks_model_embedding_row(const ks_model *m, int id);
+/* Row id of the token embedding table converted to f32 (dim floats into out), whatever its
+ * dtype; KS_ERR_RANGE for an id outside the vocabulary. */
+ks_status ks_model_embedding_f32(const ks_model *m, int id, float *out, ks_error *err);
 /* forward: called during ks_grad_forward as a session's hook is (same names, shapes, edits);
  * backward: called during ks_grad_backward with d objective / d (that tensor), in reverse
  * order; it may edit the gradient (e.g. add a direction), and the backward goes on with it. */
 void ks_grad_set_hooks(ks_grad *g, ks_hook_fn forward, ks_hook_fn backward, void *user);
 /* Run tokens[0..T) from position 0, keeping what the backward needs. */
 ks_status ks_grad_forward(ks_grad *g, const int *tokens, int T, ks_error *err);
-/* The logits (T, V) of the last forward; NULL before one. */
+/* The logits (T, V) of the last forward (host memory); NULL before one or after a failed one. */
 const float *ks_grad_logits(const ks_grad *g, int *T, int *V);
 /* Back from dlogits (T, V) = d objective / d logits: parameter gradients += (until
  * ks_grad_zero), activation gradients to the backward hook. */
@@ -261,8 +270,16 @@ void ks_grad_zero(ks_grad *g);
 /* The gradient of a parameter by its HF name (model.layers.0.self_attn.q_proj.weight, …,
  * model.embed_tokens.weight, model.norm.weight, lm_head.weight), in that tensor's layout; n
  * receives its element count. NULL when unknown, when parameter gradients are off, and for
- * lm_head.weight of a tied model (its gradient is in the embedding's). */
+ * lm_head.weight of a tied model (its gradient is in the embedding's). On a device backend the
+ * pointer is into a host copy of all parameter gradients (stable for the ks_grad's life); this
+ * call refreshes the tensor's part of it, ks_grad_sync_params all of it. */
 const float *ks_grad_param(const ks_grad *g, const char *hf_name, size_t *n);
+/* Device backends: copy every parameter gradient into the host copy ks_grad_param points into
+ * (after the backward passes of an optimizer step). A no-op where gradients are host memory. */
+void ks_grad_sync_params(ks_grad *g);
+/* The model's weights were written in host memory (ks_model_param_mut: an optimizer step): a
+ * device backend copies them again before the next forward. KS_OK and nothing to do on the CPU. */
+ks_status ks_grad_weights_changed(ks_grad *g, ks_error *err);
 
 /* Objectives: each returns its value and writes d value / d logits into dlogits (T, V) when
  * not NULL. logprob: the sum over positions t with targets[t] >= 0 of log p(targets[t] | tokens

@@ -159,21 +159,22 @@ ks_status ks_attribute_tokens(ks_grad *g, const int *tokens, int T, const ks_obj
     if (baseline_id >= V)
         return ks_error_set(err, KS_ERR_ARG, "attribute: baseline token %d outside the "
                             "vocabulary (0..%d)", baseline_id, V - 1);
-    /* the grad forward needs f32 weights, so the embedding table is f32 */
-    const float *base = baseline_id >= 0 ? ks_model_embedding_row(m, baseline_id) : NULL;
     ks_status st = KS_OK;
     float *dlog = malloc((size_t)T * V * sizeof(float));
-    float *emb = NULL, *demb = NULL, *acc = NULL, *vals = NULL;
+    float *emb = NULL, *demb = NULL, *acc = NULL, *vals = NULL, *base = NULL;
     actx c = {.T = T, .n_prompt = np, .emb_scale = 1.0f, .site = KS_HOOK_COUNT, .patch_layer = -1};
     if (!dlog) return ks_error_set(err, KS_ERR_NOMEM, "attribute: out of memory");
     emb = malloc(TD * sizeof(float));
     demb = malloc(TD * sizeof(float));
     acc = calloc(TD, sizeof(float));
     vals = calloc((size_t)np, sizeof(float));
-    if (!emb || !demb || !acc || !vals) {
+    if (baseline_id >= 0) base = malloc((size_t)D * sizeof(float));
+    if (!emb || !demb || !acc || !vals || (baseline_id >= 0 && !base)) {
         st = ks_error_set(err, KS_ERR_NOMEM, "attribute: out of memory");
         goto out;
     }
+    /* the baseline token's embedding row, in f32 whatever the table's dtype */
+    if (base && (st = ks_model_embedding_f32(m, baseline_id, base, err))) goto out;
     c.emb = emb;
     c.demb = demb;
     double f = NAN;
@@ -225,6 +226,7 @@ ks_status ks_attribute_tokens(ks_grad *g, const int *tokens, int T, const ks_obj
     out->values = vals;
     vals = NULL;
 out:
+    free(base);
     free(vals);
     free(emb);
     free(demb);

@@ -22,8 +22,10 @@
  *     a direction, <blocks.2.hook_resid_post[6], u>, expressed by a backward hook that adds u to
  *     the gradient there (the logits' gradient is zero): its gradient at layer 0's input against
  *     central differences (same tolerance as 3.), and exactly zero at later positions (causal).
- * Also: parameter gradients off gives the same activation gradients; models with 16-bit
- * weights are refused with the flag to use. */
+ * Also: parameter gradients off gives the same activation gradients; every fixture again on
+ * "cpu-copy" (the device path of backward.c: hooks staged, logits and gradients copied back);
+ * a bf16 model used as stored vs converted to f32 (check_16bit); gradients bit-identical with
+ * 1 thread and with all (check_threads); backends refused by name. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,6 +35,9 @@
 #include "model_private.h"
 #include "st_read.h"
 #include "tap.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define TOL_GRAD 1e-4
 #define TOL_ADAM 1e-4
@@ -177,14 +182,19 @@ static double objective_J(ks_grad *g, const int *tok, int T, float *dlog, ks_err
     return J;
 }
 
-static void check_fixture(const char *name) {
-    char mdir[4096], why[512] = "";
+/* On backend be ("cpu", or "cpu-copy": the device path — staged hooks, logits and parameter
+ * gradients copied back — on the CPU); test names carry the backend when not "cpu". */
+static void check_fixture(const char *fixture, const char *be) {
+    char mdir[4096], why[512] = "", name[96];
+    snprintf(name, sizeof name, "%s%s%s", fixture, strcmp(be, "cpu") ? " on " : "",
+             strcmp(be, "cpu") ? be : "");
     st_file f;
-    if (!open_fixture(name, mdir, sizeof mdir, &f)) return;
+    if (!open_fixture(fixture, mdir, sizeof mdir, &f)) return;
     ks_model *m = open_model(mdir, NULL, true);
     ks_grad *g = NULL;
     float *dlog = NULL;
     hcap h = {0};
+    ks_grad_options o1 = {.param_grads = true, .backend = be};
     ks_error err = {0};
     if (!m) goto out;
     const ks_config *c = &m->cfg;
@@ -198,7 +208,7 @@ static void check_fixture(const char *name) {
     int tok[4096];
     if (T > 4096) goto out;
     memcpy(tok, tk, (size_t)T * 4);
-    if (ks_grad_create(m, NULL, &g, &err)) {
+    if (ks_grad_create(m, &o1, &g, &err)) {
         tap_ok(0, "%s: ks_grad_create: %s", name, err.msg);
         goto out;
     }
@@ -261,7 +271,7 @@ static void check_fixture(const char *name) {
 
     /* J2: a logit difference, activation gradients only (param_grads off) */
     ks_grad *g2 = NULL;
-    ks_grad_options o2 = {.param_grads = false};
+    ks_grad_options o2 = {.param_grads = false, .backend = be};
     if (!ks_grad_create(m, &o2, &g2, &err)) {
         h.seen = 0;
         ks_grad_set_hooks(g2, NULL, bwd_capture, &h);
@@ -605,28 +615,173 @@ out:
     ks_model_close(m);
 }
 
-/* ------------------------------------------------------------------ refusals */
+/* ------------------------------------------------------------------ 16-bit weights, backends */
 
-static void check_refusals(void) {
+/* A model with bf16 weights, used as stored, against the same checkpoint converted to f32 at
+ * load: the same products of the same values (the CPU converts each weight panel to f32), so
+ * the gradients agree to f32 summation order (panel by panel instead of one GEMM): 1e-5
+ * relative to each tensor's largest |gradient|. */
+static void check_16bit(const char *be) {
+    char mdir[4096];
+    ks_test_src_file("tests/reference/fixtures/hf/bf16_mha", mdir, sizeof mdir);
+    ks_model *m16 = open_model(mdir, NULL, false), *m32 = open_model(mdir, NULL, true);
+    ks_grad *g16 = NULL, *g32 = NULL;
+    ks_error err = {0};
+    float *d16 = NULL, *d32 = NULL;
+    if (!m16 || !m32) goto out;
+    ks_grad_options o16 = {.param_grads = true, .backend = be};
+    if (ks_grad_create(m16, &o16, &g16, &err) || ks_grad_create(m32, NULL, &g32, &err)) {
+        tap_ok(0, "bf16_mha on %s: ks_grad_create: %s", be, err.msg);
+        goto out;
+    }
+    const int T = 9, V = m16->cfg.vocab_size;
+    int tok[9];
+    for (int t = 0; t < T; t++) tok[t] = (7 * t + 3) % V;
+    d16 = malloc((size_t)T * V * sizeof(float));
+    d32 = malloc((size_t)T * V * sizeof(float));
+    bool ok16, ok32;
+    if (!d16 || !d32) goto out;
+    double J16 = objective_J(g16, tok, T, d16, &err, &ok16);
+    double J32 = objective_J(g32, tok, T, d32, &err, &ok32);
+    if (!ok16 || !ok32 || ks_grad_backward(g16, d16, &err) || ks_grad_backward(g32, d32, &err)) {
+        tap_ok(0, "bf16_mha on %s: forward/backward: %s", be, err.msg);
+        goto out;
+    }
+    tap_ok(fabs(J16 - J32) <= 1e-5 * fabs(J32), "bf16_mha on %s: J with bf16 weights used as "
+           "stored %.7f, converted to f32 at load %.7f", be, J16, J32);
+    char names[512][96];
+    int np = param_names(m16, names, 512), missing = 0;
+    double worst = 0.0, s;
+    char wname[96] = "";
+    for (int k = 0; k < np; k++) {
+        size_t n1 = 0, n2 = 0;
+        const float *a = ks_grad_param(g32, names[k], &n2);
+        float *copy = a ? malloc(n2 * sizeof(float)) : NULL; /* g16's buffer may be reused */
+        if (copy) memcpy(copy, a, n2 * sizeof(float));
+        const float *b = ks_grad_param(g16, names[k], &n1);
+        if (!copy || !b || n1 != n2) {
+            missing++;
+            free(copy);
+            continue;
+        }
+        double e = rel_err(b, (const uint8_t *)copy, n1, &s);
+        free(copy);
+        if (!(e <= worst)) {
+            worst = e;
+            snprintf(wname, sizeof wname, "%s", names[k]);
+        }
+    }
+    tap_ok(!missing && worst <= 1e-5, "bf16_mha on %s: dJ/dparam of all %d parameters with bf16 "
+           "weights as stored vs converted to f32: worst %s rel err %.2e (tol 1e-5)", be, np,
+           wname, worst);
+out:
+    free(d16);
+    free(d32);
+    ks_grad_free(g16);
+    ks_grad_free(g32);
+    ks_model_close(m16);
+    ks_model_close(m32);
+}
+
+/* Gradients bit-identical with 1 thread and with all of them (the CPU backend cuts its work
+ * at boundaries that do not depend on the thread count: audits promise the same results from
+ * 1 or K processes). */
+static void check_threads(void) {
+#ifdef _OPENMP
+    char mdir[4096];
+    ks_test_src_file("tests/reference/fixtures/hf/gqa_untied", mdir, sizeof mdir);
+    ks_model *m = open_model(mdir, NULL, true);
+    if (!m) return;
+    const int T = 40, V = m->cfg.vocab_size, nmax = omp_get_max_threads();
+    int tok[40];
+    for (int t = 0; t < T; t++) tok[t] = (11 * t + 5) % V;
+    float *dl = malloc((size_t)T * V * sizeof(float));
+    float *first = NULL;
+    size_t total = 0;
+    int differ = -1, n = 0;
+    char names[512][96];
+    int np = param_names(m, names, 512);
+    for (int run = 0; run < 2 && dl; run++) {
+        omp_set_num_threads(run == 0 ? 1 : nmax);
+        ks_grad *g = NULL;
+        ks_error err = {0};
+        bool ok = false;
+        if (!ks_grad_create(m, NULL, &g, &err)) {
+            objective_J(g, tok, T, dl, &err, &ok);
+            ok = ok && !ks_grad_backward(g, dl, &err);
+        }
+        if (!ok) {
+            tap_ok(0, "threads: gradients with %d thread(s): %s", run ? nmax : 1, err.msg);
+            ks_grad_free(g);
+            break;
+        }
+        size_t off = 0;
+        for (int k = 0; k < np; k++) {
+            size_t cnt = 0;
+            const float *p = ks_grad_param(g, names[k], &cnt);
+            if (!p) continue;
+            if (run == 0) {
+                float *nf = realloc(first, (total + cnt) * sizeof(float));
+                if (!nf) break;
+                first = nf;
+                memcpy(first + total, p, cnt * sizeof(float));
+                total += cnt;
+            } else if (differ < 0 && (off + cnt > total ||
+                                      memcmp(first + off, p, cnt * sizeof(float)))) {
+                differ = k;
+            }
+            off += cnt;
+        }
+        n = run + 1;
+        ks_grad_free(g);
+    }
+    omp_set_num_threads(nmax);
+    if (n == 2)
+        tap_ok(differ < 0, "gradients with 1 thread and with %d are bit-identical (%zu floats)%s%s",
+               nmax, total, differ < 0 ? "" : "; first differing: ", differ < 0 ? "" : names[differ]);
+    free(first);
+    free(dl);
+    ks_model_close(m);
+#endif
+}
+
+static void check_backends(void) {
     char mdir[4096];
     ks_test_src_file("tests/reference/fixtures/hf/bf16_mha", mdir, sizeof mdir);
     ks_model *m = open_model(mdir, NULL, false);
     if (!m) return;
     ks_grad *g = NULL;
     ks_error err = {0};
-    ks_status st = ks_grad_create(m, NULL, &g, &err);
-    tap_ok(st == KS_ERR_ARG && !g && strstr(err.msg, "f32-weights"),
-           "a bf16 model is refused with the flag to use: %s", err.msg);
+    ks_grad_options o = {.backend = "tpu"};
+    ks_status st = ks_grad_create(m, &o, &g, &err);
+    tap_ok(st == KS_ERR_ARG && !g && strstr(err.msg, "'tpu'"),
+           "an unknown backend is refused by name: %s", err.msg);
+    o.backend = "cuda";
+    st = ks_grad_create(m, &o, &g, &err);
+    if (st == KS_OK) {
+        tap_ok(strcmp(ks_grad_backend(g), "cuda") == 0, "backend cuda: a device is present and "
+               "ks_grad runs on it (test_cuda compares it with the CPU)");
+        ks_grad_free(g);
+    } else {
+        tap_ok(st == KS_ERR_BACKEND && !g && strstr(err.msg, "cuda"),
+               "backend cuda without a usable device or CUDA build: a clear error: %s", err.msg);
+    }
     ks_model_close(m);
 }
 
 int main(void) {
     static const char *const fixtures[] = {"mha_tied", "gqa_untied", "head_dim",
                                            "rope_linear", "rope_llama3", "rope_dynamic"};
-    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) check_fixture(fixtures[i]);
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
+        check_fixture(fixtures[i], "cpu");
+        check_fixture(fixtures[i], "cpu-copy");
+    }
     check_adamw("gqa_untied");
     check_finite_differences();
     check_projection();
-    check_refusals();
+    check_16bit("cpu");
+    check_16bit("cpu-copy");
+    check_threads();
+    check_backends();
     return tap_done();
 }

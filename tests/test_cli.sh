@@ -72,6 +72,19 @@ else
   "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once upon a time, there was a little girl named" --target " Lily" -o "$tmp/attr.h5" >"$tmp/attr" 2>"$tmp/err"; rc=$?
   head -1 "$tmp/attr" | grep -q $'^rank\tposition\ttoken\tpiece\tattribution$'; ok $(( rc != 0 || $? != 0 )) "attribute prints a ranked token table (ig)"
   [ "$(tail -n +2 "$tmp/attr" | wc -l)" -eq 14 ] && grep -q "completeness error" "$tmp/err"; ok $? "attribute ranks all 14 prompt tokens (BOS included) and reports completeness: $(grep completeness "$tmp/err" | cut -c1-120)"
+  if "$KS" version | grep -q "device 0:"; then
+    # the same attribution on the GPU: every token's value within 1e-3 of the largest |value|
+    # (f32 model: the GPU's gradients are f32 too; the 64 integration nodes add up rounding)
+    "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once upon a time, there was a little girl named" --target " Lily" --backend cuda >"$tmp/attr_gpu" 2>"$tmp/err"; rc=$?
+    awk -F'\t' 'NR == FNR { if (FNR > 1) { c[$2] = $5; if ($5 > m || -$5 > m) m = ($5 < 0 ? -$5 : $5) } next }
+                 FNR > 1 { n++; d = $5 - c[$2]; if (d < 0) d = -d; if (d > w) w = d }
+                 END { printf "%d tokens, max |diff| %g of max |value| %g\n", n, w, m; exit !(n == 14 && w <= 1e-3 * m) }' \
+      "$tmp/attr" "$tmp/attr_gpu" >"$tmp/cmp"; cmp_rc=$?
+    ok $(( rc != 0 || cmp_rc != 0 )) "attribute --backend cuda equals the CPU's: $(cat "$tmp/cmp") $(head -1 "$tmp/err" | cut -c1-100)"
+  else
+    "$KS" attribute "$BIN" --tokenizer "$TOK" --prompt "Once" --target " upon" --backend cuda >"$tmp/out" 2>"$tmp/err"; rc=$?
+    grep -qi "cuda" "$tmp/err" && [ ! -s "$tmp/out" ]; ok $(( rc == 0 || $? != 0 )) "attribute --backend cuda with no GPU: exit $rc, nothing on stdout, $(head -1 "$tmp/err" | cut -c1-150)"
+  fi
   "$KS" patch "$BIN" --tokenizer "$TOK" --clean "Lily went to the park. Then" --corrupt "Tim went to the park. Then" --target " she" --vs " he" -o "$tmp/attr.h5" >"$tmp/patch" 2>"$tmp/err"; rc=$?
   [ $rc -eq 0 ] && [ "$(wc -l <"$tmp/patch")" -eq 6 ] && head -1 "$tmp/patch" | grep -q "^layer"; ok $? "patch prints one row per layer under a header (exit $rc)"
   grep -q "wrote /attributions/activation_patching" "$tmp/err"; ok $? "patch -o adds its result to the attribution file"

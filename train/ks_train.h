@@ -117,6 +117,8 @@ typedef struct {
     bool shuffle;        /* a new seeded order every epoch (false: file order) */
     int lora_rank;       /* 0 = full fine-tuning */
     double lora_alpha;   /* LoRA scale = alpha / rank */
+    const char *backend; /* where forward and backward run: "cpu" (NULL: the same) or "cuda";
+                            the optimizer runs on the host either way */
 } ks_train_options;
 
 /* Koala's recipe: lr 2e-5, min_lr 0, warmup 0, weight decay 0, betas 0.9/0.999, eps 1e-8,

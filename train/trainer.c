@@ -226,7 +226,9 @@ ks_status ks_trainer_create(ks_model *m, const ks_train_options *o, const ks_tra
     fnv(&h, c, sizeof *c);
     snprintf(t->fingerprint, sizeof t->fingerprint, "%016llx", (unsigned long long)h);
 
-    if ((st = ks_grad_create(m, NULL, &t->g, err))) goto fail;
+    if ((st = ks_grad_create(m, &(ks_grad_options){.param_grads = true, .backend = o->backend},
+                             &t->g, err)))
+        goto fail;
     t->perm = malloc((size_t)n_seqs * sizeof(int));
     t->step_idx = malloc((size_t)per * sizeof(int));
     t->targets = malloc((size_t)t->max_len * sizeof(int));
@@ -283,6 +285,7 @@ ks_status ks_trainer_create(ks_model *m, const ks_train_options *o, const ks_tra
         p += t->tr[i].n;
     }
     if (t->n_lora) ks_trainer_lora_merge(t);
+    if ((st = ks_grad_weights_changed(t->g, err))) return st; /* a device's copies */
     *out = t;
     return KS_OK;
 nomem:
@@ -398,6 +401,7 @@ ks_status ks_trainer_step(ks_trainer *t, ks_train_step_info *info, ks_error *err
         if ((st = ks_grad_backward(t->g, t->dlogits, err))) return st;
     }
     double loss = n_targets > 0 ? -sum_lp / (double)n_targets : NAN;
+    ks_grad_sync_params(t->g); /* a device backend's gradients, into the host copy x->g reads */
 
     /* LoRA: the factors' gradients from the merged matrix's */
     const int R = t->o.lora_rank;
@@ -429,6 +433,7 @@ ks_status ks_trainer_step(ks_trainer *t, ks_train_step_info *info, ks_error *err
     double lr = ks_trainer_lr_at(t, t->step);
     for (int i = 0; i < t->n_tr; i++) adamw(&t->tr[i], coef, lr, &t->o, t->step + 1);
     if (t->n_lora) ks_trainer_lora_merge(t);
+    if ((st = ks_grad_weights_changed(t->g, err))) return st; /* a device's copies */
 
     t->loss_hist[t->step] = loss;
     t->lr_hist[t->step] = lr;
