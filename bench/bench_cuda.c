@@ -15,6 +15,12 @@
  *   record   against the plain prefill of the same tokens in the same session: a hook copying
  *            every layer's hook_resid_post to host memory; a hook copying layers 0-3's
  *            attn.hook_pattern; the recorder (activations/) writing the same to an HDF5 dump.
+ *   train    ks_grad (model/backward.c) on the backend, one sequence of 2048 tokens (--quick
+ *            256; halved until its activations fit): forward + backward with every parameter's
+ *            gradient (a training step without the optimizer): MFU = 3 x prefill model FLOPs /
+ *            time / GEMM peak; and with activation gradients only (attribution): 2 x. The
+ *            objective (log-softmax over the vocabulary, on the host) is not timed; the logits'
+ *            copy to the host and dlogits' back are.
  * Nothing is asserted: targets are printed beside the figures. Every figure is printed as it
  * completes (a FIGURE line, which tests/gpu/run.sh collects) and, with --json, the JSON file is
  * rewritten after each one, so a run cut short keeps what it measured.
@@ -57,8 +63,9 @@ static const bench_shape shapes[] = {
     {"tiny", 256, 688, 2, 2, 2, 1000},
 };
 
-enum { P_GEMM = 1, P_COPY = 2, P_PREFILL = 4, P_DECODE = 8, P_RECORD = 16, P_ALL = 31 };
-static const char *const part_names[] = {"gemm", "copy", "prefill", "decode", "record"};
+enum { P_GEMM = 1, P_COPY = 2, P_PREFILL = 4, P_DECODE = 8, P_RECORD = 16, P_TRAIN = 32,
+       P_ALL = 63, N_PARTS = 6 };
+static const char *const part_names[] = {"gemm", "copy", "prefill", "decode", "record", "train"};
 
 typedef struct {
     /* options */
@@ -803,12 +810,113 @@ out:
     return ok;
 }
 
+/* ------------------------------------------------------------------ train */
+
+/* Seconds of ks_grad_forward + ks_grad_backward (device synchronised), the objective between
+ * them untimed; -1 on an error (printed). */
+static double timed_step(ks_grad *g, const int *ids, int T, int *tg, float *dlog) {
+    ks_error err = {0};
+    double t0 = now();
+    if (ks_grad_forward(g, ids, T, &err)) {
+        fail("train: forward of %d tokens: %s", T, err.msg);
+        return -1;
+    }
+    double t1 = now();
+    int V = 0;
+    ks_objective_logprob(ks_grad_logits(g, NULL, &V), T, V, tg, dlog);
+    double t2 = now();
+    if (ks_grad_backward(g, dlog, &err)) {
+        fail("train: backward of %d tokens: %s", T, err.msg);
+        return -1;
+    }
+    if (!sync_device()) return -1;
+    return (t1 - t0) + (now() - t2);
+}
+
+static bool part_train(ks_model *m, const int *ids) {
+    const ks_config *c = ks_model_config(m);
+    bool ok = true;
+    for (int mode = 0; mode < 2 && ok; mode++) {
+        const bool pg = mode == 0;
+        const char *what = pg ? "forward + backward, parameter gradients (training step)"
+                              : "forward + backward, activation gradients only (attribution)";
+        say("\n== train: %s ==\n", what);
+        ks_grad *g = NULL;
+        ks_error err = {0};
+        ks_grad_options o = {.param_grads = pg, .backend = G.backend};
+        double t0 = now();
+        if (ks_grad_create(m, &o, &g, &err)) {
+            fail("train: ks_grad on backend %s: %s", G.backend, err.msg);
+            ok = false;
+            break;
+        }
+        say("ks_grad created in %.2f s (weights uploaded%s)\n", now() - t0,
+            pg ? ", f32 parameter gradients allocated" : "");
+        int T = G.T;
+        float *dlog = NULL;
+        int *tg = malloc(sizeof(int) * (size_t)T);
+        double w = -1;
+        while (tg && T >= 64) {
+            for (int t = 0; t < T; t++) tg[t] = t + 1 < T ? ids[t + 1] : -1;
+            free(dlog);
+            dlog = malloc(sizeof(float) * (size_t)T * c->vocab_size);
+            if (!dlog) break;
+            ks_error e2 = {0};
+            if (ks_grad_forward(g, ids, T, &e2) == KS_ERR_NOMEM) { /* the arena did not fit */
+                say("%d tokens do not fit (%s): halving\n", T, e2.msg);
+                T /= 2;
+                continue;
+            }
+            w = timed_step(g, ids, T, tg, dlog);
+            break;
+        }
+        if (w < 0) {
+            if (!tg || !dlog) fail("train: out of host memory");
+            ok = false;
+        } else {
+            if (G.cuda) {
+                size_t fb = 0, tb = 0;
+                if (CUDA_OK(cudaMemGetInfo(&fb, &tb)))
+                    say("device memory in use: %.1f GiB of %.1f GiB\n", (tb - fb) / 1073741824.0,
+                        tb / 1073741824.0);
+            }
+            int reps = fit_reps(3, w, 40.0);
+            say("%d tokens; warm-up %.3f s; timing %d repetitions\n", T, w, reps);
+            double t[3];
+            for (int r = 0; r < reps && ok; r++) ok = (t[r] = timed_step(g, ids, T, tg, dlog)) >= 0;
+            if (ok) {
+                double tm = bench_median(t, reps);
+                double flops = (pg ? 3.0 : 2.0) * prefill_flops(c, T);
+                double tflops = flops / tm / 1e12, peak = peak_for_dtype();
+                say("%d tokens: %.1f ms (median of %d), %.0f tokens/s, %.1f TFLOP/s model FLOPs "
+                    "(%s x the prefill's)\n", T, tm * 1e3, reps, T / tm, tflops, pg ? "3" : "2");
+                const char *peak_name = G.dtype == KS_DTYPE_BF16 ? "gemm_bf16_peak" : "gemm_f32_peak";
+                figure(pg ? "train_step_tokens_per_s" : "attr_step_tokens_per_s", T / tm, "tok/s",
+                       NAN, "", NAN, "", pg ? "forward + backward with parameter gradients"
+                                            : "forward + backward, activation gradients only");
+                if (peak > 0)
+                    figure(pg ? "forward_backward_mfu" : "attr_forward_backward_mfu", tflops,
+                           "TFLOP/s", tflops / peak, peak_name, pg ? 0.4 : NAN, pg ? ">=" : "",
+                           pg ? "3 x prefill model FLOPs / time / measured GEMM peak"
+                              : "2 x prefill model FLOPs / time / measured GEMM peak");
+                else if (pg)
+                    not_measured("forward_backward_mfu", 0.4, ">=",
+                                 "no GEMM peak measured in this run (part gemm not run)");
+            }
+        }
+        free(tg);
+        free(dlog);
+        ks_grad_free(g);
+    }
+    return ok;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static int usage(FILE *f, int rc) {
     fprintf(f,
             "usage: bench_cuda [--random-init SHAPE] [--dtype bf16|f32] [--quick] [--json FILE]\n"
-            "                  [--out-dir DIR] [--part gemm,copy,prefill,decode,record]\n"
+            "                  [--out-dir DIR] [--part gemm,copy,prefill,decode,record,train]\n"
             "                  [--budget SECONDS] [--backend cuda|cpu|cpu-copy]\n"
             "GPU figures of the CUDA backend, each a ratio to a limit measured in the same run.\n"
             "  --random-init SHAPE  model shape, random-initialised in memory: 7b (default), 13b,\n"
@@ -838,7 +946,7 @@ static bool parse_parts(const char *s, unsigned *out) {
     snprintf(buf, sizeof buf, "%s", s);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         unsigned bit = 0;
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < N_PARTS; i++)
             if (!strcmp(tok, part_names[i])) bit = 1u << i;
         if (!bit) return false;
         *out |= bit;
@@ -900,7 +1008,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--part") && has) {
             if (!parse_parts(argv[++i], &G.parts)) {
                 fprintf(stderr, "bench_cuda: --part %s: expected a comma-separated list of gemm, "
-                                "copy, prefill, decode, record (or all)\n", argv[i]);
+                                "copy, prefill, decode, record, train (or all)\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--budget") && has) {
@@ -932,7 +1040,7 @@ int main(int argc, char **argv) {
 #endif
     const bench_shape *sh = &G.sh;
     char parts[64] = "";
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < N_PARTS; i++)
         if (G.parts & (1u << i)) {
             if (parts[0]) strcat(parts, ",");
             strcat(parts, part_names[i]);
@@ -994,7 +1102,7 @@ int main(int argc, char **argv) {
     if (G.parts & P_COPY) part_copy();
 
     int rc_model = 0;
-    if (G.parts & (P_PREFILL | P_DECODE | P_RECORD)) {
+    if (G.parts & (P_PREFILL | P_DECODE | P_RECORD | P_TRAIN)) {
         say("\n== model ==\n");
         const int T = G.T;
         double t0 = now();
@@ -1065,16 +1173,16 @@ int main(int argc, char **argv) {
                     if ((G.parts & P_DECODE) && !part_decode(s, ids, logits)) rc_model = 1;
                     if ((G.parts & P_RECORD) && !part_record(m, s, ids, logits)) rc_model = 1;
                 }
-                free(ids);
                 free(logits);
-                ks_session_free(s);
+                ks_session_free(s); /* its device memory, before ks_grad takes its own */
+                s = NULL;
+                if ((G.parts & P_TRAIN) && ids && !part_train(m, ids)) rc_model = 1;
+                free(ids);
             }
             ks_model_close(m);
         }
     }
     if (rc_model) G.failed = true;
-    not_measured("forward_backward_mfu", 0.4, ">=",
-                 "the backward pass is not built yet (another issue)");
 
     say("\n== summary (%.0f s) ==\n", elapsed());
     size_t i;

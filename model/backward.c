@@ -196,8 +196,7 @@ ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **
         g->gbuf_n = param_count(c, tied);
         g->gbuf = g->be->i->alloc(g->be, g->gbuf_n * sizeof(float)); /* zeroed */
         g->lg = calloc((size_t)c->n_layers, sizeof *g->lg);
-        if (g->dev) g->gbuf_host = calloc(g->gbuf_n, sizeof(float));
-        if (!g->gbuf || !g->lg || (g->dev && !g->gbuf_host)) {
+        if (!g->gbuf || !g->lg) {
             ks_grad_free(g);
             return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of %s memory for the "
                                 "parameter gradients (%zu MB)", g->dev ? "device" : "host",
@@ -660,14 +659,22 @@ const float *ks_grad_param(const ks_grad *g, const char *name, size_t *n) {
     if (!p) return NULL;
     if (n) *n = cnt;
     if (!g->dev) return p;
-    /* a device backend's gradient: read back into its place in the host copy */
+    /* a device backend's gradient: read back into its place in the host copy (made on first
+     * use: attribution on a GPU never needs one) */
+    ks_grad *mg = (ks_grad *)g;
+    if (!mg->gbuf_host && !(mg->gbuf_host = malloc(g->gbuf_n * sizeof(float)))) return NULL;
     float *h = g->gbuf_host + (p - g->gbuf);
     g->be->i->to_host(g->be, h, p, cnt);
     return h;
 }
 
-void ks_grad_sync_params(ks_grad *g) {
-    if (g && g->dev && g->gbuf) g->be->i->to_host(g->be, g->gbuf_host, g->gbuf, g->gbuf_n);
+ks_status ks_grad_sync_params(ks_grad *g, ks_error *err) {
+    if (!g || !g->dev || !g->gbuf) return KS_OK;
+    if (!g->gbuf_host && !(g->gbuf_host = malloc(g->gbuf_n * sizeof(float))))
+        return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of host memory for a copy of the "
+                            "parameter gradients (%zu MB)", g->gbuf_n * sizeof(float) >> 20);
+    g->be->i->to_host(g->be, g->gbuf_host, g->gbuf, g->gbuf_n);
+    return finish(g, "gradients: copying the parameter gradients", err);
 }
 
 ks_status ks_grad_weights_changed(ks_grad *g, ks_error *err) {

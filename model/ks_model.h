@@ -271,12 +271,14 @@ void ks_grad_zero(ks_grad *g);
  * model.embed_tokens.weight, model.norm.weight, lm_head.weight), in that tensor's layout; n
  * receives its element count. NULL when unknown, when parameter gradients are off, and for
  * lm_head.weight of a tied model (its gradient is in the embedding's). On a device backend the
- * pointer is into a host copy of all parameter gradients (stable for the ks_grad's life); this
- * call refreshes the tensor's part of it, ks_grad_sync_params all of it. */
+ * pointer is into a host copy of all parameter gradients (made on first use, stable for the
+ * ks_grad's life; NULL when host memory for it is short); this call refreshes the tensor's part
+ * of it, ks_grad_sync_params all of it. */
 const float *ks_grad_param(const ks_grad *g, const char *hf_name, size_t *n);
 /* Device backends: copy every parameter gradient into the host copy ks_grad_param points into
- * (after the backward passes of an optimizer step). A no-op where gradients are host memory. */
-void ks_grad_sync_params(ks_grad *g);
+ * (after the backward passes of an optimizer step). KS_OK and nothing to do where gradients
+ * are host memory. */
+ks_status ks_grad_sync_params(ks_grad *g, ks_error *err);
 /* The model's weights were written in host memory (ks_model_param_mut: an optimizer step): a
  * device backend copies them again before the next forward. KS_OK and nothing to do on the CPU. */
 ks_status ks_grad_weights_changed(ks_grad *g, ks_error *err);

@@ -269,6 +269,11 @@ ks_status ks_trainer_create(ks_model *m, const ks_train_options *o, const ks_tra
                 goto fail;
             }
             x->g = ks_grad_param(t->g, x->name, NULL);
+            if (!x->g) {
+                st = ks_error_set(err, KS_ERR_NOMEM, "out of host memory for the gradient of %s",
+                                  x->name);
+                goto fail;
+            }
             x->decay = x->ndim == 2;
             t->n_tr++;
         }
@@ -401,7 +406,8 @@ ks_status ks_trainer_step(ks_trainer *t, ks_train_step_info *info, ks_error *err
         if ((st = ks_grad_backward(t->g, t->dlogits, err))) return st;
     }
     double loss = n_targets > 0 ? -sum_lp / (double)n_targets : NAN;
-    ks_grad_sync_params(t->g); /* a device backend's gradients, into the host copy x->g reads */
+    /* a device backend's gradients, into the host copy x->g reads */
+    if ((st = ks_grad_sync_params(t->g, err))) return st;
 
     /* LoRA: the factors' gradients from the merged matrix's */
     const int R = t->o.lora_rank;

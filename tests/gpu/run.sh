@@ -100,7 +100,7 @@ else
         else
             meson setup build-gpu -Dcuda=enabled --buildtype=release
         fi &&
-            ninja -C build-gpu tests/test_cuda bench/bench_cuda
+            ninja -C build-gpu tests/test_cuda bench/bench_cuda cli/koalascope
     } >"$REPORT/build.log" 2>&1
     rc=$?
     set -e
@@ -173,8 +173,9 @@ fi
 
 # ---------------------------------------------------------------- end to end on the GPU
 # The koalascope program with --backend cuda: recording checked by h5py against the HF
-# transformers oracle (test_dump_h5py.py, KS_TEST_BACKEND=cuda), and the CLI test, whose GPU
-# branch asks greedy decoding on the GPU for the published stories260K sample.
+# transformers oracle (test_dump_h5py.py, KS_TEST_BACKEND=cuda), the CLI test, whose GPU
+# branches ask greedy decoding on the GPU for the published stories260K sample and an
+# attribution equal to the CPU's, and the fine-tuning CLI test (finetune --backend cuda trains).
 KS_BIN=""
 for k in "$ROOT/.gpu/bin/koalascope" "$ROOT/build-gpu/cli/koalascope"; do
     if [ -x "$k" ]; then KS_BIN=$k; break; fi
@@ -186,14 +187,22 @@ if [ $RUN_TESTS -eq 1 ]; then
         E_FAIL=1
         log "end to end: koalascope binary not found"
     else
-        for t in "test_dump_h5py:python3 $ROOT/tests/test_dump_h5py.py" "test_cli:bash $ROOT/tests/test_cli.sh"; do
+        for t in "test_dump_h5py:python3 $ROOT/tests/test_dump_h5py.py" "test_cli:bash $ROOT/tests/test_cli.sh" \
+                 "test_finetune_cli:python3 $ROOT/tests/test_finetune_cli.py"; do
             name=${t%%:*}
             cmd=${t#*:}
+            elim=$(( $(left) - (RUN_BENCH == 1 ? 150 : 10) )) # the benchmark keeps its share
+            [ $elim -gt 90 ] && elim=90
+            if [ $elim -lt 15 ]; then
+                log "$name: skipped (${elim} s of the budget left for it)"
+                E_FAIL=$((E_FAIL + 1))
+                continue
+            fi
             log ""
-            log "== $name with --backend cuda (timeout 90 s) =="
+            log "== $name with --backend cuda (timeout $elim s) =="
             set +e
             # shellcheck disable=SC2086
-            CI=true KS_TEST_BACKEND=cuda timeout -k 5 90 $cmd "$KS_BIN" >"$REPORT/$name.log" 2>&1
+            CI=true KS_TEST_BACKEND=cuda timeout -k 5 $elim $cmd "$KS_BIN" >"$REPORT/$name.log" 2>&1
             rc=$?
             set -e
             o=$(grep -cE '^ok([[:space:]]|$)' "$REPORT/$name.log" || true)
