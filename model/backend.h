@@ -72,6 +72,12 @@ typedef struct {
      * of hooked tensors; host_free releases it */
     void *(*host_alloc)(ks_backend *b, size_t bytes);
     void (*host_free)(ks_backend *b, void *p);
+    /* optional, together: n floats of src into host (memory from host_alloc) without waiting:
+     * src may be overwritten by the next op as soon as this returns (the backend takes a copy
+     * in stream order first); host holds the values once copies_wait has returned. forward.c
+     * delivers read-only hooks this way, so the copies overlap the layers after them. */
+    void (*to_host_async)(ks_backend *b, float *host, const float *src, size_t n);
+    void (*copies_wait)(ks_backend *b);
 
     /* ---- the backward pass (backward.c). Optional as a group: a backend without gemm cannot
      * run ks_grad. Activation gradients are `=`, parameter gradients `+=` (as backward.c). */

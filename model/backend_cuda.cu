@@ -93,6 +93,13 @@ typedef struct {
     size_t wf32_cap;
     void *rbuf;
     size_t rbuf_cap;
+    /* asynchronous copies to the host (to_host_async): a ring of device snapshots taken in
+     * stream order, drained to pinned host memory on a copy stream of its own */
+    bool async_tried, async_ok;
+    cudaStream_t cstream;
+    cudaEvent_t ev_snap;
+    unsigned char *snap;
+    size_t snap_cap, snap_pos;
     unsigned char *ring; /* pinned */
     size_t ring_pos;
     size_t max_in;
@@ -1548,7 +1555,69 @@ static void *cuda_host_alloc(ks_backend *b_, size_t bytes) {
 static void cuda_host_free(ks_backend *b_, void *p) {
     cuda_backend *b = CB(b_);
     cudaStreamSynchronize(b->stream); /* a queued copy may still read it */
+    if (b->cstream) cudaStreamSynchronize(b->cstream);
     cudaFreeHost(p);
+}
+
+/* The copy stream, its event and the snapshot ring, made on first use: the ring takes an
+ * eighth of the free device memory, between 64 MiB and 1 GiB. false (and copies stay
+ * synchronous) where any of it cannot be had. */
+static bool async_ready(cuda_backend *b) {
+    if (b->async_tried) return b->async_ok;
+    b->async_tried = true;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    size_t cap = fr / 8;
+    if (cap > ((size_t)1 << 30)) cap = (size_t)1 << 30;
+    if (cap < ((size_t)64 << 20)) return false;
+    if (cudaStreamCreateWithFlags(&b->cstream, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaEventCreateWithFlags(&b->ev_snap, cudaEventDisableTiming) != cudaSuccess ||
+        cudaMalloc((void **)&b->snap, cap) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    b->snap_cap = cap;
+    b->async_ok = true;
+    return true;
+}
+
+/* src is copied to a snapshot slot on the compute stream (so the ops after it may overwrite
+ * src at once), and from there to host on the copy stream, which waits for the snapshot only:
+ * the transfer over the bus overlaps the computation that follows. Slots are reused only after
+ * the copy stream has drained (a wrap of the ring waits for it). A tensor larger than half the
+ * ring is copied synchronously. */
+static void cuda_to_host_async(ks_backend *b_, float *host, const float *src, size_t n) {
+    cuda_backend *b = CB(b_);
+    size_t bytes = n * sizeof(float);
+    if (!n) return;
+    if (!async_ready(b) || bytes > b->snap_cap / 2) {
+        cuda_to_host(b_, host, src, n);
+        return;
+    }
+    if (b->snap_pos + bytes > b->snap_cap) {
+        if (!cu_ok(b, cudaStreamSynchronize(b->cstream), "asynchronous copies")) return;
+        b->snap_pos = 0;
+    }
+    unsigned char *slot = b->snap + b->snap_pos;
+    b->snap_pos += (bytes + 255) & ~(size_t)255;
+    int pe = prof_begin(b, P_D2H);
+    bool ok = cu_ok(b, cudaMemcpyAsync(slot, src, bytes, cudaMemcpyDeviceToDevice, b->stream),
+                    "snapshot for an asynchronous copy") &&
+              cu_ok(b, cudaEventRecord(b->ev_snap, b->stream), "snapshot event") &&
+              cu_ok(b, cudaStreamWaitEvent(b->cstream, b->ev_snap, 0), "copy stream wait") &&
+              cu_ok(b, cudaMemcpyAsync(host, slot, bytes, cudaMemcpyDeviceToHost, b->cstream),
+                    "asynchronous device-to-host copy");
+    prof_end(b, pe);
+    (void)ok; /* an error is sticky: check() reports it, and forward.c then delivers nothing */
+}
+
+static void cuda_copies_wait(ks_backend *b_) {
+    cuda_backend *b = CB(b_);
+    if (!b->cstream) return;
+    if (cu_ok(b, cudaStreamSynchronize(b->cstream), "asynchronous copies")) b->snap_pos = 0;
 }
 
 /* ------------------------------------------------------------------ lifecycle */
@@ -1605,6 +1674,12 @@ static void cuda_destroy(ks_backend *b_) {
     free(b->ev);
     free(b->ev_op);
     cudaStreamSynchronize(b->stream);
+    if (b->cstream) {
+        cudaStreamSynchronize(b->cstream);
+        cudaStreamDestroy(b->cstream);
+    }
+    if (b->ev_snap) cudaEventDestroy(b->ev_snap);
+    cudaFree(b->snap);
     for (size_t i = 0; i < b->tab_cap; i++)
         if (b->tab[i].host) cudaFree(b->tab[i].dev);
     free(b->tab);
@@ -1644,6 +1719,8 @@ static const ks_backend_i cuda_i = {
     /* .check = */ cuda_check,
     /* .host_alloc = */ cuda_host_alloc,
     /* .host_free = */ cuda_host_free,
+    /* .to_host_async = */ cuda_to_host_async,
+    /* .copies_wait = */ cuda_copies_wait,
     /* .gemm = */ cuda_gemm,
     /* .matmul_t = */ cuda_matmul_t,
     /* .matmul_dw = */ cuda_matmul_dw,

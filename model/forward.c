@@ -23,6 +23,19 @@
 
 #include "backend.h"
 
+/* A hooked tensor on its way to host memory (deferred delivery). */
+typedef struct {
+    ks_hook_point point;
+    int layer, ndim, pos0;
+    int64_t shape[3];
+    float *host; /* in the pool */
+} pend_hook;
+
+/* The pinned pool for deferred hooks grows up to this (a 7B model's residual stream of a
+ * 2048-token chunk is 32 MiB per layer); a tensor that does not fit even then is copied
+ * synchronously. */
+#define KS_HOOK_POOL_MAX ((size_t)1 << 30)
+
 struct ks_session {
     const ks_model *m;
     ks_backend *be;
@@ -60,6 +73,12 @@ struct ks_session {
     float *table;    /* (2, B, head_dim / 2) cos and sin being built */
     float *stage;    /* hook staging for device backends; grown on demand */
     size_t stage_cap;
+    /* read-only hooks of a device backend with to_host_async: tensors copied into pool
+     * without waiting, delivered (in order) when the chunk ends or the pool is full */
+    float *pool;
+    size_t pool_cap, pool_used; /* floats */
+    pend_hook *pend;
+    int n_pend, cap_pend;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -100,6 +119,73 @@ static bool grow_stage(ks_session *s, size_t n) {
     return true;
 }
 
+static void free_pool(ks_session *s) {
+    if (s->pool && s->be->i->host_free)
+        s->be->i->host_free(s->be, s->pool);
+    else
+        free(s->pool);
+    s->pool = NULL;
+    s->pool_cap = s->pool_used = 0;
+}
+
+/* Wait for the deferred copies and hand each tensor to the hook, in the order they were
+ * hooked; deliver false (after an error) drops them instead. */
+static void drain_hooks(ks_session *s, bool deliver) {
+    if (!s->n_pend) return;
+    const ks_backend_i *bi = s->be->i;
+    bi->copies_wait(s->be);
+    ks_error e = {0};
+    if (deliver && bi->check && bi->check(s->be, &e)) deliver = false; /* the caller reports it */
+    for (int i = 0; i < s->n_pend && deliver; i++) {
+        const pend_hook *h = &s->pend[i];
+        char name[96];
+        ks_hook_name(h->point, h->layer, name, sizeof name);
+        ks_hook_tensor t = {.name = name, .point = h->point, .layer = h->layer, .data = h->host,
+                            .ndim = h->ndim, .shape = {h->shape[0], h->shape[1], h->shape[2], 0},
+                            .pos0 = h->pos0};
+        s->hook(&t, false, s->hook_user);
+    }
+    s->n_pend = 0;
+    s->pool_used = 0;
+}
+
+/* Start the copy of a hooked tensor for later delivery; false when it cannot be deferred
+ * (no room even in an empty pool of the largest size: the caller copies it now). */
+static bool defer_hook(ks_session *s, ks_hook_point p, int layer, const float *data, int ndim,
+                       int64_t d0, int64_t d1, int64_t d2, int pos0, size_t n) {
+    const size_t max = KS_HOOK_POOL_MAX / sizeof(float);
+    if (n > max) return false;
+    size_t want = s->pool_cap;
+    if (s->pool_cap - s->pool_used < n) { /* full: drain, and grow so one chunk fits next time */
+        drain_hooks(s, true);
+        want = s->pool_cap ? 2 * s->pool_cap : ((size_t)1 << 20) / sizeof(float);
+    }
+    if (s->n_pend == s->cap_pend) {
+        int nc = s->cap_pend ? 2 * s->cap_pend : 64;
+        pend_hook *q = realloc(s->pend, (size_t)nc * sizeof *q);
+        if (!q) return false;
+        s->pend = q;
+        s->cap_pend = nc;
+    }
+    while (want < n) want *= 2;
+    if (want > max) want = max;
+    if (want > s->pool_cap) { /* empty after the drain: a larger one */
+        free_pool(s);
+        const ks_backend_i *bi = s->be->i;
+        s->pool = bi->host_alloc ? bi->host_alloc(s->be, want * sizeof(float))
+                                 : malloc(want * sizeof(float));
+        if (!s->pool) return false;
+        s->pool_cap = want;
+    }
+    float *host = s->pool + s->pool_used;
+    s->pool_used += (n + 15) & ~(size_t)15; /* 64-byte aligned slots */
+    if (s->pool_used > s->pool_cap) s->pool_used = s->pool_cap;
+    s->be->i->to_host_async(s->be, host, data, n);
+    s->pend[s->n_pend++] = (pend_hook){.point = p, .layer = layer, .ndim = ndim, .pos0 = pos0,
+                                       .shape = {d0, d1, d2}, .host = host};
+    return true;
+}
+
 static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, int ndim,
                       int64_t d0, int64_t d1, int64_t d2, int pos0) {
     if (!s->hook) return;
@@ -115,6 +201,10 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
         return;
     }
     size_t n = (size_t)d0 * (size_t)d1 * (size_t)(ndim > 2 ? d2 : 1);
+    if (s->hook_read_only && bi->to_host_async &&
+        defer_hook(s, p, layer, data, ndim, d0, d1, d2, pos0, n))
+        return;
+    drain_hooks(s, true); /* delivered in order: what is deferred goes first */
     if (n > s->stage_cap && !grow_stage(s, n)) return; /* skipped rather than handed garbage */
     bi->to_host(s->be, s->stage, data, n);
     t.data = s->stage;
@@ -240,14 +330,18 @@ void ks_session_free(ks_session *s) {
                          s->logits_dev};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bfree(s, bufs[i]);
         free_stage(s);
+        drain_hooks(s, false);
+        free_pool(s);
         s->be->i->destroy(s->be);
     }
+    free(s->pend);
     free(s->inv_freq);
     free(s->table);
     free(s);
 }
 
 void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user) {
+    drain_hooks(s, false); /* nothing is pending between calls; never for a new hook */
     s->hook = fn;
     s->hook_user = user;
     s->hook_read_only = false;
@@ -447,6 +541,8 @@ ks_status ks_session_forward(ks_session *s, const int *tokens, int n, ks_logits_
         int rows = mode == KS_LOGITS_ALL ? B : (mode == KS_LOGITS_LAST && last ? 1 : 0);
         float *lg = mode == KS_LOGITS_ALL ? logits + (size_t)done * c->vocab_size : logits;
         ks_status st = forward_chunk(s, tokens + done, B, rows, lg, err);
+        if (!st && s->be->i->check) st = s->be->i->check(s->be, err);
+        drain_hooks(s, st == KS_OK); /* the chunk's deferred hooks, before it counts as done */
         if (!st && s->be->i->check) st = s->be->i->check(s->be, err);
         if (st) return st;
         done += B;

@@ -325,9 +325,12 @@ void ks_session_free(ks_session *s);
 /* Install (or with fn NULL remove) the hook callback. */
 void ks_session_set_hook(ks_session *s, ks_hook_fn fn, void *user);
 /* Promise that the installed hook only reads the tensors it is handed (recording, probing):
- * a device backend then does not copy them back after each hook. Editing a tensor after this
- * promise changes nothing on a device backend (the edit is lost) and is undefined on the CPU.
- * ks_session_set_hook resets the promise. */
+ * a device backend then does not copy them back after each hook, and copies them to the host
+ * without waiting (the copies overlap the layers after them): the hook is still asked at once,
+ * but handed the tensors later, in order, by the end of the chunk (of ks_session_forward's
+ * max_batch tokens) they belong to. Editing a tensor after this promise changes nothing on a
+ * device backend (the edit is lost) and is undefined on the CPU. ks_session_set_hook resets
+ * the promise. */
 void ks_session_set_hook_read_only(ks_session *s, bool read_only);
 /* Called after each chunk of a ks_session_forward call that spans more than one chunk, with
  * the tokens done and the call's total: progress for long prompts. fn NULL removes it. */

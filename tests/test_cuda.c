@@ -39,9 +39,10 @@
  * opens), stories260K from the shared data, and two random models built in memory with
  * head_dim 128 (so the fused attention kernel runs): one bf16, one f32. For each: a prefill of
  * 40 tokens (KS_LOGITS_ALL, chunks of 16) then 8 decode steps (KS_LOGITS_LAST), run three
- * times on both sessions: without hooks (logits), with a hook reading every layer's
- * hook_resid_post, with a hook reading every layer's attn.hook_pattern (which makes the CUDA
- * side take the exact, materialised attention path). Tolerances by the widest rounding among
+ * times on both sessions: without hooks (logits), with a read-only hook reading every layer's
+ * hook_resid_post (the CUDA side copies them asynchronously and delivers them at the chunk's
+ * end), with a hook reading every layer's attn.hook_pattern (which makes the CUDA side take the
+ * exact, materialised attention path; staged synchronously). Tolerances by the widest rounding among
  * the model's matrices:
  *                                   logits (rel)   resid_post (rel)   pattern (max abs)
  *   all f32                         1e-4           1e-4               1e-5
@@ -1396,6 +1397,9 @@ static ks_status run_tokens(ks_session *s, const int *tok, int V, float *lg, cap
     for (size_t i = 0; i < (size_t)N_TOK * V; i++) lg[i] = NAN;
     ks_session_reset(s);
     ks_session_set_hook(s, cap ? capture_hook : NULL, cap);
+    /* the residual stream's hook promises to only read: a device backend then copies it
+     * without waiting (to_host_async) and delivers it when the chunk ends */
+    if (cap && cap->point == KS_HOOK_RESID_POST) ks_session_set_hook_read_only(s, true);
     ks_status st = ks_session_forward(s, tok, N_PRE, KS_LOGITS_ALL, lg, err);
     for (int i = 0; st == KS_OK && i < N_DEC; i++)
         st = ks_session_forward(s, tok + N_PRE + i, 1, KS_LOGITS_LAST,

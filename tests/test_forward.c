@@ -342,6 +342,101 @@ static void test_hooks(ks_model *m) {
 /* Weights kept in their stored dtype (converted row by row as the forward streams them) give
  * the logits of the same checkpoint converted to f32 at load: prefill and decode, within 1e-5
  * (the conversion is the same, only GEMM blocking differs). Fixtures from tests/reference. */
+/* Read-only hooks on a device backend are copied without waiting and delivered when the chunk
+ * ends (or the pinned pool fills): on "cpu-copy" (the device path on the CPU) a hook reading
+ * every tensor must see the same sequence — names, shapes, pos0, every bit, in the same order —
+ * as on "cpu", where it reads the tensors in place. 64 tokens in chunks of 64 (about 2.8 MB of
+ * hooked tensors: the pool starts at 1 MiB, so it fills, drains and grows mid-chunk) and of 16. */
+typedef struct {
+    char (*names)[48];
+    int64_t (*meta)[5]; /* ndim, shape[0..2], pos0 */
+    uint64_t *hash;
+    int n, cap;
+    bool oom;
+} seq_log;
+
+static bool log_cb(const ks_hook_tensor *t, bool ask, void *user) {
+    seq_log *q = user;
+    if (ask) return true;
+    if (q->n == q->cap) {
+        int nc = q->cap ? 2 * q->cap : 256;
+        void *a = realloc(q->names, (size_t)nc * sizeof *q->names);
+        if (a) q->names = a;
+        void *b = realloc(q->meta, (size_t)nc * sizeof *q->meta);
+        if (b) q->meta = b;
+        void *c = realloc(q->hash, (size_t)nc * sizeof *q->hash);
+        if (c) q->hash = c;
+        if (!a || !b || !c) {
+            q->oom = true;
+            return false;
+        }
+        q->cap = nc;
+    }
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a over the bytes */
+    const unsigned char *b = (const unsigned char *)t->data;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+    snprintf(q->names[q->n], 48, "%s", t->name);
+    int64_t *m = q->meta[q->n];
+    m[0] = t->ndim, m[1] = t->shape[0], m[2] = t->shape[1], m[3] = t->ndim > 2 ? t->shape[2] : 0;
+    m[4] = t->pos0;
+    q->hash[q->n++] = h;
+    return false;
+}
+
+static void seq_run(const ks_model *m, const char *backend, int max_batch, seq_log *q,
+                    float *logits) {
+    ks_session *s = NULL;
+    ks_error e = {0};
+    ks_session_options so = {.backend = backend, .max_batch = max_batch};
+    if (ks_session_create(m, &so, &s, &e)) {
+        tap_ok(0, "deferred hooks: session on %s: %s", backend, e.msg);
+        return;
+    }
+    ks_session_set_hook(s, log_cb, q);
+    ks_session_set_hook_read_only(s, true);
+    if (ks_session_forward(s, sample_ids, 64, KS_LOGITS_ALL, logits, &e))
+        tap_ok(0, "deferred hooks: forward on %s: %s", backend, e.msg);
+    ks_session_free(s);
+}
+
+static void test_deferred_hooks(const ks_model *m) {
+    static const int batches[] = {64, 16};
+    const int V = ks_model_config(m)->vocab_size;
+    for (int k = 0; k < 2; k++) {
+        seq_log a = {0}, b = {0};
+        float *la = malloc(sizeof(float) * 64 * (size_t)V), *lb = malloc(sizeof(float) * 64 * (size_t)V);
+        if (!la || !lb) {
+            tap_ok(0, "deferred hooks: out of memory");
+            free(la);
+            free(lb);
+            return;
+        }
+        seq_run(m, "cpu", batches[k], &a, la);
+        seq_run(m, "cpu-copy", batches[k], &b, lb);
+        int first = -1;
+        for (int i = 0; i < a.n && i < b.n && first < 0; i++)
+            if (strcmp(a.names[i], b.names[i]) || memcmp(a.meta[i], b.meta[i], sizeof a.meta[i]) ||
+                a.hash[i] != b.hash[i])
+                first = i;
+        bool same = !a.oom && !b.oom && a.n == b.n && a.n > 0 && first < 0 &&
+                    memcmp(la, lb, sizeof(float) * 64 * (size_t)V) == 0;
+        tap_ok(same, "read-only hooks delivered deferred on cpu-copy (chunks of %d): the same %d "
+               "tensors in the same order, names, shapes, pos0 and bits as read in place on cpu "
+               "(%d on cpu-copy%s%s), logits identical", batches[k], a.n, b.n,
+               first >= 0 ? "; first difference at " : "", first >= 0 ? a.names[first] : "");
+        free(a.names);
+        free(a.meta);
+        free(a.hash);
+        free(b.names);
+        free(b.meta);
+        free(b.hash);
+        free(la);
+        free(lb);
+    }
+}
+
 static void test_native_dtypes(void) {
     static const char *fixtures[] = {"tests/reference/fixtures/gguf/mha_tied.f16.gguf",
                                      "tests/reference/fixtures/gguf/gqa_untied.q8_0.gguf",
@@ -409,6 +504,7 @@ int main(void) {
     hook_backend = "cpu-copy";
     tap_diag("hooks again on backend cpu-copy");
     test_hooks(bin);
+    test_deferred_hooks(bin);
     {
         ks_session *s = NULL;
         ks_error e = {0};
