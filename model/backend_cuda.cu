@@ -1371,31 +1371,34 @@ static void cuda_matmul_t(ks_backend *b_, float *dx, const ks_weight *w, const f
     const float one = 1.0f;
     /* column-major: dx^T (in, B) = W^T (in, out) · dy^T (out, B); W (out, in) row-major is
      * W^T column-major with leading dimension in */
-    int pe = prof_begin(b, P_BMATMUL);
     if (e->dtype == KS_DTYPE_BF16) {
         size_t n = (size_t)B * out;
         if (!grow(b, &b->xh, &b->xh_cap, n * 2, "16-bit gradients")) return;
         round16(b, b->xh, dy, n, KS_DTYPE_BF16);
+        int pe = prof_begin(b, P_BMATMUL);
         blas_ok(b, cublasGemmEx(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, B, out, &one, e->dev,
                                 CUDA_R_16BF, in, b->xh, CUDA_R_16BF, out, &beta, dx, CUDA_R_32F,
                                 in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                 "matmul_t (bf16 GemmEx)");
-    } else {
-        const float *wf = (const float *)e->dev;
-        if (e->dtype != KS_DTYPE_F32) {
-            size_t n = (size_t)out * in;
-            if (!grow(b, &b->wf32, &b->wf32_cap, n * sizeof(float), "a weight widened to f32"))
-                return;
-            unsigned grid = blocks_for(n, 256);
-            k_widen<<<grid > 65535 ? 65535 : grid, 256, 0, b->stream>>>((float *)b->wf32, e->dev,
-                                                                         e->dtype, n);
-            launched(b, "widening a weight to f32");
-            wf = (const float *)b->wf32;
-        }
-        blas_ok(b, cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, B, out, &one, wf, in, dy,
-                               out, &beta, dx, in),
-                "matmul_t (SGEMM)");
+        prof_end(b, pe);
+        return;
     }
+    const float *wf = (const float *)e->dev;
+    if (e->dtype != KS_DTYPE_F32) {
+        size_t n = (size_t)out * in;
+        if (!grow(b, &b->wf32, &b->wf32_cap, n * sizeof(float), "a weight widened to f32")) return;
+        unsigned grid = blocks_for(n, 256);
+        int pe = prof_begin(b, P_ROUND);
+        k_widen<<<grid > 65535 ? 65535 : grid, 256, 0, b->stream>>>((float *)b->wf32, e->dev,
+                                                                     e->dtype, n);
+        prof_end(b, pe);
+        launched(b, "widening a weight to f32");
+        wf = (const float *)b->wf32;
+    }
+    int pe = prof_begin(b, P_BMATMUL);
+    blas_ok(b, cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, B, out, &one, wf, in, dy, out,
+                           &beta, dx, in),
+            "matmul_t (SGEMM)");
     prof_end(b, pe);
 }
 
@@ -1452,13 +1455,11 @@ static void cuda_rmsnorm_bwd(ks_backend *b_, float *dx, float *dw, const float *
     int pe = prof_begin(b, P_BELEM);
     k_rmsnorm_bwd<<<B, B < 64 ? 1024 : 256, 0, b->stream>>>(dx, (float *)b->rbuf, dy, x,
                                                            (const float *)e->dev, dim, eps);
-    launched(b, "rmsnorm_bwd");
-    if (dw) {
+    if (dw)
         k_rmsnorm_dw<<<(unsigned)((dim + 31) / 32), dim3(32, 8), 0, b->stream>>>(
             dw, dy, x, (const float *)b->rbuf, B, dim);
-        launched(b, "rmsnorm_bwd (dw)");
-    }
     prof_end(b, pe);
+    launched(b, "rmsnorm_bwd");
 }
 
 static void cuda_causal_mask(ks_backend *b_, float *att, int H, int B, int L, int pos0) {
