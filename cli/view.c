@@ -78,8 +78,9 @@ int cmd_view(int argc, char **argv) {
         }
     }
     /* check what the viewer will open: the options taking a file, and the free arguments;
-     * other options (the viewer's hidden --self-test DIR, GTK's own) pass through, and the
-     * viewer names any it does not know */
+     * other options (the viewer's hidden --self-test DIR, --self-test-prompt TEXT and
+     * --self-test-keys KEYS, GTK's own) pass through, and the viewer names any it does not
+     * know */
     int files = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -89,7 +90,8 @@ int cmd_view(int argc, char **argv) {
             path = argv[++i];
         } else if (strncmp(a, "--tokenizer=", 12) == 0 || strncmp(a, "--compare=", 10) == 0) {
             path = strchr(a, '=') + 1;
-        } else if (strcmp(a, "--self-test") == 0 || strcmp(a, "--self-test-prompt") == 0) {
+        } else if (strcmp(a, "--self-test") == 0 || strcmp(a, "--self-test-prompt") == 0 ||
+                   strcmp(a, "--self-test-keys") == 0) {
             i++;
             continue;
         } else if (a[0] == '-') {

@@ -26,7 +26,12 @@ Usage (meson passes these): test_view_gui.py KOALASCOPE [KOALASCOPE_VIEW]   (TAP
      largest contrast, residual stream + attention patterns, attributions): the self-test
      activates the items in order as a click does until one opens its internals, and the
      pages of that item's prompts (tokens, attention grid, head, residual norms, its
-     attribution) draw beside the audit pages.
+     attribution) draw beside the audit pages; then the same through the keyboard
+     (--self-test-keys: real key presses through the X server's XTEST extension, into the
+     focused items page): Down from the top to an item that was not recorded, Enter (the toast
+     says how to record it), Down or Up to a recorded one, Enter: its internals open at its
+     prompt and the pages draw. Each key must have its effect, so the keyboard path is what
+     opened the item (a viewer built without gtk4-x11 and libXtst: a visible SKIP).
 
 Needs xvfb-run and dbus-run-session (a session bus, which GtkApplication asks for), the viewer
 built (meson option gui) and the stories260K shared data; each missing one is a visible SKIP,
@@ -188,11 +193,11 @@ def viewer_env(tmp):
     return env
 
 
-def self_test(args, out, tmp, timeout=120, show=False):
+def self_test(args, out, tmp, timeout=120, show=False, env=None):
     cmd = ["dbus-run-session", "--", "xvfb-run", "-a", "-s", "-screen 0 1400x1000x24",
            KS, "view"] + args + ["--self-test", out]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env=viewer_env(tmp), timeout=timeout)
+                       env=dict(viewer_env(tmp), **(env or {})), timeout=timeout)
     if show:
         diag(p.stdout.strip())
         if p.returncode != 0:
@@ -221,6 +226,50 @@ def check_pages(out, pages, what):
             ok(False, "%s: page %s: %s" % (what, page, exc))
             continue
         ok(good, "%s: page %s is not blank (%s)" % (what, page, measured))
+
+
+def keyboard_drill(run_dir, rows, tmp, pages, n_items=6):
+    """Section 7 through the keyboard: rows maps the recorded items (report.md's drill-down
+    table) to their first prompt; the items page lists all n_items, in order, none selected."""
+    unrecorded = [i for i in range(n_items) if i not in rows]
+    if not rows or not unrecorded:
+        ok(False, "keys: the audit has recorded and unrecorded items (recorded: %s)" % sorted(rows))
+        return
+    # Down from the top (the first Down selects item 0) to an item without internals, Enter;
+    # then to a recorded item, below it if one is (Down), else above it (Up), Enter
+    u = unrecorded[0]
+    below = [r for r in sorted(rows) if r > u]
+    r = below[0] if below else max(rows)
+    move = ["Down"] * (r - u) if r > u else ["Up"] * (u - r)
+    keys = ["Down"] * (u + 1) + ["Return"] + move + ["Return"]
+    want_selected = list(range(u + 1)) + (list(range(u + 1, r + 1)) if r > u else list(range(u - 1, r - 1, -1)))
+    out = os.path.join(tmp, "shots-keys")
+    p = self_test([run_dir, "--self-test-keys", ",".join(keys)], out, tmp, show=True,
+                  env={"GDK_BACKEND": "x11"})  # XTEST: the X server Xvfb is, never a Wayland session's
+    if "cannot type keys" in p.stderr:
+        why = p.stderr.strip().splitlines()[-1]
+        if CI:
+            ok(False, "keys: %s (CI=true requires it)" % why)
+        else:
+            skip("keys: %s" % why)
+        return
+    diag("keys typed: %s" % ",".join(keys))
+    ok(p.returncode == 0 and "self-test: ok" in p.stdout and "log warnings/criticals 0" in p.stdout
+       and "has the keyboard focus" in p.stdout,
+       "keys: the self-test passes typing %d keys into the focused items page" % len(keys))
+    selected = [int(x) for x in re.findall(r"key (?:Down|Up): item (\d+) selected", p.stdout)]
+    ok(selected == want_selected,
+       "keys: each Down/Up moved the selection by one row from the top (%s, wanted %s)"
+       % (selected, want_selected))
+    m = re.search(r"item (\d+): toast: (.*) \(key Return\)", p.stdout)
+    ok(m is not None and int(m.group(1)) == u and m.group(2).startswith("item ") and
+       '"record"' in m.group(2) and "Drill-down" in m.group(2),
+       "keys: Enter on item %d (no internals) toasts how to record them" % u)
+    m = re.search(r"item (\d+): internals opened at prompt (\d+) \(key Return\)", p.stdout)
+    ok(m is not None and int(m.group(1)) == r and int(m.group(2)) == rows[r],
+       "keys: Enter on item %d opened its internals at its own prompt (report.md: %d, viewer: %s)"
+       % (r, rows[r], m.group(0) if m else None))
+    check_pages(out, pages, "keys")
 
 
 def main():
@@ -367,8 +416,10 @@ def main():
                 ok(m is not None and int(m.group(1)) in rows and rows[int(m.group(1))] == int(m.group(2)),
                    "drill-down: the item opened at its own prompt (report.md: %s, viewer: %s)"
                    % (rows, m.group(0) if m else None))
-                check_pages(out4, ["audit", "items", "tokens", "attention-grid", "head", "residual",
-                                   "attribution"], "drill-down")
+                drill_pages = ["audit", "items", "tokens", "attention-grid", "head", "residual",
+                               "attribution"]
+                check_pages(out4, drill_pages, "drill-down")
+                keyboard_drill(run_dir, rows, tmp, drill_pages)
             else:
                 diag(r.stderr[-2000:])
     finally:

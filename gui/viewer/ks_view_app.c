@@ -7,7 +7,9 @@
  * window of another process (and no session bus is needed).
  *
  * --self-test DIR (hidden) drives every view of the first window, saves a screenshot of
- * each to DIR and exits 0 only when all were drawn and nothing logged a warning. */
+ * each to DIR and exits 0 only when all were drawn and nothing logged a warning;
+ * --self-test-keys KEYS (hidden) has it type KEYS into an audit's items page first (see
+ * ks_view_selftest.h). */
 #include "ks_view_app.h"
 
 #include "ks_view_selftest.h"
@@ -19,6 +21,7 @@ struct _KsViewApp {
     char *compare;
     char *self_test_dir;
     char *self_test_prompt;
+    char *self_test_keys;
     int exit_status;
 };
 
@@ -28,7 +31,7 @@ static KsViewWindow *new_window(KsViewApp *self) {
     KsViewWindow *win = ks_view_window_new(GTK_APPLICATION(self));
     if (self->self_test_dir)
         ks_view_selftest_attach(win, self, self->self_test_dir, self->self_test_prompt,
-                                self->compare);
+                                self->compare, self->self_test_keys);
     return win;
 }
 
@@ -133,6 +136,7 @@ static int ks_view_app_handle_local_options(GApplication *app, GVariantDict *opt
     g_variant_dict_lookup(options, "compare", "^ay", &self->compare);
     g_variant_dict_lookup(options, "self-test", "^ay", &self->self_test_dir);
     g_variant_dict_lookup(options, "self-test-prompt", "s", &self->self_test_prompt);
+    g_variant_dict_lookup(options, "self-test-keys", "s", &self->self_test_keys);
     if (g_variant_dict_contains(options, "version")) {
         g_print("koalascope-view %s\n", KS_VERSION);
         return 0;
@@ -146,6 +150,7 @@ static void ks_view_app_dispose(GObject *object) {
     g_clear_pointer(&self->compare, g_free);
     g_clear_pointer(&self->self_test_dir, g_free);
     g_clear_pointer(&self->self_test_prompt, g_free);
+    g_clear_pointer(&self->self_test_keys, g_free);
     G_OBJECT_CLASS(ks_view_app_parent_class)->dispose(object);
 }
 
@@ -170,6 +175,8 @@ static void ks_view_app_init(KsViewApp *self) {
          "Drive every view, save screenshots into DIR, exit", "DIR"},
         {"self-test-prompt", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, NULL,
          "With a model: the prompt the self-test runs", "TEXT"},
+        {"self-test-keys", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, NULL,
+         "With an audit: keys the self-test types into the items page (Down,Return,…)", "KEYS"},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
     g_application_add_main_option_entries(G_APPLICATION(self), entries);

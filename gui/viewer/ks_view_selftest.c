@@ -8,15 +8,22 @@
  *
  * An audit directory: the items are activated one after the other, as a click does, until one
  * has internals in the audit's drill-down dump (each one without prints the toast it showed);
- * the pages are then those of the audit and of that item's prompts.
+ * the pages are then those of the audit and of that item's prompts. With --self-test-keys
+ * the items are reached by the keyboard instead: each key of the script is pressed through
+ * the display server (ks_view_keys.c) once the window is active and the items page has the
+ * focus, and the next one only once this one did what it does (a selection, an item's
+ * internals or a toast), so each key's effect is printed and one without any is a failure.
  *
  * The main loop's longest stall during each page (a 10 ms timer's largest lateness) is
  * printed with it: a page that reads on the main thread shows there. */
 #include "ks_view_selftest.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ks_view_keys.h"
 
 gint64 ks_view_start_us;
 
@@ -24,6 +31,7 @@ typedef struct {
     KsViewWindow *win; /* borrowed: the window owns this struct */
     KsViewApp *app;
     char *dir, *prompt, *compare;
+    char *keys_text;      /* --self-test-keys as given, NULL when not */
     int pages[KS_N_PAGES + 4];
     const char *names[KS_N_PAGES + 4];
     int n_steps, step;
@@ -36,6 +44,13 @@ typedef struct {
     int64_t drill_item;   /* the audit item being tried */
     guint stall_id;       /* the 10 ms timer measuring main-loop stalls */
     gint64 stall_last, stall_max;
+    /* --self-test-keys */
+    guint *keys;          /* the keyvals to type, n_keys of them; key: the next one */
+    int n_keys, key;
+    enum { KEYS_IDLE, KEYS_FOCUS, KEYS_EFFECT } keys_state; /* what is being waited for */
+    guint keys_wait_id;   /* the timer polling for the focus, or timing the key's effect */
+    gint64 keys_since;
+    gboolean keys_opened; /* the last Return opened its item's internals */
 } selftest;
 
 /* extra steps after the pages: a zoomed head, attention to a token */
@@ -51,6 +66,9 @@ static gboolean stall_tick(gpointer data) {
 
 static void selftest_free(selftest *t) {
     if (t->stall_id) g_source_remove(t->stall_id);
+    if (t->keys_wait_id) g_source_remove(t->keys_wait_id);
+    g_free(t->keys);
+    g_free(t->keys_text);
     g_free(t->dir);
     g_free(t->prompt);
     g_free(t->compare);
@@ -255,6 +273,165 @@ static void on_drilled(KsViewWindow *win, gboolean ok, const char *msg, selftest
     try_next_item(t);
 }
 
+/* ---------------------------------------------------------------- --self-test-keys */
+
+static void keys_on_changed(KsViewCanvas *c, selftest *t);
+static void keys_on_drilled(KsViewWindow *win, gboolean ok, const char *msg, selftest *t);
+
+static KsViewCanvas *items_canvas(selftest *t) {
+    return ks_view_window_canvas(t->win, KS_PAGE_ITEMS);
+}
+
+/* The script ended (or failed): the pages, those of the item opened if one was. */
+static void keys_end(selftest *t) {
+    if (t->keys_wait_id) g_source_remove(t->keys_wait_id);
+    t->keys_wait_id = 0;
+    t->keys_state = KEYS_IDLE;
+    g_signal_handlers_disconnect_by_func(items_canvas(t), keys_on_changed, t);
+    g_signal_handlers_disconnect_by_func(t->win, keys_on_drilled, t);
+    if (!t->keys_opened) {
+        printf("self-test: the keys opened no item's internals\n");
+        ks_view_window_nav(t->win)->item = -1; /* as the click path leaves it */
+    }
+    start_pages(t);
+}
+
+static G_GNUC_PRINTF(2, 3) void keys_fail(selftest *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "self-test: keys: %s\n", msg);
+    t->failures++;
+    keys_end(t);
+}
+
+static gboolean keys_wait_effect(gpointer data) {
+    selftest *t = data;
+    if (g_get_monotonic_time() - t->keys_since < 20 * G_USEC_PER_SEC) return G_SOURCE_CONTINUE;
+    t->keys_wait_id = 0;
+    keys_fail(t, "key %s: no effect within 20 s (item %" G_GINT64_FORMAT " selected)",
+              gdk_keyval_name(t->keys[t->key]), ks_view_window_nav(t->win)->item);
+    return G_SOURCE_REMOVE;
+}
+
+/* Type the next key of the script, or end it. */
+static void keys_send(selftest *t) {
+    if (t->key >= t->n_keys) {
+        keys_end(t);
+        return;
+    }
+    g_autoptr(GError) err = NULL;
+    if (!ks_view_keys_type(GTK_WIDGET(t->win), t->keys[t->key], &err)) {
+        keys_fail(t, "key %s: %s", gdk_keyval_name(t->keys[t->key]), err->message);
+        return;
+    }
+    t->keys_state = KEYS_EFFECT;
+    t->keys_since = g_get_monotonic_time();
+    t->keys_wait_id = g_timeout_add(50, keys_wait_effect, t);
+}
+
+/* The key typed did what it does: the next one. */
+static void keys_next(selftest *t) {
+    g_source_remove(t->keys_wait_id);
+    t->keys_wait_id = 0;
+    t->keys_state = KEYS_IDLE;
+    t->key++;
+    if (t->keys_opened && t->key < t->n_keys) {
+        keys_fail(t, "%d key(s) left after the item's internals opened (the items page is "
+                  "no longer shown)", t->n_keys - t->key);
+        return;
+    }
+    keys_send(t);
+}
+
+static void keys_on_changed(KsViewCanvas *c, selftest *t) {
+    (void)c;
+    if (t->keys_state != KEYS_EFFECT) return;
+    printf("self-test: key %s: item %" G_GINT64_FORMAT " selected\n",
+           gdk_keyval_name(t->keys[t->key]), ks_view_window_nav(t->win)->item);
+    keys_next(t);
+}
+
+static void keys_on_drilled(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
+    (void)win;
+    int64_t item = ks_view_window_nav(t->win)->item;
+    if (t->keys_state != KEYS_EFFECT) {
+        keys_fail(t, "item %" G_GINT64_FORMAT " was activated with no key pressed", item);
+        return;
+    }
+    /* the same lines as for a click (on_drilled) */
+    if (ok)
+        printf("self-test: item %" G_GINT64_FORMAT ": internals opened at prompt %"
+               G_GINT64_FORMAT " (key %s)\n", item, ks_view_window_nav(t->win)->prompt,
+               gdk_keyval_name(t->keys[t->key]));
+    else
+        printf("self-test: item %" G_GINT64_FORMAT ": toast: %s (key %s)\n", item, msg,
+               gdk_keyval_name(t->keys[t->key]));
+    t->keys_opened = ok;
+    keys_next(t);
+}
+
+/* Keys go to the window that has the display's focus and, in it, to the focus widget: wait
+ * until that is the items page, drawn. */
+static gboolean keys_wait_focus(gpointer data) {
+    selftest *t = data;
+    GtkWidget *items = GTK_WIDGET(items_canvas(t));
+    if (gtk_window_is_active(GTK_WINDOW(t->win)) && gtk_widget_is_focus(items) &&
+        gtk_widget_get_mapped(items) && ks_view_canvas_frames(items_canvas(t)) > 0) {
+        t->keys_wait_id = 0;
+        printf("self-test: keys: the items page has the keyboard focus\n");
+        keys_send(t);
+        return G_SOURCE_REMOVE;
+    }
+    if (g_get_monotonic_time() - t->keys_since < 20 * G_USEC_PER_SEC) return G_SOURCE_CONTINUE;
+    t->keys_wait_id = 0;
+    keys_fail(t, "the items page did not get the keyboard focus within 20 s (window %s, "
+              "items page %s)", gtk_window_is_active(GTK_WINDOW(t->win)) ? "active" : "not active",
+              gtk_widget_is_focus(items) ? "focused" : "not focused");
+    return G_SOURCE_REMOVE;
+}
+
+/* The audit is open: show all its items, none selected, give the items page the focus (as
+ * a click on it does) and type the script once the window has the keyboard. */
+static void keys_begin(selftest *t) {
+    g_auto(GStrv) names = g_strsplit(t->keys_text, ",", -1);
+    t->n_keys = (int)g_strv_length(names);
+    t->keys = g_new0(guint, t->n_keys + 1);
+    for (int i = 0; i < t->n_keys; i++) {
+        t->keys[i] = gdk_keyval_from_name(g_strstrip(names[i]));
+        if (t->keys[i] == GDK_KEY_VoidSymbol || t->keys[i] == 0) {
+            fprintf(stderr, "self-test: --self-test-keys: no key is named '%s'\n", names[i]);
+            t->failures++;
+            finish(t);
+            return;
+        }
+    }
+    const char *why = NULL;
+    if (!ks_view_keys_available(GTK_WIDGET(t->win), &why)) {
+        fprintf(stderr, "self-test: --self-test-keys: cannot type keys: %s\n", why);
+        t->failures++;
+        finish(t);
+        return;
+    }
+    ks_view_nav *nav = ks_view_window_nav(t->win);
+    nav->audit_row = -1;
+    nav->item = -1;
+    nav->scroll = 0;
+    ks_view_window_sync(t->win);
+    ks_view_window_show_page(t->win, KS_PAGE_ITEMS);
+    gtk_widget_grab_focus(GTK_WIDGET(items_canvas(t)));
+    /* no window manager under Xvfb: presenting the mapped window gives it the input focus */
+    gtk_window_present(GTK_WINDOW(t->win));
+    g_signal_connect(items_canvas(t), "changed", G_CALLBACK(keys_on_changed), t);
+    g_signal_connect(t->win, "drilled", G_CALLBACK(keys_on_drilled), t);
+    t->key = 0;
+    t->keys_opened = FALSE;
+    t->keys_state = KEYS_FOCUS;
+    t->keys_since = g_get_monotonic_time();
+    t->keys_wait_id = g_timeout_add(20, keys_wait_focus, t);
+}
+
 static void on_opened(KsViewWindow *win, gboolean ok, const char *msg, selftest *t) {
     t->opened_us = g_get_monotonic_time();
     if (!ok) {
@@ -276,6 +453,16 @@ static void on_opened(KsViewWindow *win, gboolean ok, const char *msg, selftest 
         ks_view_window_run(win, t->prompt ? t->prompt : "Once upon a time", "none", 8);
         return;
     }
+    if (t->keys_text && ks_view_document_source(doc) != KS_VIEW_SOURCE_AUDIT) {
+        fprintf(stderr, "self-test: --self-test-keys: only for an audit directory\n");
+        t->failures++;
+        finish(t);
+        return;
+    }
+    if (t->keys_text) {
+        keys_begin(t);
+        return;
+    }
     if (ks_view_document_source(doc) == KS_VIEW_SOURCE_AUDIT) {
         g_signal_connect(win, "drilled", G_CALLBACK(on_drilled), t);
         t->drill_item = 0;
@@ -286,13 +473,14 @@ static void on_opened(KsViewWindow *win, gboolean ok, const char *msg, selftest 
 }
 
 void ks_view_selftest_attach(KsViewWindow *win, KsViewApp *app, const char *dir,
-                             const char *prompt, const char *compare) {
+                             const char *prompt, const char *compare, const char *keys) {
     selftest *t = g_new0(selftest, 1);
     t->win = win;
     t->app = app;
     t->dir = g_strdup(dir);
     t->prompt = g_strdup(prompt);
     t->compare = g_strdup(compare);
+    t->keys_text = g_strdup(keys);
     g_mkdir_with_parents(dir, 0755);
     g_object_set_data_full(G_OBJECT(win), "ks-selftest", t, (GDestroyNotify)selftest_free);
     g_signal_connect(win, "opened", G_CALLBACK(on_opened), t);

@@ -11,9 +11,15 @@
 #include "ks_view_window.h"
 
 /* Drive win once it has opened its file. prompt: for a model, what to run (NULL: a default);
- * compare: a second dump for the compare page (may be NULL). */
+ * compare: a second dump for the compare page (may be NULL); keys: for an audit directory,
+ * GDK key names separated by commas ("Down,Down,Return") typed as real key presses
+ * (ks_view_keys.h) into the focused items page, all items shown and none selected at the
+ * start, instead of activating the items in turn (NULL: that). Each key must have an effect
+ * within 20 s: Up/Down a new selection (printed: "key Down: item N selected"), Return the
+ * item's internals opened or a toast saying why not (printed as for a click); a key without
+ * one, or a key left after an item opened, fails the self-test. */
 void ks_view_selftest_attach(KsViewWindow *win, KsViewApp *app, const char *dir,
-                             const char *prompt, const char *compare);
+                             const char *prompt, const char *compare, const char *keys);
 /* No file was given: screenshot the empty window and quit. */
 void ks_view_selftest_start_empty(KsViewWindow *win);
 
