@@ -12,6 +12,8 @@
 #ifndef KS_BACKEND_H
 #define KS_BACKEND_H
 
+#include <stdlib.h>
+
 #include "model_private.h"
 
 typedef struct ks_backend ks_backend;
@@ -126,6 +128,17 @@ struct ks_backend {
     const ks_backend_i *i;
 };
 
+/* Host memory for staging hooked tensors: the backend's pinned memory where it has some. */
+static inline void *ks_backend_host_alloc(ks_backend *b, size_t bytes) {
+    return b->i->host_alloc ? b->i->host_alloc(b, bytes) : malloc(bytes);
+}
+static inline void ks_backend_host_free(ks_backend *b, void *p) {
+    if (p && b->i->host_free)
+        b->i->host_free(b, p);
+    else
+        free(p);
+}
+
 /* The CPU reference backend: OpenBLAS GEMMs and OpenMP threads. max_in is the longest row of
  * any weight matrix (scratch for streaming non-f32 weights). staged: present its memory as
  * device memory (to_host/from_host copy), which tests the forward's device path. */
@@ -141,5 +154,9 @@ ks_status ks_backend_cpu_create(size_t max_in, bool staged, ks_backend **out, ks
  * fused kernel lacks the head size; see backend_cuda.cu); KS_CUDA_PROFILE=1 prints the device
  * time of each op when the backend is destroyed. */
 ks_status ks_backend_cuda_create(size_t max_in, ks_backend **out, ks_error *err);
+
+/* The backend named name ("cpu" or NULL, "cpu-copy", "cuda") sized for m's matrices (forward.c;
+ * sessions and ks_grad open theirs with it). KS_ERR_ARG names an unknown backend. */
+ks_status ks_backend_open(const ks_model *m, const char *name, ks_backend **out, ks_error *err);
 
 #endif

@@ -79,10 +79,7 @@ struct ks_grad {
 /* ------------------------------------------------------------------ hooks */
 
 static void free_stage(ks_grad *g) {
-    if (g->stage && g->be->i->host_free)
-        g->be->i->host_free(g->be, g->stage);
-    else
-        free(g->stage);
+    ks_backend_host_free(g->be, g->stage);
     g->stage = NULL;
     g->stage_cap = 0;
 }
@@ -106,8 +103,7 @@ static void fire(ks_grad *g, ks_hook_fn fn, ks_hook_point p, int layer, float *d
     size_t n = (size_t)d0 * (size_t)d1 * (size_t)(ndim > 2 ? d2 : 1);
     if (n > g->stage_cap) {
         free_stage(g);
-        g->stage = bi->host_alloc ? bi->host_alloc(g->be, n * sizeof(float))
-                                  : malloc(n * sizeof(float));
+        g->stage = ks_backend_host_alloc(g->be, n * sizeof(float));
         if (!g->stage) {
             g->hook_lost = true; /* reported by the call, not handed garbage */
             return;
@@ -163,17 +159,9 @@ ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **
     g->m = m;
     g->param_grads = !o || o->param_grads;
     g->fast = c->n_layers > 0 && m->layers[0].wq.dtype != KS_DTYPE_F32;
-    size_t q_dim = (size_t)c->n_heads * c->head_dim, max_in = (size_t)c->dim;
-    if (q_dim > max_in) max_in = q_dim;
-    if ((size_t)c->hidden_dim > max_in) max_in = (size_t)c->hidden_dim;
+    size_t q_dim = (size_t)c->n_heads * c->head_dim;
     const char *bname = o && o->backend ? o->backend : "cpu";
-    ks_status st;
-    if (!strcmp(bname, "cpu") || !strcmp(bname, "cpu-copy"))
-        st = ks_backend_cpu_create(max_in, !strcmp(bname, "cpu-copy"), &g->be, err);
-    else if (!strcmp(bname, "cuda"))
-        st = ks_backend_cuda_create(max_in, &g->be, err);
-    else
-        st = ks_error_set(err, KS_ERR_ARG, "backend '%s': unknown (expected cpu or cuda)", bname);
+    ks_status st = ks_backend_open(m, bname, &g->be, err);
     if (st) {
         free(g);
         return st;

@@ -100,10 +100,7 @@ static void put(ks_session *s, float *dst, const float *host, size_t n) {
 }
 
 static void free_stage(ks_session *s) {
-    if (s->stage && s->be->i->host_free)
-        s->be->i->host_free(s->be, s->stage);
-    else
-        free(s->stage);
+    ks_backend_host_free(s->be, s->stage);
     s->stage = NULL;
     s->stage_cap = 0;
 }
@@ -111,8 +108,7 @@ static void free_stage(ks_session *s) {
 /* Host staging for hooked tensors of a device backend: its pinned memory where it has some. */
 static bool grow_stage(ks_session *s, size_t n) {
     free_stage(s);
-    float *q = s->be->i->host_alloc ? s->be->i->host_alloc(s->be, n * sizeof(float))
-                                    : malloc(n * sizeof(float));
+    float *q = ks_backend_host_alloc(s->be, n * sizeof(float));
     if (!q) return false;
     s->stage = q;
     s->stage_cap = n;
@@ -120,10 +116,7 @@ static bool grow_stage(ks_session *s, size_t n) {
 }
 
 static void free_pool(ks_session *s) {
-    if (s->pool && s->be->i->host_free)
-        s->be->i->host_free(s->be, s->pool);
-    else
-        free(s->pool);
+    ks_backend_host_free(s->be, s->pool);
     s->pool = NULL;
     s->pool_cap = s->pool_used = 0;
 }
@@ -171,9 +164,7 @@ static bool defer_hook(ks_session *s, ks_hook_point p, int layer, const float *d
     if (want > max) want = max;
     if (want > s->pool_cap) { /* empty after the drain: a larger one */
         free_pool(s);
-        const ks_backend_i *bi = s->be->i;
-        s->pool = bi->host_alloc ? bi->host_alloc(s->be, want * sizeof(float))
-                                 : malloc(want * sizeof(float));
+        s->pool = ks_backend_host_alloc(s->be, want * sizeof(float));
         if (!s->pool) return false;
         s->pool_cap = want;
     }
@@ -257,6 +248,18 @@ void ks_rope_inv_freq(const ks_config *c, int seq_len, float *inv_freq) {
 
 /* ------------------------------------------------------------------ session */
 
+ks_status ks_backend_open(const ks_model *m, const char *name, ks_backend **out, ks_error *err) {
+    const ks_config *c = &m->cfg;
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, max_in = (size_t)c->dim;
+    if (q_dim > max_in) max_in = q_dim;
+    if ((size_t)c->hidden_dim > max_in) max_in = (size_t)c->hidden_dim;
+    const char *bname = name ? name : "cpu";
+    if (!strcmp(bname, "cpu") || !strcmp(bname, "cpu-copy"))
+        return ks_backend_cpu_create(max_in, !strcmp(bname, "cpu-copy"), out, err);
+    if (!strcmp(bname, "cuda")) return ks_backend_cuda_create(max_in, out, err);
+    return ks_error_set(err, KS_ERR_ARG, "backend '%s': unknown (expected cpu or cuda)", bname);
+}
+
 ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, ks_session **out,
                             ks_error *err) {
     if (!m || !out) return ks_error_set(err, KS_ERR_ARG, "ks_session_create: NULL argument");
@@ -274,17 +277,7 @@ ks_status ks_session_create(const ks_model *m, const ks_session_options *opts, k
 #endif
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, q_dim = (size_t)c->n_heads * c->head_dim;
     size_t B = (size_t)s->max_batch, half = (size_t)c->head_dim / 2;
-    size_t max_in = (size_t)c->dim;
-    if (q_dim > max_in) max_in = q_dim;
-    if ((size_t)c->hidden_dim > max_in) max_in = (size_t)c->hidden_dim;
-    const char *bname = opts && opts->backend ? opts->backend : "cpu";
-    ks_status st;
-    if (!strcmp(bname, "cpu") || !strcmp(bname, "cpu-copy"))
-        st = ks_backend_cpu_create(max_in, !strcmp(bname, "cpu-copy"), &s->be, err);
-    else if (!strcmp(bname, "cuda"))
-        st = ks_backend_cuda_create(max_in, &s->be, err);
-    else
-        st = ks_error_set(err, KS_ERR_ARG, "backend '%s': unknown (expected cpu or cuda)", bname);
+    ks_status st = ks_backend_open(m, opts ? opts->backend : NULL, &s->be, err);
     if (st) {
         free(s);
         return st;
