@@ -140,11 +140,46 @@ static bool backward_ops(const ks_backend_i *i) {
            i->softmax_bwd && i->swiglu_bwd && i->embed_bwd && i->copy && i->zero;
 }
 
-static size_t param_count(const ks_config *c, bool tied) {
+
+/* The parameter gradients laid out like the model from base, those the options' filter keeps
+ * (all without one); the others' pointers stay NULL. Returns the floats taken; base NULL only
+ * counts. A tied head shares the embedding's gradient. */
+static size_t layout_grads(ks_grad *g, float *base, const ks_grad_options *o) {
+    const ks_model *m = g->m;
+    const ks_config *c = &m->cfg;
     size_t D = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
     size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t per = 2 * D + q * D + 2 * kv * D + D * q + 3 * hid * D;
-    return V * D * (tied ? 1 : 2) + D + per * (size_t)c->n_layers;
+    bool tied = m->output.data == m->tok_embeddings.data;
+    size_t used = 0;
+    char name[128];
+#define TAKE(dst, n, ...)                                                                  \
+    do {                                                                                   \
+        snprintf(name, sizeof name, __VA_ARGS__);                                          \
+        bool keep = !o || !o->param_filter || o->param_filter(name, o->param_filter_user); \
+        float *at = keep && base ? base + used : NULL;                                     \
+        if (keep) used += (n);                                                             \
+        dst = at;                                                                          \
+    } while (0)
+    TAKE(g->g_emb, V * D, "model.embed_tokens.weight");
+    if (tied)
+        g->g_out = g->g_emb;
+    else
+        TAKE(g->g_out, V * D, "lm_head.weight");
+    TAKE(g->g_final_norm, D, "model.norm.weight");
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_grad *L = &g->lg[l];
+        TAKE(L->attn_norm, D, "model.layers.%d.input_layernorm.weight", l);
+        TAKE(L->ffn_norm, D, "model.layers.%d.post_attention_layernorm.weight", l);
+        TAKE(L->wq, q * D, "model.layers.%d.self_attn.q_proj.weight", l);
+        TAKE(L->wk, kv * D, "model.layers.%d.self_attn.k_proj.weight", l);
+        TAKE(L->wv, kv * D, "model.layers.%d.self_attn.v_proj.weight", l);
+        TAKE(L->wo, D * q, "model.layers.%d.self_attn.o_proj.weight", l);
+        TAKE(L->w_gate, hid * D, "model.layers.%d.mlp.gate_proj.weight", l);
+        TAKE(L->w_up, hid * D, "model.layers.%d.mlp.up_proj.weight", l);
+        TAKE(L->w_down, D * hid, "model.layers.%d.mlp.down_proj.weight", l);
+    }
+#undef TAKE
+    return used;
 }
 
 ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **out,
@@ -159,7 +194,6 @@ ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **
     g->m = m;
     g->param_grads = !o || o->param_grads;
     g->fast = c->n_layers > 0 && m->layers[0].wq.dtype != KS_DTYPE_F32;
-    size_t q_dim = (size_t)c->n_heads * c->head_dim;
     const char *bname = o && o->backend ? o->backend : "cpu";
     ks_status st = ks_backend_open(m, bname, &g->be, err);
     if (st) {
@@ -178,39 +212,17 @@ ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **
     g->la = calloc((size_t)c->n_layers, sizeof *g->la);
     if (!g->la) goto nomem;
     if (g->param_grads) {
-        size_t D = (size_t)c->dim, hid = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-        size_t q = q_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-        bool tied = m->output.data == m->tok_embeddings.data;
-        g->gbuf_n = param_count(c, tied);
-        g->gbuf = g->be->i->alloc(g->be, g->gbuf_n * sizeof(float)); /* zeroed */
         g->lg = calloc((size_t)c->n_layers, sizeof *g->lg);
-        if (!g->gbuf || !g->lg) {
+        if (!g->lg) goto nomem;
+        g->gbuf_n = layout_grads(g, NULL, o); /* count, then place */
+        g->gbuf = g->be->i->alloc(g->be, (g->gbuf_n ? g->gbuf_n : 1) * sizeof(float)); /* zeroed */
+        if (!g->gbuf) {
             ks_grad_free(g);
             return ks_error_set(err, KS_ERR_NOMEM, "gradients: out of %s memory for the "
                                 "parameter gradients (%zu MB)", g->dev ? "device" : "host",
                                 g->gbuf_n * sizeof(float) >> 20);
         }
-        float *p = g->gbuf;
-#define TAKE(dst, n) (dst = p, p += (n))
-        TAKE(g->g_emb, V * D);
-        if (tied)
-            g->g_out = g->g_emb;
-        else
-            TAKE(g->g_out, V * D);
-        TAKE(g->g_final_norm, D);
-        for (int l = 0; l < c->n_layers; l++) {
-            layer_grad *L = &g->lg[l];
-            TAKE(L->attn_norm, D);
-            TAKE(L->ffn_norm, D);
-            TAKE(L->wq, q * D);
-            TAKE(L->wk, kv * D);
-            TAKE(L->wv, kv * D);
-            TAKE(L->wo, D * q);
-            TAKE(L->w_gate, hid * D);
-            TAKE(L->w_up, hid * D);
-            TAKE(L->w_down, D * hid);
-        }
-#undef TAKE
+        layout_grads(g, g->gbuf, o);
     }
     *out = g;
     return KS_OK;
@@ -529,7 +541,7 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
     BWD(KS_HOOK_LOGITS, -1, g->dlog, 2, T, V, 0);
     /* logits = xnf · W_out^T; xnf = rms(xf) */
     bi->matmul_t(be, g->dxn, &m->output, g->dlog, T, D, V, 0.0f);
-    if (pg) bi->matmul_dw(be, g->g_out, &m->output, g->dlog, g->xnf, T, D, V);
+    if (pg && g->g_out) bi->matmul_dw(be, g->g_out, &m->output, g->dlog, g->xnf, T, D, V);
     BWD(KS_HOOK_LN_FINAL_NORMALIZED, -1, g->dxn, 2, T, D, 0);
     bi->zero(be, g->dres, TD);
     bi->rmsnorm_bwd(be, g->dres, pg ? g->g_final_norm : NULL, g->dxn, g->xf, m->final_norm, T, D,
@@ -548,17 +560,15 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         bi->copy(be, g->act, A->up, TH);
         bi->swiglu(be, g->act, A->gate, TH);
         bi->matmul_t(be, g->dh1, &w->w_down, g->dbuf, T, hid, D, 0.0f);
-        if (G) bi->matmul_dw(be, G->w_down, &w->w_down, g->dbuf, g->act, T, hid, D);
+        if (G && G->w_down) bi->matmul_dw(be, G->w_down, &w->w_down, g->dbuf, g->act, T, hid, D);
         BWD(KS_HOOK_MLP_POST, l, g->dh1, 2, T, hid, 0);
         bi->swiglu_bwd(be, g->dh1, g->dh2, g->dh1, A->gate, A->up, TH); /* d gate, d up */
         BWD(KS_HOOK_MLP_PRE, l, g->dh1, 2, T, hid, 0);
         BWD(KS_HOOK_MLP_PRE_LINEAR, l, g->dh2, 2, T, hid, 0);
         bi->matmul_t(be, g->dxn, &w->w_gate, g->dh1, T, D, hid, 0.0f);
         bi->matmul_t(be, g->dxn, &w->w_up, g->dh2, T, D, hid, 1.0f);
-        if (G) {
-            bi->matmul_dw(be, G->w_gate, &w->w_gate, g->dh1, A->xn2, T, D, hid);
-            bi->matmul_dw(be, G->w_up, &w->w_up, g->dh2, A->xn2, T, D, hid);
-        }
+        if (G && G->w_gate) bi->matmul_dw(be, G->w_gate, &w->w_gate, g->dh1, A->xn2, T, D, hid);
+        if (G && G->w_up) bi->matmul_dw(be, G->w_up, &w->w_up, g->dh2, A->xn2, T, D, hid);
         BWD(KS_HOOK_LN2_NORMALIZED, l, g->dxn, 2, T, D, 0);
         bi->copy(be, g->dmid, g->dres, TD);
         bi->rmsnorm_bwd(be, g->dmid, G ? G->ffn_norm : NULL, g->dxn, A->mid, w->ffn_norm, T, D,
@@ -569,7 +579,7 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         bi->copy(be, g->dbuf, g->dmid, TD);
         BWD(KS_HOOK_ATTN_OUT, l, g->dbuf, 2, T, D, 0);
         bi->matmul_t(be, g->dz, &w->wo, g->dbuf, T, q_dim, D, 0.0f);
-        if (G) bi->matmul_dw(be, G->wo, &w->wo, g->dbuf, A->z, T, q_dim, D);
+        if (G && G->wo) bi->matmul_dw(be, G->wo, &w->wo, g->dbuf, A->z, T, q_dim, D);
         BWD(KS_HOOK_ATTN_Z, l, g->dz, 3, T, H, hd);
         attn_bwd(g, &ad, A, l, scale);
         BWD(KS_HOOK_ATTN_ROT_Q, l, g->dq, 3, T, H, hd);
@@ -583,11 +593,9 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         bi->matmul_t(be, g->dxn, &w->wq, g->dq, T, D, q_dim, 0.0f);
         bi->matmul_t(be, g->dxn, &w->wk, g->dk, T, D, kv_dim, 1.0f);
         bi->matmul_t(be, g->dxn, &w->wv, g->dv, T, D, kv_dim, 1.0f);
-        if (G) {
-            bi->matmul_dw(be, G->wq, &w->wq, g->dq, A->xn1, T, D, q_dim);
-            bi->matmul_dw(be, G->wk, &w->wk, g->dk, A->xn1, T, D, kv_dim);
-            bi->matmul_dw(be, G->wv, &w->wv, g->dv, A->xn1, T, D, kv_dim);
-        }
+        if (G && G->wq) bi->matmul_dw(be, G->wq, &w->wq, g->dq, A->xn1, T, D, q_dim);
+        if (G && G->wk) bi->matmul_dw(be, G->wk, &w->wk, g->dk, A->xn1, T, D, kv_dim);
+        if (G && G->wv) bi->matmul_dw(be, G->wv, &w->wv, g->dv, A->xn1, T, D, kv_dim);
         BWD(KS_HOOK_LN1_NORMALIZED, l, g->dxn, 2, T, D, 0);
         bi->copy(be, g->dres, g->dmid, TD);
         bi->rmsnorm_bwd(be, g->dres, G ? G->attn_norm : NULL, g->dxn, A->x, w->attn_norm, T, D,
@@ -595,7 +603,7 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         BWD(KS_HOOK_RESID_PRE, l, g->dres, 2, T, D, 0);
     }
     BWD(KS_HOOK_EMBED, -1, g->dres, 2, T, D, 0);
-    if (pg) bi->embed_bwd(be, g->g_emb, g->dres, g->tokens, T, D);
+    if (pg && g->g_emb) bi->embed_bwd(be, g->g_emb, g->dres, g->tokens, T, D);
     return finish(g, "gradients: backward", err);
 }
 

@@ -239,6 +239,11 @@ typedef struct {
                          activation gradients handed to hooks: attribution, half the memory) */
     const char *backend; /* "cpu" (NULL: the same), "cpu-copy" (the device path on the CPU,
                             for tests) or "cuda" (device 0); as ks_session_options.backend */
+    /* with param_grads: keep only the gradients of the parameters (HF names) this returns true
+     * for; NULL keeps all. The others cost nothing: no memory, no dW products (LoRA trains the
+     * attention projections only), and ks_grad_param returns NULL for them. */
+    bool (*param_filter)(const char *hf_name, void *user);
+    void *param_filter_user;
 } ks_grad_options;
 
 /* opts NULL: parameter gradients on, CPU. KS_ERR_BACKEND where the backend cannot start (no

@@ -25,7 +25,8 @@
  * Also: parameter gradients off gives the same activation gradients; every fixture again on
  * "cpu-copy" (the device path of backward.c: hooks staged, logits and gradients copied back);
  * a bf16 model used as stored vs converted to f32 (check_16bit); gradients bit-identical with
- * 1 thread and with all (check_threads); backends refused by name. */
+ * 1 thread and with all (check_threads); param_filter keeps some gradients, bit-identical
+ * (check_param_filter); backends refused by name. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -745,6 +746,68 @@ static void check_threads(void) {
 #endif
 }
 
+/* param_filter: only the kept parameters have gradients, each bit-identical to the unfiltered
+ * run's, and the activation gradients (what the hooks see) are unchanged. */
+static bool keep_q0_norm(const char *name, void *user) {
+    (void)user;
+    return !strcmp(name, "model.layers.0.self_attn.q_proj.weight") ||
+           !strcmp(name, "model.norm.weight");
+}
+
+static void check_param_filter(void) {
+    char mdir[4096];
+    ks_test_src_file("tests/reference/fixtures/hf/gqa_untied", mdir, sizeof mdir);
+    ks_model *m = open_model(mdir, NULL, true);
+    if (!m) return;
+    const int T = 17, V = m->cfg.vocab_size, L = m->cfg.n_layers, D = m->cfg.dim;
+    int tok[17];
+    for (int t = 0; t < T; t++) tok[t] = (13 * t + 2) % V;
+    ks_grad *ga = NULL, *gb = NULL;
+    ks_error err = {0};
+    float *dl = malloc((size_t)T * V * sizeof(float));
+    hcap ha = {.hid = calloc((size_t)(L + 1) * T * D, sizeof(float)), .L = L, .T = T, .D = D};
+    hcap hb = {.hid = calloc((size_t)(L + 1) * T * D, sizeof(float)), .L = L, .T = T, .D = D};
+    ks_grad_options of = {.param_grads = true, .param_filter = keep_q0_norm};
+    bool ok = dl && ha.hid && hb.hid && !ks_grad_create(m, NULL, &ga, &err) &&
+              !ks_grad_create(m, &of, &gb, &err);
+    if (ok) {
+        ks_grad_set_hooks(ga, NULL, bwd_capture, &ha);
+        ks_grad_set_hooks(gb, NULL, bwd_capture, &hb);
+        bool o1, o2;
+        objective_J(ga, tok, T, dl, &err, &o1);
+        ok = o1 && !ks_grad_backward(ga, dl, &err);
+        objective_J(gb, tok, T, dl, &err, &o2);
+        ok = ok && o2 && !ks_grad_backward(gb, dl, &err);
+    }
+    if (!ok) {
+        tap_ok(0, "param_filter: %s", err.msg);
+    } else {
+        char names[512][96];
+        int np = param_names(m, names, 512), kept = 0, wrong = 0;
+        for (int k = 0; k < np; k++) {
+            size_t na = 0, nb = 0;
+            const float *a = ks_grad_param(ga, names[k], &na), *b = ks_grad_param(gb, names[k], &nb);
+            bool want = keep_q0_norm(names[k], NULL);
+            if (want) {
+                kept++;
+                if (!a || !b || na != nb || memcmp(a, b, na * sizeof(float))) wrong++;
+            } else if (b) {
+                wrong++;
+            }
+        }
+        bool acts = memcmp(ha.hid, hb.hid, (size_t)(L + 1) * T * D * sizeof(float)) == 0;
+        tap_ok(kept == 2 && !wrong && acts, "param_filter keeping 2 of %d parameters: those "
+               "bit-identical to the unfiltered run's, the others absent (%d wrong), hidden-state "
+               "gradients %s", np, wrong, acts ? "identical" : "DIFFERENT");
+    }
+    ks_grad_free(ga);
+    ks_grad_free(gb);
+    free(dl);
+    free(ha.hid);
+    free(hb.hid);
+    ks_model_close(m);
+}
+
 static void check_backends(void) {
     char mdir[4096];
     ks_test_src_file("tests/reference/fixtures/hf/bf16_mha", mdir, sizeof mdir);
@@ -782,6 +845,7 @@ int main(void) {
     check_16bit("cpu");
     check_16bit("cpu-copy");
     check_threads();
+    check_param_filter();
     check_backends();
     return tap_done();
 }

@@ -135,6 +135,20 @@ static ks_status check_options(const ks_train_options *o, int n_seqs, ks_error *
     return KS_OK;
 }
 
+/* The matrices LoRA adapts: every layer's q, k, v and o projections (ks_grad's filter). */
+static bool lora_target(const char *name, void *user) {
+    (void)user;
+    static const char *const proj[] = {".self_attn.q_proj.weight", ".self_attn.k_proj.weight",
+                                       ".self_attn.v_proj.weight", ".self_attn.o_proj.weight"};
+    size_t n = strlen(name);
+    for (int k = 0; k < 4; k++) {
+        size_t m = strlen(proj[k]);
+        if (n > m && !strcmp(name + n - m, proj[k]) && !strncmp(name, "model.layers.", 13))
+            return true;
+    }
+    return false;
+}
+
 static ks_status add_lora(ks_trainer *t, const char *name, ks_rng *r, ks_error *err) {
     int64_t shape[2] = {0, 0};
     size_t n = 0;
@@ -226,9 +240,11 @@ ks_status ks_trainer_create(ks_model *m, const ks_train_options *o, const ks_tra
     fnv(&h, c, sizeof *c);
     snprintf(t->fingerprint, sizeof t->fingerprint, "%016llx", (unsigned long long)h);
 
-    if ((st = ks_grad_create(m, &(ks_grad_options){.param_grads = true, .backend = o->backend},
-                             &t->g, err)))
-        goto fail;
+    /* LoRA trains factors of the attention projections: only their matrices' gradients are
+     * needed (the rest of the backward still runs, for the activations' gradients) */
+    ks_grad_options go = {.param_grads = true, .backend = o->backend,
+                          .param_filter = o->lora_rank > 0 ? lora_target : NULL};
+    if ((st = ks_grad_create(m, &go, &t->g, err))) goto fail;
     t->perm = malloc((size_t)n_seqs * sizeof(int));
     t->step_idx = malloc((size_t)per * sizeof(int));
     t->targets = malloc((size_t)t->max_len * sizeof(int));
