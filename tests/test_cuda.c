@@ -64,7 +64,9 @@
  * every layer's attn.hook_pattern in the gradients' forward, d J / d every layer's
  * hook_resid_pre (through the backward hook, so staged through host memory), d J / d every
  * parameter. f32 models 1e-4 (patterns 1e-5 abs); 16-bit models logits 3e-2, patterns 2e-2,
- * gradients 5e-2 (basis at check_grad).
+ * gradients 5e-2 (basis at check_grad). check_reload: weights written on the host after the
+ * upload, then ks_grad_weights_changed (the trainer's step): cuda follows (logits and a
+ * gradient within 1e-4 of the cpu's, and the logits moved).
  *
  * KS_CUDA_STANDIN=1 runs all of it with the CPU backend in staged mode in CUDA's place, to
  * develop this test without a GPU (differences are then zero).
@@ -1806,6 +1808,71 @@ out:
     free(cg.dres);
 }
 
+/* Weights written on the host after the device copied them (an optimizer step), then
+ * ks_grad_weights_changed: the device must compute with the new values. On the random f32
+ * model: layer 0's q_proj and the final norm scaled by 1.5; logits and d J / d q_proj on
+ * cuda vs cpu after the change (1e-4), and the logits moved (the change took effect). The
+ * weights are restored after. */
+static void check_reload(const char *name, ks_model *m) {
+    const ks_config *cfg = &m->cfg;
+    const int V = cfg->vocab_size;
+    float *wq = (float *)m->layers[0].wq.data, *fn = (float *)m->final_norm;
+    const size_t nq = (size_t)cfg->n_heads * cfg->head_dim * cfg->dim, nf = (size_t)cfg->dim;
+    int tok[G_T], tg[G_T];
+    rng_t r = rng_seed(99);
+    for (int i = 0; i < G_T; i++) tok[i] = rng_int(&r, V);
+    for (int t = 0; t < G_T; t++) tg[t] = t + 1 < G_T ? tok[t + 1] : -1;
+    ks_grad *gc = NULL, *gg = NULL;
+    ks_error err = {0};
+    ks_grad_options oc = {.param_grads = true, .backend = "cpu"}, og = oc;
+    og.backend = gpu_name();
+    float *before = malloc((size_t)G_T * V * sizeof(float)), *dl = malloc((size_t)G_T * V * sizeof(float));
+    float *keep_q = malloc(nq * sizeof(float)), *keep_f = malloc(nf * sizeof(float));
+    bool ok = before && dl && keep_q && keep_f && !ks_grad_create(m, &oc, &gc, &err) &&
+              !ks_grad_create(m, &og, &gg, &err) && !ks_grad_forward(gg, tok, G_T, &err);
+    if (ok) {
+        memcpy(before, ks_grad_logits(gg, NULL, NULL), (size_t)G_T * V * sizeof(float));
+        memcpy(keep_q, wq, nq * sizeof(float));
+        memcpy(keep_f, fn, nf * sizeof(float));
+        for (size_t i = 0; i < nq; i++) wq[i] *= 1.5f;
+        for (size_t i = 0; i < nf; i++) fn[i] *= 1.5f;
+        ok = !ks_grad_weights_changed(gg, &err) && !ks_grad_forward(gg, tok, G_T, &err) &&
+             !ks_grad_forward(gc, tok, G_T, &err);
+    }
+    if (ok) {
+        const float *lg = ks_grad_logits(gg, NULL, NULL), *lc = ks_grad_logits(gc, NULL, NULL);
+        cmp_t x = compare(lg, lc, (size_t)G_T * V), moved = compare(before, lc, (size_t)G_T * V);
+        ks_objective_logprob(lc, G_T, V, tg, dl);
+        ok = !ks_grad_backward(gc, dl, &err);
+        ks_objective_logprob(lg, G_T, V, tg, dl);
+        ok = ok && !ks_grad_backward(gg, dl, &err);
+        const char *pn = "model.layers.0.self_attn.q_proj.weight";
+        size_t n1 = 0, n2 = 0;
+        const float *pc = ok ? ks_grad_param(gc, pn, &n1) : NULL;
+        const float *pg = ok ? ks_grad_param(gg, pn, &n2) : NULL;
+        cmp_t y = pc && pg && n1 == n2 ? compare(pg, pc, n1) : (cmp_t){.nonfinite = 1};
+        char d1[512], d2[512];
+        cmp_str(&x, 1e-4, d1, sizeof d1);
+        cmp_str(&y, 1e-4, d2, sizeof d2);
+        tap_ok(ok && cmp_ok(&x, 1e-4) && cmp_ok(&y, 1e-4) && moved.rel > 1e-2,
+               "%s: weights written on the host, then ks_grad_weights_changed: logits %s; d J / d "
+               "q_proj %s; the logits moved by rel %.3g%s%s", name, d1, d2, moved.rel,
+               ok ? "" : ": ", ok ? "" : err.msg);
+    } else {
+        tap_ok(0, "%s: weights changed: %s", name, err.msg);
+    }
+    if (keep_q && keep_f && ok) {
+        memcpy(wq, keep_q, nq * sizeof(float));
+        memcpy(fn, keep_f, nf * sizeof(float));
+    }
+    ks_grad_free(gc);
+    ks_grad_free(gg);
+    free(before);
+    free(dl);
+    free(keep_q);
+    free(keep_f);
+}
+
 /* A random model built in memory: dim 256, heads 2 / kv heads 1 (GQA), head_dim 128, hidden
  * 512, 2 layers, vocab 320, rotary half style; matrices of dtype wt (f32 or bf16), each its own
  * buffer, uniform in [-0.05, 0.05] (logits O(1)); norms f32 near 1. */
@@ -1947,6 +2014,7 @@ static void test_models(ks_model *rand_bf16, ks_model *rand_f32) {
     if (rand_f32) {
         check_model("random f32 (head_dim 128, GQA)", rand_f32);
         check_grad("random f32 (head_dim 128, GQA)", rand_f32);
+        check_reload("random f32 (head_dim 128, GQA)", rand_f32);
     }
 }
 
