@@ -138,6 +138,15 @@ static inline void ks_backend_host_free(ks_backend *b, void *p) {
     else
         free(p);
 }
+/* A host buffer *buf of *cap floats holding at least n: replaced by a larger one when short
+ * (contents not kept). false, with *buf NULL and *cap 0, when out of memory. */
+static inline bool ks_backend_host_reserve(ks_backend *b, float **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return true;
+    ks_backend_host_free(b, *buf);
+    *buf = (float *)ks_backend_host_alloc(b, n * sizeof(float));
+    *cap = *buf ? n : 0;
+    return *buf != NULL;
+}
 
 /* The CPU reference backend: OpenBLAS GEMMs and OpenMP threads. max_in is the longest row of
  * any weight matrix (scratch for streaming non-f32 weights). staged: present its memory as

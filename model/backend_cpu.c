@@ -278,6 +278,13 @@ static void cpu_matmul(ks_backend *b, int n, float *const *ys, const ks_weight *
 }
 
 
+/* 1 / sqrt(mean(x²) + eps) of one row, the sum in double */
+static float rms_inv(const float *x, int dim, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+    return 1.0f / sqrtf((float)(ss / dim) + eps);
+}
+
 static void cpu_rmsnorm(ks_backend *b_, float *o, const float *x, const float *w, int B, int dim,
                         float eps) {
     (void)b_;
@@ -285,9 +292,7 @@ static void cpu_rmsnorm(ks_backend *b_, float *o, const float *x, const float *w
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * dim;
         float *ob = o + (size_t)b * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)xb[i] * xb[i];
-        float r = 1.0f / sqrtf((float)(ss / dim) + eps);
+        float r = rms_inv(xb, dim, eps);
         for (int i = 0; i < dim; i++) ob[i] = w[i] * (xb[i] * r);
     }
 }
@@ -503,9 +508,8 @@ static void cpu_rmsnorm_bwd(ks_backend *b_, float *dx, float *dw, const float *d
     for (int t = 0; t < B; t++) {
         const float *xt = x + (size_t)t * dim, *dyt = dy + (size_t)t * dim;
         float *dxt = dx + (size_t)t * dim;
-        double ss = 0.0, dot = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
-        float rt = 1.0f / sqrtf((float)(ss / dim) + eps);
+        float rt = rms_inv(xt, dim, eps);
+        double dot = 0.0;
         for (int i = 0; i < dim; i++) dot += (double)w[i] * dyt[i] * xt[i];
         float c = (float)(dot / dim) * rt * rt * rt;
         for (int i = 0; i < dim; i++) dxt[i] += rt * w[i] * dyt[i] - xt[i] * c;
@@ -515,9 +519,7 @@ static void cpu_rmsnorm_bwd(ks_backend *b_, float *dx, float *dw, const float *d
         if (!keep) { /* sequential, one row factor at a time */
             for (int t = 0; t < B; t++) {
                 const float *xt = x + (size_t)t * dim, *dyt = dy + (size_t)t * dim;
-                double ss = 0.0;
-                for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
-                float rt = 1.0f / sqrtf((float)(ss / dim) + eps);
+                float rt = rms_inv(xt, dim, eps);
                 for (int i = 0; i < dim; i++) dw[i] += dyt[i] * xt[i] * rt;
             }
         } else {

@@ -78,11 +78,6 @@ struct ks_grad {
 
 /* ------------------------------------------------------------------ hooks */
 
-static void free_stage(ks_grad *g) {
-    ks_backend_host_free(g->be, g->stage);
-    g->stage = NULL;
-    g->stage_cap = 0;
-}
 
 /* Offer t (editable) to fn: asked first, then delivered. A device backend's tensor is staged
  * through host memory (pinned where the backend has some) and copied back after the call. */
@@ -101,14 +96,9 @@ static void fire(ks_grad *g, ks_hook_fn fn, ks_hook_point p, int layer, float *d
         return;
     }
     size_t n = (size_t)d0 * (size_t)d1 * (size_t)(ndim > 2 ? d2 : 1);
-    if (n > g->stage_cap) {
-        free_stage(g);
-        g->stage = ks_backend_host_alloc(g->be, n * sizeof(float));
-        if (!g->stage) {
-            g->hook_lost = true; /* reported by the call, not handed garbage */
-            return;
-        }
-        g->stage_cap = n;
+    if (!ks_backend_host_reserve(g->be, &g->stage, &g->stage_cap, n)) {
+        g->hook_lost = true; /* reported by the call, not handed garbage */
+        return;
     }
     bi->to_host(g->be, g->stage, data, n);
     t.data = g->stage;
@@ -209,11 +199,12 @@ ks_status ks_grad_create(const ks_model *m, const ks_grad_options *o, ks_grad **
         ks_grad_free(g);
         return st;
     }
+    /* lg always: without parameter gradients its pointers stay NULL, and the backward skips
+     * every parameter product whose gradient pointer is NULL */
     g->la = calloc((size_t)c->n_layers, sizeof *g->la);
-    if (!g->la) goto nomem;
+    g->lg = calloc((size_t)c->n_layers, sizeof *g->lg);
+    if (!g->la || !g->lg) goto nomem;
     if (g->param_grads) {
-        g->lg = calloc((size_t)c->n_layers, sizeof *g->lg);
-        if (!g->lg) goto nomem;
         g->gbuf_n = layout_grads(g, NULL, o); /* count, then place */
         g->gbuf = g->be->i->alloc(g->be, (g->gbuf_n ? g->gbuf_n : 1) * sizeof(float)); /* zeroed */
         if (!g->gbuf) {
@@ -236,7 +227,7 @@ void ks_grad_free(ks_grad *g) {
     if (g->be) {
         if (g->arena) g->be->i->release(g->be, g->arena);
         if (g->gbuf) g->be->i->release(g->be, g->gbuf);
-        free_stage(g);
+        ks_backend_host_free(g->be, g->stage);
         g->be->i->destroy(g->be);
     }
     free(g->tokens);
@@ -533,7 +524,6 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
     const int hid = c->hidden_dim, V = c->vocab_size;
     const int q_dim = H * hd, kv_dim = KV * hd;
     const float scale = 1.0f / sqrtf((float)hd), eps = c->rms_eps;
-    const bool pg = g->param_grads;
     const size_t TD = (size_t)T * D, TH = (size_t)T * hid;
     const att_dims ad = {T, H, KV, H / KV, hd, q_dim, kv_dim, (long long)T * T};
 
@@ -541,16 +531,16 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
     BWD(KS_HOOK_LOGITS, -1, g->dlog, 2, T, V, 0);
     /* logits = xnf · W_out^T; xnf = rms(xf) */
     bi->matmul_t(be, g->dxn, &m->output, g->dlog, T, D, V, 0.0f);
-    if (pg && g->g_out) bi->matmul_dw(be, g->g_out, &m->output, g->dlog, g->xnf, T, D, V);
+    if (g->g_out) bi->matmul_dw(be, g->g_out, &m->output, g->dlog, g->xnf, T, D, V);
     BWD(KS_HOOK_LN_FINAL_NORMALIZED, -1, g->dxn, 2, T, D, 0);
     bi->zero(be, g->dres, TD);
-    bi->rmsnorm_bwd(be, g->dres, pg ? g->g_final_norm : NULL, g->dxn, g->xf, m->final_norm, T, D,
+    bi->rmsnorm_bwd(be, g->dres, g->g_final_norm, g->dxn, g->xf, m->final_norm, T, D,
                     eps);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const ks_layer_weights *w = &m->layers[l];
         const layer_act *A = &g->la[l];
-        layer_grad *G = pg ? &g->lg[l] : NULL;
+        const layer_grad *G = &g->lg[l]; /* NULL pointers: not kept */
         /* dres: d resid_post of layer l */
         BWD(KS_HOOK_RESID_POST, l, g->dres, 2, T, D, 0);
 
@@ -560,18 +550,18 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         bi->copy(be, g->act, A->up, TH);
         bi->swiglu(be, g->act, A->gate, TH);
         bi->matmul_t(be, g->dh1, &w->w_down, g->dbuf, T, hid, D, 0.0f);
-        if (G && G->w_down) bi->matmul_dw(be, G->w_down, &w->w_down, g->dbuf, g->act, T, hid, D);
+        if (G->w_down) bi->matmul_dw(be, G->w_down, &w->w_down, g->dbuf, g->act, T, hid, D);
         BWD(KS_HOOK_MLP_POST, l, g->dh1, 2, T, hid, 0);
         bi->swiglu_bwd(be, g->dh1, g->dh2, g->dh1, A->gate, A->up, TH); /* d gate, d up */
         BWD(KS_HOOK_MLP_PRE, l, g->dh1, 2, T, hid, 0);
         BWD(KS_HOOK_MLP_PRE_LINEAR, l, g->dh2, 2, T, hid, 0);
         bi->matmul_t(be, g->dxn, &w->w_gate, g->dh1, T, D, hid, 0.0f);
         bi->matmul_t(be, g->dxn, &w->w_up, g->dh2, T, D, hid, 1.0f);
-        if (G && G->w_gate) bi->matmul_dw(be, G->w_gate, &w->w_gate, g->dh1, A->xn2, T, D, hid);
-        if (G && G->w_up) bi->matmul_dw(be, G->w_up, &w->w_up, g->dh2, A->xn2, T, D, hid);
+        if (G->w_gate) bi->matmul_dw(be, G->w_gate, &w->w_gate, g->dh1, A->xn2, T, D, hid);
+        if (G->w_up) bi->matmul_dw(be, G->w_up, &w->w_up, g->dh2, A->xn2, T, D, hid);
         BWD(KS_HOOK_LN2_NORMALIZED, l, g->dxn, 2, T, D, 0);
         bi->copy(be, g->dmid, g->dres, TD);
-        bi->rmsnorm_bwd(be, g->dmid, G ? G->ffn_norm : NULL, g->dxn, A->mid, w->ffn_norm, T, D,
+        bi->rmsnorm_bwd(be, g->dmid, G->ffn_norm, g->dxn, A->mid, w->ffn_norm, T, D,
                         eps);
         BWD(KS_HOOK_RESID_MID, l, g->dmid, 2, T, D, 0);
 
@@ -579,7 +569,7 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         bi->copy(be, g->dbuf, g->dmid, TD);
         BWD(KS_HOOK_ATTN_OUT, l, g->dbuf, 2, T, D, 0);
         bi->matmul_t(be, g->dz, &w->wo, g->dbuf, T, q_dim, D, 0.0f);
-        if (G && G->wo) bi->matmul_dw(be, G->wo, &w->wo, g->dbuf, A->z, T, q_dim, D);
+        if (G->wo) bi->matmul_dw(be, G->wo, &w->wo, g->dbuf, A->z, T, q_dim, D);
         BWD(KS_HOOK_ATTN_Z, l, g->dz, 3, T, H, hd);
         attn_bwd(g, &ad, A, l, scale);
         BWD(KS_HOOK_ATTN_ROT_Q, l, g->dq, 3, T, H, hd);
@@ -593,17 +583,17 @@ ks_status ks_grad_backward(ks_grad *g, const float *dlogits, ks_error *err) {
         bi->matmul_t(be, g->dxn, &w->wq, g->dq, T, D, q_dim, 0.0f);
         bi->matmul_t(be, g->dxn, &w->wk, g->dk, T, D, kv_dim, 1.0f);
         bi->matmul_t(be, g->dxn, &w->wv, g->dv, T, D, kv_dim, 1.0f);
-        if (G && G->wq) bi->matmul_dw(be, G->wq, &w->wq, g->dq, A->xn1, T, D, q_dim);
-        if (G && G->wk) bi->matmul_dw(be, G->wk, &w->wk, g->dk, A->xn1, T, D, kv_dim);
-        if (G && G->wv) bi->matmul_dw(be, G->wv, &w->wv, g->dv, A->xn1, T, D, kv_dim);
+        if (G->wq) bi->matmul_dw(be, G->wq, &w->wq, g->dq, A->xn1, T, D, q_dim);
+        if (G->wk) bi->matmul_dw(be, G->wk, &w->wk, g->dk, A->xn1, T, D, kv_dim);
+        if (G->wv) bi->matmul_dw(be, G->wv, &w->wv, g->dv, A->xn1, T, D, kv_dim);
         BWD(KS_HOOK_LN1_NORMALIZED, l, g->dxn, 2, T, D, 0);
         bi->copy(be, g->dres, g->dmid, TD);
-        bi->rmsnorm_bwd(be, g->dres, G ? G->attn_norm : NULL, g->dxn, A->x, w->attn_norm, T, D,
+        bi->rmsnorm_bwd(be, g->dres, G->attn_norm, g->dxn, A->x, w->attn_norm, T, D,
                         eps);
         BWD(KS_HOOK_RESID_PRE, l, g->dres, 2, T, D, 0);
     }
     BWD(KS_HOOK_EMBED, -1, g->dres, 2, T, D, 0);
-    if (pg && g->g_emb) bi->embed_bwd(be, g->g_emb, g->dres, g->tokens, T, D);
+    if (g->g_emb) bi->embed_bwd(be, g->g_emb, g->dres, g->tokens, T, D);
     return finish(g, "gradients: backward", err);
 }
 

@@ -99,27 +99,7 @@ static void put(ks_session *s, float *dst, const float *host, size_t n) {
         memcpy(dst, host, n * sizeof(float));
 }
 
-static void free_stage(ks_session *s) {
-    ks_backend_host_free(s->be, s->stage);
-    s->stage = NULL;
-    s->stage_cap = 0;
-}
 
-/* Host staging for hooked tensors of a device backend: its pinned memory where it has some. */
-static bool grow_stage(ks_session *s, size_t n) {
-    free_stage(s);
-    float *q = ks_backend_host_alloc(s->be, n * sizeof(float));
-    if (!q) return false;
-    s->stage = q;
-    s->stage_cap = n;
-    return true;
-}
-
-static void free_pool(ks_session *s) {
-    ks_backend_host_free(s->be, s->pool);
-    s->pool = NULL;
-    s->pool_cap = s->pool_used = 0;
-}
 
 /* Wait for the deferred copies and hand each tensor to the hook, in the order they were
  * hooked; deliver false (after an error) drops them instead. */
@@ -162,12 +142,8 @@ static bool defer_hook(ks_session *s, ks_hook_point p, int layer, const float *d
     }
     while (want < n) want *= 2;
     if (want > max) want = max;
-    if (want > s->pool_cap) { /* empty after the drain: a larger one */
-        free_pool(s);
-        s->pool = ks_backend_host_alloc(s->be, want * sizeof(float));
-        if (!s->pool) return false;
-        s->pool_cap = want;
-    }
+    /* larger only when empty (after the drain) */
+    if (!ks_backend_host_reserve(s->be, &s->pool, &s->pool_cap, want)) return false;
     float *host = s->pool + s->pool_used;
     s->pool_used += (n + 15) & ~(size_t)15; /* 64-byte aligned slots */
     if (s->pool_used > s->pool_cap) s->pool_used = s->pool_cap;
@@ -196,7 +172,8 @@ static void hook_fire(ks_session *s, ks_hook_point p, int layer, float *data, in
         defer_hook(s, p, layer, data, ndim, d0, d1, d2, pos0, n))
         return;
     drain_hooks(s, true); /* delivered in order: what is deferred goes first */
-    if (n > s->stage_cap && !grow_stage(s, n)) return; /* skipped rather than handed garbage */
+    /* skipped rather than handed garbage */
+    if (!ks_backend_host_reserve(s->be, &s->stage, &s->stage_cap, n)) return;
     bi->to_host(s->be, s->stage, data, n);
     t.data = s->stage;
     s->hook(&t, false, s->hook_user);
@@ -322,9 +299,9 @@ void ks_session_free(ks_session *s) {
                          s->z,       s->out,     s->gate, s->up,   s->cosv, s->sinv, s->att,
                          s->logits_dev};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bfree(s, bufs[i]);
-        free_stage(s);
+        ks_backend_host_free(s->be, s->stage);
         drain_hooks(s, false);
-        free_pool(s);
+        ks_backend_host_free(s->be, s->pool);
         s->be->i->destroy(s->be);
     }
     free(s->pend);
@@ -534,8 +511,9 @@ ks_status ks_session_forward(ks_session *s, const int *tokens, int n, ks_logits_
         int rows = mode == KS_LOGITS_ALL ? B : (mode == KS_LOGITS_LAST && last ? 1 : 0);
         float *lg = mode == KS_LOGITS_ALL ? logits + (size_t)done * c->vocab_size : logits;
         ks_status st = forward_chunk(s, tokens + done, B, rows, lg, err);
-        if (!st && s->be->i->check) st = s->be->i->check(s->be, err);
-        drain_hooks(s, st == KS_OK); /* the chunk's deferred hooks, before it counts as done */
+        /* the chunk's deferred hooks, before it counts as done (drain_hooks delivers nothing
+         * once the backend has an error, which check then reports) */
+        drain_hooks(s, st == KS_OK);
         if (!st && s->be->i->check) st = s->be->i->check(s->be, err);
         if (st) return st;
         done += B;

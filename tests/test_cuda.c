@@ -1830,6 +1830,7 @@ static void check_reload(const char *name, ks_model *m) {
     float *keep_q = malloc(nq * sizeof(float)), *keep_f = malloc(nf * sizeof(float));
     bool ok = before && dl && keep_q && keep_f && !ks_grad_create(m, &oc, &gc, &err) &&
               !ks_grad_create(m, &og, &gg, &err) && !ks_grad_forward(gg, tok, G_T, &err);
+    bool changed = ok; /* the weights are scaled below: restored at the end whatever happens */
     if (ok) {
         memcpy(before, ks_grad_logits(gg, NULL, NULL), (size_t)G_T * V * sizeof(float));
         memcpy(keep_q, wq, nq * sizeof(float));
@@ -1861,7 +1862,7 @@ static void check_reload(const char *name, ks_model *m) {
     } else {
         tap_ok(0, "%s: weights changed: %s", name, err.msg);
     }
-    if (keep_q && keep_f && ok) {
+    if (changed) {
         memcpy(wq, keep_q, nq * sizeof(float));
         memcpy(fn, keep_f, nf * sizeof(float));
     }
